@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the test suite runs for real (idempotent, quick when present).
+# PostgreSQL, Prometheus, the Docker engine, debootstrap for the local base image, Lua for the
+# Argo CD health check, shellcheck for workflow run steps, wrk for benchmarks.
+set -euo pipefail
+
+packages=(
+  postgresql          # metadata store tests (server started by the test fixtures)
+  prometheus          # observability tests; ships promtool
+  docker.io           # image build/run tests (dockerd started by .ci/start-docker.sh)
+  debootstrap         # builds the local base image (no registry reachable)
+  lua5.1              # Argo CD health checks are Lua 5.1 (gopher-lua)
+  shellcheck          # run steps of the GitHub workflows
+  wrk                 # HTTP load generator for benchmarks
+  iproute2
+  procps
+  curl
+)
+
+missing=()
+for package in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$package")
+  fi
+done
+
+if ((${#missing[@]})); then
+  echo "installing Debian packages: ${missing[*]}"
+  if [[ $(id -u) -ne 0 ]]; then SUDO=sudo; else SUDO=; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  # The Debian services must not start on install: the tests start their own instances.
+  printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+  $SUDO chmod +x /usr/sbin/policy-rc.d
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  $SUDO rm -f /usr/sbin/policy-rc.d
+fi

@@ -1,0 +1,45 @@
+# One entry point for people and CI. `make serve` and `make test` are the README's quick start.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PORT ?= 8080
+
+.PHONY: help install serve test test-fast lint examples images clean
+
+help:
+	@echo "make serve      serve the sentiment example locally (trains it first if needed)"
+	@echo "make test       install what the tests need (Debian packages too) and run them all"
+	@echo "make test-fast  run the tests that need no Docker engine"
+	@echo "make lint       ruff over the code"
+	@echo "make examples   retrain both example models"
+
+$(BIN)/mlmodel: pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+install: $(BIN)/mlmodel
+
+examples/sentiment/model.joblib: | $(BIN)/mlmodel
+	$(BIN)/python examples/sentiment/train.py
+
+serve: $(BIN)/mlmodel examples/sentiment/model.joblib
+	$(BIN)/mlmodel serve examples/sentiment/mlmodel.yaml --port $(PORT)
+
+examples: $(BIN)/mlmodel
+	$(BIN)/python examples/sentiment/train.py
+	$(BIN)/python examples/house-prices/train.py
+
+test: $(BIN)/mlmodel
+	bash .ci/system-packages.sh
+	$(BIN)/python -m pytest
+
+test-fast: $(BIN)/mlmodel
+	$(BIN)/python -m pytest -m "not docker"
+
+lint: $(BIN)/mlmodel
+	$(BIN)/ruff check runtime operator tests benchmarks examples
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,134 @@
+"""The runtime's one settings object, read from ``MLMODEL_*`` environment variables.
+
+The operator passes exactly these variables to every runtime container (see
+``mlmodel_operator.builders``), and ``mlmodel serve`` builds them from an MLModel YAML.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "MLMODEL_"
+
+
+def default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "mlmodel"
+
+
+class RuntimeSettings(BaseSettings):
+    """Everything one runtime process needs; built once at the entry point and passed down."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", protected_namespaces=())
+
+    # --- the model -----------------------------------------------------------------------
+    model_name: str = Field(
+        "model",
+        pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,252}$",
+        description="Name the model is served under (/v2/models/{name}); the MLModel's metadata.name.",
+    )
+    model_version: str = Field("", description="Free-form version reported in metadata and metrics.")
+    model_uri: str = Field(
+        "",
+        description="Where the artifact lives: a local path, file://, http(s):// or s3://bucket/key.",
+    )
+    model_sha256: str | None = Field(
+        None,
+        pattern=r"^[0-9a-fA-F]{64}$",
+        description="Expected sha256 of the artifact, checked before anything is loaded.",
+    )
+    model_format: Literal["sklearn", "onnx"] = Field(
+        "sklearn", description="Artifact format: 'sklearn' (joblib/pickle) or 'onnx'."
+    )
+    allow_unverified_artifact: bool = Field(
+        False,
+        description=(
+            "Load a pickle-based artifact that has no sha256. Loading a pickle runs code, so this "
+            "is refused by default; switch it on for development only."
+        ),
+    )
+
+    # --- artifact pull -----------------------------------------------------------------------
+    cache_dir: Path = Field(
+        default_factory=default_cache_dir,
+        description="Writable folder where artifacts are downloaded (the only place the runtime writes).",
+    )
+    artifact_max_bytes: int = Field(
+        2 * 1024**3, gt=0, description="Refuse artifacts larger than this many bytes."
+    )
+    artifact_connect_timeout_seconds: float = Field(
+        10.0, gt=0, description="Timeout to connect to the artifact store."
+    )
+    artifact_read_timeout_seconds: float = Field(
+        60.0, gt=0, description="Timeout between two chunks of an artifact download."
+    )
+    artifact_retry_max_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="Longest wait between two attempts to fetch an unreachable artifact (backoff cap).",
+    )
+    s3_endpoint_url: str | None = Field(
+        None,
+        description=(
+            "S3 endpoint for s3:// URIs (MinIO or another S3-compatible store); credentials come from "
+            "the usual AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_REGION variables."
+        ),
+    )
+
+    # --- serving -----------------------------------------------------------------------------
+    host: str = Field("0.0.0.0", description="Address to listen on.")
+    port: int = Field(8080, ge=1, le=65535, description="HTTP port for predictions, health and metrics.")
+    workers: int = Field(1, ge=1, le=64, description="Worker processes (one per core on multi-core nodes).")
+    max_request_bytes: int = Field(
+        10 * 1024**2, gt=0, description="Largest request body accepted; larger ones get 413."
+    )
+    max_batch_size: int = Field(
+        64, ge=1, le=4096, description="Most rows coalesced into one model call by adaptive batching."
+    )
+    max_batch_wait_ms: float = Field(
+        1.0,
+        ge=0,
+        description="Longest a request waits for others to join its batch (a lone request never waits).",
+    )
+    max_concurrent_requests: int = Field(
+        1024,
+        ge=1,
+        description="Predictions in flight beyond this are shed with 503 and Retry-After.",
+    )
+    shutdown_grace_seconds: float = Field(
+        20.0, ge=0, description="On SIGTERM, time allowed for in-flight requests before exit."
+    )
+    auth_token_file: Path | None = Field(
+        None,
+        description="File holding bearer tokens (one per line) required on prediction endpoints.",
+    )
+
+    # --- identity (set by the operator through the downward API) --------------------------------
+    namespace: str = Field("default", description="Namespace of the MLModel this runtime serves.")
+    pod_name: str = Field("", description="Name of this pod (defaults to the host name).")
+
+    # --- metadata store ------------------------------------------------------------------------
+    database_url: SecretStr | None = Field(
+        None,
+        description=(
+            "PostgreSQL URL for deployment metadata (postgresql://...). Empty: SQLite in the cache dir."
+        ),
+    )
+    prediction_log_sample_rate: float = Field(
+        0.0, ge=0.0, le=1.0, description="Fraction of predictions recorded in the metadata store."
+    )
+
+    # --- logs ----------------------------------------------------------------------------------
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    log_format: Literal["json", "text"] = Field(
+        "json", description="'json': one ECS JSON object per line; 'text': for humans at a terminal."
+    )
+    access_log: bool = Field(True, description="Log one line per HTTP request.")
+
+    @field_validator("model_sha256")
+    @classmethod
+    def _lowercase_digest(cls, value: str | None) -> str | None:
+        return value.lower() if value else value
