@@ -5,13 +5,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8080
 
-.PHONY: help install serve test test-fast lint examples images clean
+.PHONY: help install serve test test-fast lint typecheck examples images clean
 
 help:
 	@echo "make serve      serve the sentiment example locally (trains it first if needed)"
 	@echo "make test       install what the tests need (Debian packages too) and run them all"
 	@echo "make test-fast  run the tests that need no Docker engine"
 	@echo "make lint       ruff over the code"
+	@echo "make typecheck  mypy over the runtime and operator packages"
 	@echo "make examples   retrain both example models"
 
 $(BIN)/mlmodel: pyproject.toml
@@ -40,6 +41,9 @@ test-fast: $(BIN)/mlmodel
 
 lint: $(BIN)/mlmodel
 	$(BIN)/ruff check runtime operator tests benchmarks examples
+
+typecheck: $(BIN)/mlmodel
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) .pytest_cache

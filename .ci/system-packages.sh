@@ -8,6 +8,7 @@ packages=(
   postgresql          # metadata store tests (server started by the test fixtures)
   prometheus          # observability tests; ships promtool
   docker.io           # image build/run tests (dockerd started by .ci/start-docker.sh)
+  docker-compose      # `docker-compose up` of the local stack (bookworm has Compose v1 only)
   debootstrap         # builds the local base image (no registry reachable)
   lua5.1              # Argo CD health checks are Lua 5.1 (gopher-lua)
   shellcheck          # run steps of the GitHub workflows
@@ -17,8 +18,15 @@ packages=(
   curl
 )
 
+# A machine that already has a Docker engine (a GitHub runner ships docker-ce) keeps it:
+# Debian's docker.io conflicts with docker-ce's containerd.
+if command -v dockerd >/dev/null 2>&1; then
+  packages=("${packages[@]/docker.io/}")
+fi
+
 missing=()
 for package in "${packages[@]}"; do
+  [[ -n $package ]] || continue
   if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
     missing+=("$package")
   fi

@@ -65,6 +65,14 @@ class RuntimeSettings(BaseSettings):
     artifact_read_timeout_seconds: float = Field(
         60.0, gt=0, description="Timeout between two chunks of an artifact download."
     )
+    artifact_download_timeout_seconds: float = Field(
+        3600.0,
+        gt=0,
+        description=(
+            "Longest one download attempt may take in total, so a server trickling bytes just under "
+            "the read timeout cannot hold the runtime forever."
+        ),
+    )
     artifact_retry_max_seconds: float = Field(
         60.0,
         gt=0,

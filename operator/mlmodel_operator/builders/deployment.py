@@ -1,0 +1,261 @@
+"""The runtime Deployment: the MLModel's settings as env, probes, and a restricted pod."""
+
+from __future__ import annotations
+
+from mlmodel_operator.builders.common import (
+    ROLLOUT_HASH_ANNOTATION,
+    labels,
+    object_meta,
+    selector_labels,
+)
+from mlmodel_operator.settings import OperatorSettings
+from mlmodel_operator.spec import InvalidSpec, MLModelSpec, rollout_hash
+
+CONTAINER_NAME = "runtime"
+RUNTIME_PORT = 8080
+CACHE_DIR = "/var/cache/mlmodel"
+AUTH_DIR = "/var/run/secrets/mlmodel/auth"
+AUTH_FILE = "tokens"
+
+# Env the operator derives from the spec; a user env entry with one of these names would
+# silently fight the spec field it comes from, so it is refused instead.
+MANAGED_ENV = frozenset(
+    {
+        "MLMODEL_MODEL_NAME",
+        "MLMODEL_MODEL_URI",
+        "MLMODEL_MODEL_SHA256",
+        "MLMODEL_MODEL_FORMAT",
+        "MLMODEL_MODEL_VERSION",
+        "MLMODEL_ALLOW_UNVERIFIED_ARTIFACT",
+        "MLMODEL_CACHE_DIR",
+        "MLMODEL_PORT",
+        "MLMODEL_WORKERS",
+        "MLMODEL_MAX_BATCH_SIZE",
+        "MLMODEL_MAX_BATCH_WAIT_MS",
+        "MLMODEL_NAMESPACE",
+        "MLMODEL_POD_NAME",
+        "MLMODEL_DATABASE_URL",
+        "MLMODEL_S3_ENDPOINT_URL",
+        "MLMODEL_PREDICTION_LOG_SAMPLE_RATE",
+        "MLMODEL_AUTH_TOKEN_FILE",
+        "MLMODEL_SHUTDOWN_GRACE_SECONDS",
+    }
+)
+
+
+def _value(name: str, value: object) -> dict:
+    if isinstance(value, bool):
+        value = "true" if value else "false"
+    return {"name": name, "value": str(value)}
+
+
+def _field_ref(name: str, path: str) -> dict:
+    return {"name": name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}}
+
+
+def runtime_env(name: str, spec: MLModelSpec, settings: OperatorSettings) -> list[dict]:
+    """The RuntimeSettings variables (env prefix MLMODEL_) for this MLModel, then the user's env."""
+    model = spec.model
+    env = [
+        _value("MLMODEL_MODEL_NAME", name),
+        _value("MLMODEL_MODEL_URI", model.uri),
+        _value("MLMODEL_MODEL_FORMAT", model.format),
+        _value("MLMODEL_ALLOW_UNVERIFIED_ARTIFACT", model.allow_unverified),
+        _value("MLMODEL_CACHE_DIR", CACHE_DIR),
+        _value("MLMODEL_PORT", RUNTIME_PORT),
+        _value("MLMODEL_WORKERS", spec.runtime.workers),
+        _value("MLMODEL_MAX_BATCH_SIZE", spec.batching.max_batch_size),
+        _value("MLMODEL_MAX_BATCH_WAIT_MS", spec.batching.max_wait_ms),
+        _value("MLMODEL_PREDICTION_LOG_SAMPLE_RATE", spec.prediction_logging.sample_rate),
+        _value("MLMODEL_SHUTDOWN_GRACE_SECONDS", settings.runtime_shutdown_grace_seconds),
+        _field_ref("MLMODEL_NAMESPACE", "metadata.namespace"),
+        _field_ref("MLMODEL_POD_NAME", "metadata.name"),
+    ]
+    if model.sha256:
+        env.append(_value("MLMODEL_MODEL_SHA256", model.sha256))
+    if model.version:
+        env.append(_value("MLMODEL_MODEL_VERSION", model.version))
+    if model.s3_endpoint_url:
+        env.append(_value("MLMODEL_S3_ENDPOINT_URL", model.s3_endpoint_url))
+    if spec.database:
+        ref = spec.database.secret_ref
+        env.append(
+            {
+                "name": "MLMODEL_DATABASE_URL",
+                "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
+            }
+        )
+    if spec.auth:
+        env.append(_value("MLMODEL_AUTH_TOKEN_FILE", f"{AUTH_DIR}/{AUTH_FILE}"))
+    for index, entry in enumerate(spec.runtime.env):
+        if entry.get("name") in MANAGED_ENV:
+            raise InvalidSpec(
+                f"spec.runtime.env[{index}].name {entry['name']} is set by the operator from the "
+                "MLModel's own fields; set that field instead"
+            )
+        env.append(entry)
+    return env
+
+
+def resources(spec: MLModelSpec, settings: OperatorSettings) -> dict:
+    # A user's resources are taken whole (Kubernetes semantics: a request defaults to its limit);
+    # merging defaults into them could produce a request above the user's limit.
+    if spec.runtime.resources is not None:
+        return {key: dict(value) for key, value in spec.runtime.resources.items()}
+    return {
+        "requests": {"cpu": settings.default_cpu_request, "memory": settings.default_memory_request},
+        "limits": {"memory": settings.default_memory_limit},
+    }
+
+
+def _probe(path: str, *, period: int, failures: int, timeout: int) -> dict:
+    return {
+        "httpGet": {"path": path, "port": "http", "scheme": "HTTP"},
+        "periodSeconds": period,
+        "timeoutSeconds": timeout,
+        "failureThreshold": failures,
+        "successThreshold": 1,
+    }
+
+
+def container(name: str, spec: MLModelSpec, settings: OperatorSettings) -> dict:
+    mounts = [
+        {"name": "cache", "mountPath": CACHE_DIR},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    if spec.auth:
+        mounts.append({"name": "auth", "mountPath": AUTH_DIR, "readOnly": True})
+    startup_period = 5
+    result = {
+        "name": CONTAINER_NAME,
+        "image": spec.runtime.image or settings.runtime_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "ports": [{"name": "http", "containerPort": RUNTIME_PORT, "protocol": "TCP"}],
+        "env": runtime_env(name, spec, settings),
+        "resources": resources(spec, settings),
+        # Startup watches liveness, not readiness: a runtime that is up but still fetching an
+        # unreachable artifact retries by itself and must not be restarted in a loop.
+        "startupProbe": _probe(
+            "/v2/health/live",
+            period=startup_period,
+            failures=max(1, settings.startup_timeout_seconds // startup_period),
+            timeout=2,
+        ),
+        "readinessProbe": _probe("/v2/health/ready", period=5, failures=3, timeout=2),
+        # Generous: a busy runtime sheds load with 503 but its liveness must stay green.
+        "livenessProbe": _probe("/v2/health/live", period=10, failures=6, timeout=5),
+        "volumeMounts": mounts,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": settings.runtime_user_id,
+            "runAsGroup": settings.runtime_user_id,
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "privileged": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if spec.model.credentials_secret:
+        result["envFrom"] = [{"secretRef": {"name": spec.model.credentials_secret.name}}]
+    if settings.pre_stop_sleep_seconds:
+        # Endpoints controllers and kube-proxy need a moment to stop routing to a terminating pod.
+        result["lifecycle"] = {"preStop": {"sleep": {"seconds": settings.pre_stop_sleep_seconds}}}
+    return result
+
+
+def volumes(spec: MLModelSpec, settings: OperatorSettings) -> list[dict]:
+    result = [
+        {"name": "cache", "emptyDir": {"sizeLimit": settings.cache_volume_size_limit}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": settings.tmp_volume_size_limit}},
+    ]
+    if spec.auth:
+        ref = spec.auth.secret_ref
+        result.append(
+            {
+                "name": "auth",
+                "secret": {
+                    "secretName": ref.name,
+                    "items": [{"key": ref.key, "path": AUTH_FILE}],
+                    "defaultMode": 0o440,
+                },
+            }
+        )
+    return result
+
+
+def build_deployment_from_spec(mlmodel: dict, spec: MLModelSpec, settings: OperatorSettings) -> dict:
+    name = mlmodel["metadata"]["name"]
+    if spec.autoscaling is not None and not _requests_cpu(spec, settings):
+        raise InvalidSpec(
+            "spec.autoscaling scales on CPU utilisation, which needs "
+            "spec.runtime.resources.requests.cpu (or limits.cpu)"
+        )
+    pod_spec = {
+        "containers": [container(name, spec, settings)],
+        "volumes": volumes(spec, settings),
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": settings.runtime_user_id,
+            "runAsGroup": settings.runtime_user_id,
+            "fsGroup": settings.runtime_user_id,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        # The runtime never talks to the Kubernetes API.
+        "automountServiceAccountToken": False,
+        # Service links would inject e.g. MLMODEL_PORT=tcp://... for a Service named "mlmodel",
+        # colliding with the runtime's own MLMODEL_ settings.
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": settings.termination_grace_period_seconds,
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": selector_labels(mlmodel)},
+            }
+        ],
+    }
+    if spec.service_account_name:
+        pod_spec["serviceAccountName"] = spec.service_account_name
+    if spec.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.node_selector)
+    if spec.tolerations:
+        pod_spec["tolerations"] = [dict(item) for item in spec.tolerations]
+    if spec.runtime.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": ref.name} for ref in spec.runtime.image_pull_secrets]
+
+    deployment_spec = {
+        "selector": {"matchLabels": selector_labels(mlmodel)},
+        "revisionHistoryLimit": 5,
+        "progressDeadlineSeconds": settings.progress_deadline_seconds,
+        # Never fewer serving pods than asked for during a rollout: surge one, then retire one.
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        "template": {
+            "metadata": {
+                "labels": labels(mlmodel, spec),
+                "annotations": {
+                    ROLLOUT_HASH_ANNOTATION: rollout_hash(spec),
+                    "prometheus.io/scrape": "true",
+                    "prometheus.io/port": str(RUNTIME_PORT),
+                    "prometheus.io/path": "/metrics",
+                },
+            },
+            "spec": pod_spec,
+        },
+    }
+    if spec.autoscaling is None:
+        # Left out when an HPA owns the count, so applying the Deployment never fights it.
+        deployment_spec["replicas"] = 1 if spec.replicas is None else spec.replicas
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": object_meta(mlmodel, spec),
+        "spec": deployment_spec,
+    }
+
+
+def _requests_cpu(spec: MLModelSpec, settings: OperatorSettings) -> bool:
+    chosen = resources(spec, settings)
+    return "cpu" in chosen.get("requests", {}) or "cpu" in chosen.get("limits", {})

@@ -1,0 +1,126 @@
+"""The operator's one settings object, read from ``MLMODEL_OPERATOR_*`` environment variables.
+
+Built once by ``mlmodel operator`` (or ``mlmodel render``) and passed down to every builder.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "MLMODEL_OPERATOR_"
+
+QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"
+
+
+class OperatorSettings(BaseSettings):
+    """Defaults the operator applies to every MLModel that does not say otherwise."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    # --- what the operator watches ---------------------------------------------------------
+    namespace: str = Field(
+        "",
+        description="Namespace whose MLModels are reconciled; empty means every namespace.",
+    )
+    resync_interval_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="How often every MLModel is checked again to repair drift in its children.",
+    )
+    api_timeout_seconds: float = Field(
+        30.0, gt=0, description="Timeout of one Kubernetes API request made by the operator."
+    )
+    crd_check_interval_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="How long the answer to 'is the ServiceMonitor CRD installed?' is reused.",
+    )
+    metrics_port: int = Field(
+        9090, ge=1, le=65535, description="Port of the operator's own Prometheus /metrics endpoint."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Log level of the operator."
+    )
+    log_format: Literal["json", "text"] = Field(
+        "json", description="'json': one JSON object per line; 'text': for humans at a terminal."
+    )
+
+    # --- the runtime pods it creates --------------------------------------------------------
+    runtime_image: str = Field(
+        "ghcr.io/mlmodel-operator/runtime:0.1.0",
+        min_length=1,
+        description="Runtime image used when an MLModel sets no spec.runtime.image.",
+    )
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        "IfNotPresent", description="imagePullPolicy of the runtime container."
+    )
+    runtime_user_id: int = Field(
+        10001,
+        ge=1,
+        description="Numeric non-root user (and group) the runtime runs as; matches the runtime image.",
+    )
+    default_cpu_request: str = Field(
+        "250m",
+        pattern=QUANTITY_PATTERN,
+        description="CPU request of a runtime container whose MLModel sets no spec.runtime.resources.",
+    )
+    default_memory_request: str = Field(
+        "512Mi",
+        pattern=QUANTITY_PATTERN,
+        description="Memory request of a runtime container whose MLModel sets no resources.",
+    )
+    default_memory_limit: str = Field(
+        "1Gi",
+        pattern=QUANTITY_PATTERN,
+        description="Memory limit of a runtime container whose MLModel sets no resources.",
+    )
+    cache_volume_size_limit: str = Field(
+        "4Gi",
+        pattern=QUANTITY_PATTERN,
+        description="sizeLimit of the emptyDir holding downloaded artifacts (/var/cache/mlmodel).",
+    )
+    tmp_volume_size_limit: str = Field(
+        "256Mi",
+        pattern=QUANTITY_PATTERN,
+        description="sizeLimit of the emptyDir mounted at /tmp (the root filesystem is read-only).",
+    )
+    progress_deadline_seconds: int = Field(
+        600,
+        ge=30,
+        description=(
+            "Deployment progressDeadlineSeconds: a rollout stuck longer than this is reported as "
+            "Degraded with reason ProgressDeadlineExceeded."
+        ),
+    )
+    startup_timeout_seconds: int = Field(
+        300,
+        ge=10,
+        description="Longest a runtime may take to start (download and load its model) before restart.",
+    )
+    runtime_shutdown_grace_seconds: int = Field(
+        20,
+        ge=0,
+        description="Time the runtime gives in-flight requests after SIGTERM (MLMODEL_SHUTDOWN_GRACE_SECONDS).",
+    )
+    pre_stop_sleep_seconds: int = Field(
+        5,
+        ge=0,
+        le=60,
+        description=(
+            "Pause before SIGTERM so Service endpoints drop the pod before it stops accepting "
+            "requests; 0 disables the preStop hook."
+        ),
+    )
+    servicemonitor_interval: str = Field(
+        "30s",
+        pattern=r"^([0-9]+(ms|s|m|h))+$",
+        description="Scrape interval of a ServiceMonitor whose MLModel sets no spec.monitoring.interval.",
+    )
+
+    @property
+    def termination_grace_period_seconds(self) -> int:
+        """Pod grace period: the preStop pause plus the runtime's own drain time, plus slack."""
+        return self.pre_stop_sleep_seconds + self.runtime_shutdown_grace_seconds + 10

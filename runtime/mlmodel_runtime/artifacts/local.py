@@ -1,0 +1,36 @@
+"""Copy a local artifact (plain path or file://) into the cache, hashing and size-capping as it goes.
+
+Copied rather than verified in place: the bytes loaded are then exactly the bytes hashed, even if
+the source (a mounted volume, a file being retrained) changes between the check and the load.
+"""
+
+from __future__ import annotations
+
+from mlmodel_runtime.artifacts import errors
+from mlmodel_runtime.artifacts.sink import CHUNK_BYTES, ArtifactSink, run_download_thread
+from mlmodel_runtime.artifacts.uris import LocalSource
+from mlmodel_runtime.settings import RuntimeSettings
+
+
+async def download_local(source: LocalSource, sink: ArtifactSink, settings: RuntimeSettings, shown_uri: str) -> None:
+    await run_download_thread(sink, lambda: _copy(source, sink, shown_uri))
+
+
+def _copy(source: LocalSource, sink: ArtifactSink, shown_uri: str) -> None:
+    try:
+        file = source.path.open("rb")
+    except FileNotFoundError as exc:
+        raise errors.not_found(shown_uri, "no such file") from exc
+    except IsADirectoryError as exc:
+        raise errors.not_found(shown_uri, "it is a directory, not a file") from exc
+    except PermissionError as exc:
+        raise errors.unreachable(
+            shown_uri, "permission denied: make the file readable by the runtime's user", retryable=False
+        ) from exc
+    with file:
+        try:
+            sink.expect_size(source.path.stat().st_size)
+            while chunk := file.read(CHUNK_BYTES):
+                sink.write(chunk)
+        except OSError as exc:
+            raise errors.unreachable(shown_uri, f"read failed: {exc.strerror or exc}") from exc
