@@ -8,7 +8,7 @@ DEGRADED = "Degraded"
 CONDITION_TYPES = (READY, PROGRESSING, DEGRADED)
 
 
-def get_condition(conditions: list[dict] | None, type: str) -> dict | None:  # noqa: A002
+def get_condition(conditions: list[dict] | None, type: str) -> dict | None:
     for condition in conditions or ():
         if condition.get("type") == type:
             return condition
@@ -18,7 +18,7 @@ def get_condition(conditions: list[dict] | None, type: str) -> dict | None:  # n
 def set_condition(
     conditions: list[dict] | None,
     *,
-    type: str,  # noqa: A002 - the field's name in Kubernetes
+    type: str,
     status: str,
     reason: str,
     message: str,
@@ -36,7 +36,7 @@ def set_condition(
     transition = now
     if previous is not None and previous.get("status") == status and previous.get("lastTransitionTime"):
         transition = previous["lastTransitionTime"]
-    updated = {
+    updated: dict[str, object] = {
         "type": type,
         "status": status,
         "reason": reason,

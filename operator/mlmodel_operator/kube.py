@@ -175,6 +175,12 @@ class KubeClient:
                 return None
             raise
 
+    async def list(
+        self, rtype: ResourceType, namespace: str | None = None, label_selector: str | None = None
+    ) -> dict[str, Any]:
+        params = {"labelSelector": label_selector} if label_selector else None
+        return await self._request("list", "GET", rtype.path(namespace), params=params)
+
     async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
         rtype = resource_of(obj)
         return await self._request("create", "POST", rtype.path(obj["metadata"].get("namespace")), body=obj)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime
 import logging
@@ -11,7 +12,7 @@ from typing import Any
 import kopf
 
 from mlmodel_operator import metrics
-from mlmodel_operator.builders import SERVICEMONITOR_CRD, build_children, child_names
+from mlmodel_operator.builders import SERVICEMONITOR_CRD, InvalidSpec, build_children, child_names
 from mlmodel_operator.conditions import DEGRADED, READY, get_condition
 from mlmodel_operator.kube import (
     CHILD_TYPES,
@@ -43,6 +44,15 @@ class Context:
     kube: KubeClient
     census: metrics.ConditionCensus = dataclasses.field(default_factory=metrics.ConditionCensus)
     clock: Callable[[], datetime.datetime] = utc_now
+    # One lock per MLModel uid: event handlers and the resync loop never reconcile it at once.
+    locks: dict[str, asyncio.Lock] = dataclasses.field(default_factory=dict)
+
+    def lock_for(self, uid: str) -> asyncio.Lock:
+        return self.locks.setdefault(uid, asyncio.Lock())
+
+    def forget(self, uid: str) -> None:
+        self.locks.pop(uid, None)
+        self.census.forget(uid)
 
     def now(self) -> str:
         return self.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -61,7 +71,7 @@ async def reconcile(ctx: Context, mlmodel: dict[str, Any], logger: logging.Logge
     monitoring = await ctx.servicemonitor_supported()
     try:
         children = build_children(mlmodel, ctx.settings, servicemonitor_supported=monitoring)
-    except ValueError:  # InvalidSpec: the status says what to fix; children stay as they are
+    except InvalidSpec:  # the status says what to fix; the children of the last good spec stay
         await sync_status(ctx, namespace, meta["name"], logger)
         raise
 

@@ -95,6 +95,9 @@ def main(argv: list[str] | None = None, *, stdout: TextIO | None = None, stderr:
         )
     except (OSError, yaml.YAMLError, InvalidSpec, ValueError) as error:
         print(f"mlmodel render: {args.file}: {error}", file=stderr)
+        if isinstance(error, InvalidSpec) and "relative path" in str(error):
+            print("mlmodel render: pass --model-uri URI to render with the URI the artifact "
+                  "will be uploaded to", file=stderr)
         return 2
     yaml.safe_dump_all(children, stdout, sort_keys=False, default_flow_style=False)
     return 0

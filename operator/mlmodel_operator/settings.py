@@ -39,7 +39,10 @@ class OperatorSettings(BaseSettings):
         description="How long the answer to 'is the ServiceMonitor CRD installed?' is reused.",
     )
     metrics_port: int = Field(
-        9090, ge=1, le=65535, description="Port of the operator's own Prometheus /metrics endpoint."
+        9090,
+        ge=0,
+        le=65535,
+        description="Port of the operator's own Prometheus /metrics endpoint; 0 turns it off.",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level of the operator."

@@ -60,7 +60,7 @@ class ModelSource(_Spec):
     s3_endpoint_url: str | None = None
 
     @model_validator(mode="after")
-    def _digest_or_opt_out(self) -> "ModelSource":
+    def _digest_or_opt_out(self) -> ModelSource:
         if self.sha256 is None and not self.allow_unverified:
             raise ValueError(
                 "spec.model.sha256 is required (the runtime refuses unverified artifacts); "
@@ -85,7 +85,7 @@ class Autoscaling(_Spec):
     )
 
     @model_validator(mode="after")
-    def _min_le_max(self) -> "Autoscaling":
+    def _min_le_max(self) -> Autoscaling:
         if self.min_replicas > self.max_replicas:
             raise ValueError("spec.autoscaling.minReplicas must not exceed maxReplicas")
         return self
@@ -132,7 +132,7 @@ class MLModelSpec(_Spec):
     service_account_name: str = ""
 
     @model_validator(mode="after")
-    def _replicas_or_autoscaling(self) -> "MLModelSpec":
+    def _replicas_or_autoscaling(self) -> MLModelSpec:
         if self.replicas is not None and self.autoscaling is not None:
             raise ValueError("set spec.replicas or spec.autoscaling, not both")
         return self

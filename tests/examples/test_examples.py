@@ -158,6 +158,15 @@ def test_sentiment_model_reads_obvious_reviews(sentiment_model):
     assert probabilities.max(axis=1).min() > 0.8
 
 
+def test_sentiment_vocabulary_is_plain_python(sentiment_model):
+    vocabulary = sentiment_model.named_steps["tfidf"].vocabulary_
+
+    # numpy scalars would make joblib.load several times slower (runtime start-up).
+    assert {type(index) for index in vocabulary.values()} == {int}
+    assert list(vocabulary) == sorted(vocabulary)
+    assert sorted(vocabulary.values()) == list(range(len(vocabulary)))
+
+
 def test_house_model_prices_bigger_better_houses_higher(house_model):
     typical = dict(TYPICAL_HOUSE)
     larger_and_better = dict(TYPICAL_HOUSE, living_area_sqft=2600, overall_quality=9,

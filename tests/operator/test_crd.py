@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 import celpy
 import kubernetes_validate
 import pytest
@@ -22,7 +20,6 @@ from crd_check import (
     walk,
     with_changes,
 )
-
 from mlmodel_operator import spec as spec_module
 from mlmodel_operator.spec import InvalidSpec, parse_spec
 

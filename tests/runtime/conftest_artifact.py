@@ -61,7 +61,9 @@ class ArtifactServer:
     def record(self, path: str) -> int:
         """Record a request and return how many came before it on the same path."""
         with self._lock:
-            before = sum(1 for seen in self.requests if seen.partition("?")[0] == path.partition("?")[0])
+            before = sum(
+                1 for seen in self.requests if seen.partition("?")[0] == path.partition("?")[0]
+            )
             self.requests.append(path)
             return before
 

@@ -21,7 +21,6 @@ from conftest_artifact import (
     make_settings,
     running_artifact_server,
 )
-
 from mlmodel_runtime.artifact import ArtifactError, fetch_artifact
 
 
@@ -42,7 +41,9 @@ async def fetch_error(settings) -> ArtifactError:
     return caught.value
 
 
-async def test_verified_download_lands_in_the_cache(server: ArtifactServer, cache_dir: Path) -> None:
+async def test_verified_download_lands_in_the_cache(
+    server: ArtifactServer, cache_dir: Path
+) -> None:
     server.routes["/model.joblib"] = Route()
 
     path = await fetch_artifact(make_settings(cache_dir, server.url("/model.joblib")))
@@ -52,7 +53,9 @@ async def test_verified_download_lands_in_the_cache(server: ArtifactServer, cach
     assert cache_listing(cache_dir) == [path.name]
 
 
-async def test_second_fetch_with_sha256_does_not_hit_the_server(server: ArtifactServer, cache_dir: Path) -> None:
+async def test_second_fetch_with_sha256_does_not_hit_the_server(
+    server: ArtifactServer, cache_dir: Path
+) -> None:
     server.routes["/model.joblib"] = Route()
     settings = make_settings(cache_dir, server.url("/model.joblib"))
 
@@ -63,9 +66,13 @@ async def test_second_fetch_with_sha256_does_not_hit_the_server(server: Artifact
     assert server.hits("/model.joblib") == 1
 
 
-async def test_without_sha256_every_fetch_downloads_again(server: ArtifactServer, cache_dir: Path) -> None:
+async def test_without_sha256_every_fetch_downloads_again(
+    server: ArtifactServer, cache_dir: Path
+) -> None:
     server.routes["/model.onnx"] = Route()
-    settings = make_settings(cache_dir, server.url("/model.onnx"), model_sha256=None, model_format="onnx")
+    settings = make_settings(
+        cache_dir, server.url("/model.onnx"), model_sha256=None, model_format="onnx"
+    )
 
     await fetch_artifact(settings)
     server.routes["/model.onnx"] = Route(body=OTHER_ARTIFACT)
@@ -76,7 +83,9 @@ async def test_without_sha256_every_fetch_downloads_again(server: ArtifactServer
 
 
 async def test_redirects_are_followed(server: ArtifactServer, cache_dir: Path) -> None:
-    server.routes["/stable/model.joblib"] = Route(mode="redirect", location=server.url("/blobs/abc"))
+    server.routes["/stable/model.joblib"] = Route(
+        mode="redirect", location=server.url("/blobs/abc")
+    )
     server.routes["/blobs/abc"] = Route()
 
     path = await fetch_artifact(make_settings(cache_dir, server.url("/stable/model.joblib")))
@@ -85,9 +94,13 @@ async def test_redirects_are_followed(server: ArtifactServer, cache_dir: Path) -
     assert server.hits("/blobs/abc") == 1
 
 
-async def test_slow_server_times_out_and_leaves_no_file(server: ArtifactServer, cache_dir: Path) -> None:
+async def test_slow_server_times_out_and_leaves_no_file(
+    server: ArtifactServer, cache_dir: Path
+) -> None:
     server.routes["/model.joblib"] = Route(mode="slow", pause_seconds=5)
-    settings = make_settings(cache_dir, server.url("/model.joblib"), artifact_read_timeout_seconds=0.3)
+    settings = make_settings(
+        cache_dir, server.url("/model.joblib"), artifact_read_timeout_seconds=0.3
+    )
 
     error = await fetch_error(settings)
 
@@ -98,7 +111,9 @@ async def test_slow_server_times_out_and_leaves_no_file(server: ArtifactServer, 
     assert cache_listing(cache_dir) == []
 
 
-async def test_total_download_deadline_stops_a_trickling_server(server: ArtifactServer, cache_dir: Path) -> None:
+async def test_total_download_deadline_stops_a_trickling_server(
+    server: ArtifactServer, cache_dir: Path
+) -> None:
     # Each pause is under the read timeout, so only the overall deadline can end this download.
     server.routes["/model.joblib"] = Route(mode="slow", pause_seconds=5)
     settings = make_settings(
@@ -128,10 +143,14 @@ async def test_connection_dropped_mid_body_is_retryable_and_leaves_no_file(
     assert cache_listing(cache_dir) == []
 
 
-async def test_dropped_connection_without_sha256_is_still_refused(server: ArtifactServer, cache_dir: Path) -> None:
+async def test_dropped_connection_without_sha256_is_still_refused(
+    server: ArtifactServer, cache_dir: Path
+) -> None:
     # With no digest to check, Content-Length is what catches the short body.
     server.routes["/model.onnx"] = Route(mode="drop")
-    settings = make_settings(cache_dir, server.url("/model.onnx"), model_sha256=None, model_format="onnx")
+    settings = make_settings(
+        cache_dir, server.url("/model.onnx"), model_sha256=None, model_format="onnx"
+    )
 
     error = await fetch_error(settings)
 
@@ -151,7 +170,9 @@ async def test_truncated_file_fails_the_checksum(server: ArtifactServer, cache_d
     assert cache_listing(cache_dir) == []
 
 
-async def test_different_file_fails_the_checksum_and_is_not_cached(server: ArtifactServer, cache_dir: Path) -> None:
+async def test_different_file_fails_the_checksum_and_is_not_cached(
+    server: ArtifactServer, cache_dir: Path
+) -> None:
     server.routes["/model.joblib"] = Route(body=OTHER_ARTIFACT)
     settings = make_settings(cache_dir, server.url("/model.joblib"))
 
@@ -178,9 +199,13 @@ async def test_size_cap_from_content_length(server: ArtifactServer, cache_dir: P
     assert cache_listing(cache_dir) == []
 
 
-async def test_size_cap_while_streaming_a_body_of_unknown_length(server: ArtifactServer, cache_dir: Path) -> None:
+async def test_size_cap_while_streaming_a_body_of_unknown_length(
+    server: ArtifactServer, cache_dir: Path
+) -> None:
     server.routes["/model.joblib"] = Route(mode="unsized")
-    settings = make_settings(cache_dir, server.url("/model.joblib"), artifact_max_bytes=len(ARTIFACT) // 4)
+    settings = make_settings(
+        cache_dir, server.url("/model.joblib"), artifact_max_bytes=len(ARTIFACT) // 4
+    )
 
     error = await fetch_error(settings)
 
@@ -189,7 +214,9 @@ async def test_size_cap_while_streaming_a_body_of_unknown_length(server: Artifac
     assert cache_listing(cache_dir) == []
 
 
-async def test_body_of_unknown_length_within_the_cap_is_accepted(server: ArtifactServer, cache_dir: Path) -> None:
+async def test_body_of_unknown_length_within_the_cap_is_accepted(
+    server: ArtifactServer, cache_dir: Path
+) -> None:
     server.routes["/model.joblib"] = Route(mode="unsized")
 
     path = await fetch_artifact(make_settings(cache_dir, server.url("/model.joblib")))
@@ -207,7 +234,9 @@ async def test_body_of_unknown_length_within_the_cap_is_accepted(server: Artifac
         (503, "ArtifactUnreachable", "HTTP 503"),
     ],
 )
-async def test_http_error_statuses(server: ArtifactServer, cache_dir: Path, status: int, reason: str, text: str) -> None:
+async def test_http_error_statuses(
+    server: ArtifactServer, cache_dir: Path, status: int, reason: str, text: str
+) -> None:
     server.routes["/model.joblib"] = Route(status=status)
 
     error = await fetch_error(make_settings(cache_dir, server.url("/model.joblib")))
@@ -234,10 +263,16 @@ async def test_partial_download_is_never_visible_under_the_final_name(
     route = Route(mode="hold")
     server.routes["/model.joblib"] = route
     final = cache_dir / f"sha256-{ARTIFACT_SHA256}"
-    download = asyncio.create_task(fetch_artifact(make_settings(cache_dir, server.url("/model.joblib"))))
+    download = asyncio.create_task(
+        fetch_artifact(make_settings(cache_dir, server.url("/model.joblib")))
+    )
     try:
         for _ in range(200):
-            partials = [p for p in cache_dir.glob(".partial-*") if p.stat().st_size > 0] if cache_dir.exists() else []
+            partials = (
+                [p for p in cache_dir.glob(".partial-*") if p.stat().st_size > 0]
+                if cache_dir.exists()
+                else []
+            )
             if partials:
                 break
             await asyncio.sleep(0.02)
@@ -254,7 +289,9 @@ async def test_partial_download_is_never_visible_under_the_final_name(
 
 async def test_cancelled_download_leaves_no_file(server: ArtifactServer, cache_dir: Path) -> None:
     server.routes["/model.joblib"] = Route(mode="hold")
-    download = asyncio.create_task(fetch_artifact(make_settings(cache_dir, server.url("/model.joblib"))))
+    download = asyncio.create_task(
+        fetch_artifact(make_settings(cache_dir, server.url("/model.joblib")))
+    )
     for _ in range(200):
         if server.hits("/model.joblib"):
             break
@@ -271,9 +308,10 @@ async def test_cancelled_download_leaves_no_file(server: ArtifactServer, cache_d
 async def test_credentials_and_signed_query_never_reach_messages_or_logs(
     server: ArtifactServer, cache_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    secret_uri = server.url("/private/model.joblib").replace(
-        "http://", "http://alice:hunter2-password@"
-    ) + "?X-Amz-Signature=topsecret-signature&X-Amz-Credential=AKIAEXAMPLE"
+    secret_uri = (
+        server.url("/private/model.joblib").replace("http://", "http://alice:hunter2-password@")
+        + "?X-Amz-Signature=topsecret-signature&X-Amz-Credential=AKIAEXAMPLE"
+    )
     server.routes["/private/model.joblib"] = Route(status=404)
     caplog.set_level(logging.DEBUG)
 

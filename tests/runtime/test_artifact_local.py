@@ -7,8 +7,13 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest_artifact import ARTIFACT, ARTIFACT_SHA256, OTHER_ARTIFACT, cache_listing, make_settings
-
+from conftest_artifact import (
+    ARTIFACT,
+    ARTIFACT_SHA256,
+    OTHER_ARTIFACT,
+    cache_listing,
+    make_settings,
+)
 from mlmodel_runtime.artifact import ArtifactError, fetch_artifact
 
 
@@ -25,7 +30,9 @@ def artifact_file(tmp_path: Path) -> Path:
     return path
 
 
-async def test_plain_path_is_copied_into_the_cache_under_its_digest(artifact_file: Path, cache_dir: Path) -> None:
+async def test_plain_path_is_copied_into_the_cache_under_its_digest(
+    artifact_file: Path, cache_dir: Path
+) -> None:
     path = await fetch_artifact(make_settings(cache_dir, str(artifact_file)))
 
     assert path == cache_dir / f"sha256-{ARTIFACT_SHA256}"
@@ -42,7 +49,9 @@ async def test_file_uri_with_percent_encoding_is_read(artifact_file: Path, cache
     assert path.read_bytes() == ARTIFACT
 
 
-async def test_local_checksum_mismatch_is_permanent_and_leaves_nothing(artifact_file: Path, cache_dir: Path) -> None:
+async def test_local_checksum_mismatch_is_permanent_and_leaves_nothing(
+    artifact_file: Path, cache_dir: Path
+) -> None:
     artifact_file.write_bytes(OTHER_ARTIFACT)
 
     with pytest.raises(ArtifactError) as caught:
@@ -67,7 +76,9 @@ async def test_missing_local_file_is_not_found(tmp_path: Path, cache_dir: Path) 
     assert cache_listing(cache_dir) == []
 
 
-async def test_local_file_over_the_size_cap_is_refused(artifact_file: Path, cache_dir: Path) -> None:
+async def test_local_file_over_the_size_cap_is_refused(
+    artifact_file: Path, cache_dir: Path
+) -> None:
     settings = make_settings(cache_dir, str(artifact_file), artifact_max_bytes=len(ARTIFACT) - 1)
 
     with pytest.raises(ArtifactError) as caught:
@@ -81,12 +92,16 @@ async def test_local_file_over_the_size_cap_is_refused(artifact_file: Path, cach
 
 
 async def test_a_file_exactly_at_the_cap_is_accepted(artifact_file: Path, cache_dir: Path) -> None:
-    path = await fetch_artifact(make_settings(cache_dir, str(artifact_file), artifact_max_bytes=len(ARTIFACT)))
+    path = await fetch_artifact(
+        make_settings(cache_dir, str(artifact_file), artifact_max_bytes=len(ARTIFACT))
+    )
 
     assert path.read_bytes() == ARTIFACT
 
 
-async def test_cached_copy_is_reused_without_reading_the_source(artifact_file: Path, cache_dir: Path) -> None:
+async def test_cached_copy_is_reused_without_reading_the_source(
+    artifact_file: Path, cache_dir: Path
+) -> None:
     settings = make_settings(cache_dir, str(artifact_file))
     first = await fetch_artifact(settings)
     artifact_file.unlink()
@@ -130,7 +145,9 @@ async def test_unusable_uri_is_refused_permanently(uri: str, detail: str, cache_
     assert "s3://bucket/key" in caught.value.message
 
 
-async def test_pickle_artifact_without_sha256_is_refused(artifact_file: Path, cache_dir: Path) -> None:
+async def test_pickle_artifact_without_sha256_is_refused(
+    artifact_file: Path, cache_dir: Path
+) -> None:
     settings = make_settings(cache_dir, str(artifact_file), model_sha256=None)
 
     with pytest.raises(ArtifactError) as caught:
@@ -143,15 +160,21 @@ async def test_pickle_artifact_without_sha256_is_refused(artifact_file: Path, ca
     assert cache_listing(cache_dir) == []
 
 
-async def test_allow_unverified_fetches_a_pickle_without_sha256(artifact_file: Path, cache_dir: Path) -> None:
-    settings = make_settings(cache_dir, str(artifact_file), model_sha256=None, allow_unverified_artifact=True)
+async def test_allow_unverified_fetches_a_pickle_without_sha256(
+    artifact_file: Path, cache_dir: Path
+) -> None:
+    settings = make_settings(
+        cache_dir, str(artifact_file), model_sha256=None, allow_unverified_artifact=True
+    )
 
     path = await fetch_artifact(settings)
 
     assert path.read_bytes() == ARTIFACT
 
 
-async def test_onnx_without_sha256_is_fetched_again_each_time(artifact_file: Path, cache_dir: Path) -> None:
+async def test_onnx_without_sha256_is_fetched_again_each_time(
+    artifact_file: Path, cache_dir: Path
+) -> None:
     settings = make_settings(cache_dir, str(artifact_file), model_sha256=None, model_format="onnx")
     first = await fetch_artifact(settings)
     artifact_file.write_bytes(OTHER_ARTIFACT)
@@ -171,3 +194,18 @@ async def test_unwritable_cache_is_reported(artifact_file: Path, tmp_path: Path)
 
     assert caught.value.reason == "CacheUnwritable"
     assert "MLMODEL_CACHE_DIR" in caught.value.message
+
+
+async def test_partial_files_left_by_a_dead_process_are_swept(
+    artifact_file: Path, cache_dir: Path
+) -> None:
+    cache_dir.mkdir()
+    stale = cache_dir / ".partial-dead-process"
+    stale.write_bytes(b"half a model")
+    os.utime(stale, (1_000_000, 1_000_000))
+    fresh = cache_dir / ".partial-another-worker-downloading"
+    fresh.write_bytes(b"in progress")
+
+    path = await fetch_artifact(make_settings(cache_dir, str(artifact_file)))
+
+    assert cache_listing(cache_dir) == sorted([fresh.name, path.name])

@@ -16,7 +16,6 @@ from conftest_artifact import (
     make_settings,
     running_artifact_server,
 )
-
 from mlmodel_runtime.artifact import ArtifactError, backoff_delay, fetch_artifact_with_retry
 
 
@@ -47,11 +46,15 @@ def test_backoff_is_jittered_and_never_zero() -> None:
     assert backoff_delay(10_000, cap=0.05, rand=lambda: 0.0) == 0.025
 
 
-async def test_retry_converges_once_the_server_recovers(server: ArtifactServer, cache_dir: Path) -> None:
+async def test_retry_converges_once_the_server_recovers(
+    server: ArtifactServer, cache_dir: Path
+) -> None:
     server.routes["/model.joblib"] = Route(fail_first=3, fail_status=503)
     failures: list[ArtifactError] = []
 
-    path = await fetch_artifact_with_retry(make_settings(cache_dir, server.url("/model.joblib")), failures.append)
+    path = await fetch_artifact_with_retry(
+        make_settings(cache_dir, server.url("/model.joblib")), failures.append
+    )
 
     assert path.read_bytes() == ARTIFACT
     assert [error.reason for error in failures] == ["ArtifactUnreachable"] * 3
@@ -59,7 +62,9 @@ async def test_retry_converges_once_the_server_recovers(server: ArtifactServer, 
     assert server.hits("/model.joblib") == 4
 
 
-async def test_retry_survives_dropped_connections_and_a_swapped_file(server: ArtifactServer, cache_dir: Path) -> None:
+async def test_retry_survives_dropped_connections_and_a_swapped_file(
+    server: ArtifactServer, cache_dir: Path
+) -> None:
     route = Route(mode="drop")
     server.routes["/model.joblib"] = route
     failures: list[ArtifactError] = []
@@ -73,14 +78,18 @@ async def test_retry_survives_dropped_connections_and_a_swapped_file(server: Art
             route.body = ARTIFACT
         assert cache_listing(cache_dir) == [], "a failed attempt left a file behind"
 
-    path = await fetch_artifact_with_retry(make_settings(cache_dir, server.url("/model.joblib")), heal_step_by_step)
+    path = await fetch_artifact_with_retry(
+        make_settings(cache_dir, server.url("/model.joblib")), heal_step_by_step
+    )
 
     assert [error.reason for error in failures] == ["ArtifactUnreachable", "ChecksumMismatch"]
     assert path.read_bytes() == ARTIFACT
     assert cache_listing(cache_dir) == [path.name]
 
 
-async def test_retry_waits_for_a_slow_server_to_become_fast(server: ArtifactServer, cache_dir: Path) -> None:
+async def test_retry_waits_for_a_slow_server_to_become_fast(
+    server: ArtifactServer, cache_dir: Path
+) -> None:
     route = Route(mode="slow", pause_seconds=5)
     server.routes["/model.joblib"] = route
     failures: list[ArtifactError] = []
@@ -90,7 +99,9 @@ async def test_retry_waits_for_a_slow_server_to_become_fast(server: ArtifactServ
         if len(failures) == 2:
             route.mode = "ok"
 
-    settings = make_settings(cache_dir, server.url("/model.joblib"), artifact_read_timeout_seconds=0.2)
+    settings = make_settings(
+        cache_dir, server.url("/model.joblib"), artifact_read_timeout_seconds=0.2
+    )
     path = await fetch_artifact_with_retry(settings, speed_up_after_two)
 
     assert [error.reason for error in failures] == ["ArtifactTimeout", "ArtifactTimeout"]
@@ -133,7 +144,9 @@ async def test_local_checksum_mismatch_is_not_retried(tmp_path: Path, cache_dir:
     assert len(failures) == 1
 
 
-async def test_missing_local_file_is_retried_until_it_appears(tmp_path: Path, cache_dir: Path) -> None:
+async def test_missing_local_file_is_retried_until_it_appears(
+    tmp_path: Path, cache_dir: Path
+) -> None:
     # A volume or sidecar may populate the path after the runtime starts.
     local = tmp_path / "model.joblib"
     failures: list[ArtifactError] = []

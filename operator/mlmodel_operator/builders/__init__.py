@@ -22,9 +22,9 @@ from mlmodel_operator.settings import OperatorSettings
 from mlmodel_operator.spec import InvalidSpec, parse_spec
 
 __all__ = [
-    "InvalidSpec",
     "SERVICEMONITOR_API_VERSION",
     "SERVICEMONITOR_CRD",
+    "InvalidSpec",
     "build_children",
     "build_deployment",
     "build_hpa",

@@ -119,7 +119,7 @@ def _probe(path: str, *, period: int, failures: int, timeout: int) -> dict:
 
 
 def container(name: str, spec: MLModelSpec, settings: OperatorSettings) -> dict:
-    mounts = [
+    mounts: list[dict[str, object]] = [
         {"name": "cache", "mountPath": CACHE_DIR},
         {"name": "tmp", "mountPath": "/tmp"},
     ]

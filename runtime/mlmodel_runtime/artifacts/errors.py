@@ -55,11 +55,15 @@ def not_found(uri: str, detail: str) -> ArtifactError:
 
 
 def unreachable(uri: str, detail: str, *, retryable: bool = True) -> ArtifactError:
-    return ArtifactError(ARTIFACT_UNREACHABLE, f"cannot fetch artifact {uri}: {detail}", retryable=retryable)
+    return ArtifactError(
+        ARTIFACT_UNREACHABLE, f"cannot fetch artifact {uri}: {detail}", retryable=retryable
+    )
 
 
 def timed_out(uri: str, detail: str) -> ArtifactError:
-    return ArtifactError(ARTIFACT_TIMEOUT, f"timed out fetching artifact {uri}: {detail}", retryable=True)
+    return ArtifactError(
+        ARTIFACT_TIMEOUT, f"timed out fetching artifact {uri}: {detail}", retryable=True
+    )
 
 
 def unsupported(uri: str, detail: str) -> ArtifactError:

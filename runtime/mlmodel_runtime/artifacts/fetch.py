@@ -20,7 +20,7 @@ from pathlib import Path
 
 from mlmodel_runtime.artifacts import errors
 from mlmodel_runtime.artifacts.errors import ArtifactError
-from mlmodel_runtime.artifacts.sink import ArtifactSink, cached_path, file_sha256
+from mlmodel_runtime.artifacts.sink import ArtifactSink, cached_path, file_sha256, run_blocking
 from mlmodel_runtime.artifacts.uris import HttpSource, LocalSource, Source, parse_source, redact_uri
 from mlmodel_runtime.settings import RuntimeSettings
 
@@ -94,7 +94,11 @@ async def fetch_artifact_with_retry(
             if not error.retryable:
                 logger.error(
                     "artifact fetch failed permanently",
-                    extra={"uri": redact_uri(settings.model_uri), "reason": error.reason, "error": error.message},
+                    extra={
+                        "uri": redact_uri(settings.model_uri),
+                        "reason": error.reason,
+                        "error": error.message,
+                    },
                 )
                 raise
             delay = backoff_delay(attempt, settings.artifact_retry_max_seconds)
@@ -124,7 +128,9 @@ async def _reuse_cached(cache_dir: Path, expected: str, shown_uri: str) -> Path 
         logger.info("artifact reused from cache", extra={"uri": shown_uri, "path": str(path)})
         return path
     # Someone changed the cached file under us: drop it and fetch a fresh copy.
-    logger.warning("cached artifact corrupt, fetching again", extra={"uri": shown_uri, "path": str(path)})
+    logger.warning(
+        "cached artifact corrupt, fetching again", extra={"uri": shown_uri, "path": str(path)}
+    )
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
     return None
@@ -133,16 +139,18 @@ async def _reuse_cached(cache_dir: Path, expected: str, shown_uri: str) -> Path 
 async def _download(source: Source, settings: RuntimeSettings, shown_uri: str) -> tuple[Path, int]:
     with ArtifactSink(settings.cache_dir, settings.artifact_max_bytes, shown_uri) as sink:
         await _download_into(source, sink, settings, shown_uri)
-        digest = await asyncio.to_thread(sink.finish)
+        digest = await run_blocking(sink, sink.finish)
         expected = settings.model_sha256
         if expected and digest != expected:
             raise errors.checksum_mismatch(
                 shown_uri, expected, digest, retryable=not isinstance(source, LocalSource)
             )
-        return await asyncio.to_thread(sink.publish, digest), sink.size
+        return await run_blocking(sink, lambda: sink.publish(digest)), sink.size
 
 
-async def _download_into(source: Source, sink: ArtifactSink, settings: RuntimeSettings, shown_uri: str) -> None:
+async def _download_into(
+    source: Source, sink: ArtifactSink, settings: RuntimeSettings, shown_uri: str
+) -> None:
     # Each scheme's module is imported on use: a runtime reading a local file never loads boto3.
     if isinstance(source, LocalSource):
         from mlmodel_runtime.artifacts.local import download_local

@@ -25,10 +25,14 @@ def build_timeout(settings: RuntimeSettings) -> httpx.Timeout:
     )
 
 
-async def download_http(source: HttpSource, sink: ArtifactSink, settings: RuntimeSettings, shown_uri: str) -> None:
+async def download_http(
+    source: HttpSource, sink: ArtifactSink, settings: RuntimeSettings, shown_uri: str
+) -> None:
     # identity: the digest is of the file as published, not of some transfer encoding of it.
     async with httpx.AsyncClient(
-        timeout=build_timeout(settings), follow_redirects=True, headers={"Accept-Encoding": "identity"}
+        timeout=build_timeout(settings),
+        follow_redirects=True,
+        headers={"Accept-Encoding": "identity"},
     ) as client:
         try:
             async with client.stream("GET", source.url) as response:
@@ -40,12 +44,15 @@ async def download_http(source: HttpSource, sink: ArtifactSink, settings: Runtim
         except httpx.TimeoutException as exc:
             raise _timeout_error(exc, sink, settings, shown_uri) from exc
         except httpx.UnsupportedProtocol as exc:
-            raise errors.unsupported(shown_uri, f"it redirects to an unsupported URL ({scrub(str(exc))})") from exc
+            raise errors.unsupported(
+                shown_uri, f"it redirects to an unsupported URL ({scrub(str(exc))})"
+            ) from exc
         except (httpx.ConnectError, httpx.TooManyRedirects) as exc:
             raise errors.unreachable(shown_uri, f"{type(exc).__name__}: {scrub(str(exc))}") from exc
         except (httpx.HTTPError, httpx.StreamError) as exc:
             raise errors.unreachable(
-                shown_uri, f"connection broke after {sink.size} bytes ({type(exc).__name__}: {scrub(str(exc))})"
+                shown_uri,
+                f"connection broke after {sink.size} bytes ({type(exc).__name__}: {scrub(str(exc))})",
             ) from exc
     if expected is not None and sink.size != expected:
         raise errors.unreachable(shown_uri, f"the body ended after {sink.size} of {expected} bytes")
@@ -59,7 +66,8 @@ def _check_status(response: httpx.Response, shown_uri: str) -> None:
         raise errors.not_found(shown_uri, f"HTTP {status}")
     if status in (401, 403):
         raise errors.unreachable(
-            shown_uri, f"HTTP {status}: access denied; check the credentials or pre-signed URL in spec.model.uri"
+            shown_uri,
+            f"HTTP {status}: access denied; check the credentials or pre-signed URL in spec.model.uri",
         )
     raise errors.unreachable(shown_uri, f"HTTP {status} {response.reason_phrase}")
 

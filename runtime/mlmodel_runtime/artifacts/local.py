@@ -7,13 +7,15 @@ the source (a mounted volume, a file being retrained) changes between the check 
 from __future__ import annotations
 
 from mlmodel_runtime.artifacts import errors
-from mlmodel_runtime.artifacts.sink import CHUNK_BYTES, ArtifactSink, run_download_thread
+from mlmodel_runtime.artifacts.sink import CHUNK_BYTES, ArtifactSink, run_blocking
 from mlmodel_runtime.artifacts.uris import LocalSource
 from mlmodel_runtime.settings import RuntimeSettings
 
 
-async def download_local(source: LocalSource, sink: ArtifactSink, settings: RuntimeSettings, shown_uri: str) -> None:
-    await run_download_thread(sink, lambda: _copy(source, sink, shown_uri))
+async def download_local(
+    source: LocalSource, sink: ArtifactSink, settings: RuntimeSettings, shown_uri: str
+) -> None:
+    await run_blocking(sink, lambda: _copy(source, sink, shown_uri))
 
 
 def _copy(source: LocalSource, sink: ArtifactSink, shown_uri: str) -> None:
@@ -25,7 +27,9 @@ def _copy(source: LocalSource, sink: ArtifactSink, shown_uri: str) -> None:
         raise errors.not_found(shown_uri, "it is a directory, not a file") from exc
     except PermissionError as exc:
         raise errors.unreachable(
-            shown_uri, "permission denied: make the file readable by the runtime's user", retryable=False
+            shown_uri,
+            "permission denied: make the file readable by the runtime's user",
+            retryable=False,
         ) from exc
     with file:
         try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from mlmodel_runtime.artifacts import errors
-from mlmodel_runtime.artifacts.sink import CHUNK_BYTES, ArtifactSink, run_download_thread
+from mlmodel_runtime.artifacts.sink import CHUNK_BYTES, ArtifactSink, run_blocking
 from mlmodel_runtime.artifacts.uris import S3Source, redact_library_logs, scrub
 from mlmodel_runtime.settings import RuntimeSettings
 
@@ -14,7 +14,13 @@ _NOT_FOUND_CODES = {"NoSuchKey", "NoSuchBucket", "404", "NotFound"}
 # urllib3 logs each request line; a custom endpoint URL may carry userinfo.
 redact_library_logs("urllib3.connectionpool")
 
-_DENIED_CODES = {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"}
+_DENIED_CODES = {
+    "AccessDenied",
+    "403",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+}
 
 
 def build_client(settings: RuntimeSettings) -> Any:
@@ -29,14 +35,20 @@ def build_client(settings: RuntimeSettings) -> Any:
         # Custom endpoints (MinIO) rarely have wildcard DNS for virtual-hosted buckets.
         s3={"addressing_style": "path" if settings.s3_endpoint_url else "auto"},
     )
-    return boto3.session.Session().client("s3", endpoint_url=settings.s3_endpoint_url, config=config)
+    return boto3.session.Session().client(
+        "s3", endpoint_url=settings.s3_endpoint_url, config=config
+    )
 
 
-async def download_s3(source: S3Source, sink: ArtifactSink, settings: RuntimeSettings, shown_uri: str) -> None:
-    await run_download_thread(sink, lambda: _download(source, sink, settings, shown_uri))
+async def download_s3(
+    source: S3Source, sink: ArtifactSink, settings: RuntimeSettings, shown_uri: str
+) -> None:
+    await run_blocking(sink, lambda: _download(source, sink, settings, shown_uri))
 
 
-def _download(source: S3Source, sink: ArtifactSink, settings: RuntimeSettings, shown_uri: str) -> None:
+def _download(
+    source: S3Source, sink: ArtifactSink, settings: RuntimeSettings, shown_uri: str
+) -> None:
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
@@ -61,7 +73,9 @@ def _download(source: S3Source, sink: ArtifactSink, settings: RuntimeSettings, s
             retryable=False,
         ) from exc
     if expected is not None and sink.size != expected:
-        raise errors.unreachable(shown_uri, f"the object ended after {sink.size} of {expected} bytes")
+        raise errors.unreachable(
+            shown_uri, f"the object ended after {sink.size} of {expected} bytes"
+        )
 
 
 def _client_error(exc: Any, shown_uri: str) -> errors.ArtifactError:
@@ -75,10 +89,14 @@ def _client_error(exc: Any, shown_uri: str) -> errors.ArtifactError:
             shown_uri,
             f"S3 {code}: check the credentials (spec.model.credentialsSecret) and the bucket policy",
         )
-    return errors.unreachable(shown_uri, f"S3 error {code or status}: {scrub(str(error.get('Message', '')))}")
+    return errors.unreachable(
+        shown_uri, f"S3 error {code or status}: {scrub(str(error.get('Message', '')))}"
+    )
 
 
-def _transport_error(exc: Exception, sink: ArtifactSink, settings: RuntimeSettings, shown_uri: str) -> errors.ArtifactError:
+def _transport_error(
+    exc: Exception, sink: ArtifactSink, settings: RuntimeSettings, shown_uri: str
+) -> errors.ArtifactError:
     from botocore import exceptions as boto
 
     if isinstance(exc, boto.NoCredentialsError | boto.PartialCredentialsError):
@@ -103,8 +121,10 @@ def _transport_error(exc: Exception, sink: ArtifactSink, settings: RuntimeSettin
         )
     if isinstance(exc, boto.EndpointConnectionError):
         return errors.unreachable(
-            shown_uri, f"cannot connect to the S3 endpoint ({scrub(str(exc))}); check spec.model.s3EndpointUrl"
+            shown_uri,
+            f"cannot connect to the S3 endpoint ({scrub(str(exc))}); check spec.model.s3EndpointUrl",
         )
     return errors.unreachable(
-        shown_uri, f"connection broke after {sink.size} bytes ({type(exc).__name__}: {scrub(str(exc))})"
+        shown_uri,
+        f"connection broke after {sink.size} bytes ({type(exc).__name__}: {scrub(str(exc))})",
     )

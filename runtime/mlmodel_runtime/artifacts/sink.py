@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Self, TypeVar
 
 from mlmodel_runtime.artifacts import errors
 
@@ -42,7 +42,9 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def remove_stale_partials(cache_dir: Path, now: float, max_age: float = STALE_PARTIAL_SECONDS) -> None:
+def remove_stale_partials(
+    cache_dir: Path, now: float, max_age: float = STALE_PARTIAL_SECONDS
+) -> None:
     for partial in cache_dir.glob(f"{PARTIAL_PREFIX}*"):
         with contextlib.suppress(OSError):
             if now - partial.stat().st_mtime > max_age:
@@ -68,7 +70,7 @@ class ArtifactSink:
         self.partial_path = Path(name)
         self._file = os.fdopen(fd, "wb")
 
-    def __enter__(self) -> ArtifactSink:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -130,10 +132,10 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-async def run_download_thread(sink: ArtifactSink, download: Callable[[], T]) -> T:
-    """Run a blocking download in a thread; on cancellation stop it at its next chunk and wait for it,
+async def run_blocking(sink: ArtifactSink, work: Callable[[], T]) -> T:
+    """Run blocking work on the sink in a thread; on cancellation stop it at its next chunk and wait,
     so the caller never deletes a temp file a thread is still writing."""
-    future = asyncio.get_running_loop().run_in_executor(None, download)
+    future = asyncio.get_running_loop().run_in_executor(None, work)
     try:
         return await asyncio.shield(future)
     except asyncio.CancelledError:

@@ -57,8 +57,9 @@ class SQLiteDialect:
         return value
 
     def is_transient(self, error: BaseException) -> bool:
-        # Locked/busy databases, unreadable files, full disks: all may go away by themselves.
-        return isinstance(error, sqlite3.OperationalError)
+        # Locked/busy databases, unreadable files, full disks, a volume not mounted yet: all may
+        # go away by themselves.
+        return isinstance(error, (sqlite3.OperationalError, OSError))
 
 
 class PostgresDialect:
@@ -93,6 +94,8 @@ class PostgresDialect:
         return _to_pyformat(query)
 
     def encode(self, value: Any) -> Any:
+        if isinstance(value, datetime) and value.tzinfo is None:
+            raise ValueError("timestamps must be timezone-aware")
         return value
 
     def is_transient(self, error: BaseException) -> bool:

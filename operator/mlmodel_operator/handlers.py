@@ -1,0 +1,139 @@
+"""Thin kopf handlers: each says when to act and hands the work to the reconcile pass."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import kopf
+
+from mlmodel_operator import metrics
+from mlmodel_operator.builders import InvalidSpec
+from mlmodel_operator.builders.common import ANNOTATION_PREFIX, MANAGED_BY
+from mlmodel_operator.kube import ApiError, NotOurs
+from mlmodel_operator.reconcile import Context, reconcile, sync_status
+from mlmodel_operator.resync import resync_forever
+from mlmodel_operator.spec import API_GROUP, API_VERSION, KIND, PLURAL
+
+MLMODELS = (API_GROUP, API_VERSION.split("/")[1], PLURAL)
+DEPLOYMENTS = ("apps", "v1", "deployments")
+MANAGED_LABELS = {"app.kubernetes.io/managed-by": MANAGED_BY}
+
+
+def configure_kopf(settings: kopf.OperatorSettings, ctx: Context) -> None:
+    """kopf's bookkeeping goes to annotations with our prefix, never into `status`."""
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX, v1=False)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATION_PREFIX, key="last-handled-configuration", v1=False
+    )
+    settings.persistence.finalizer = f"{ANNOTATION_PREFIX}/finalizer"
+    # Handler log lines stay logs; Events are posted explicitly, plus warnings and errors.
+    settings.posting.level = logging.WARNING
+    settings.posting.reporting_component = "mlmodel-operator"
+    settings.posting.event_name_prefix = "mlmodel-operator-"
+    # Only the resources known at start-up are served: no need to list/watch all CRDs.
+    settings.scanning.disabled = True
+    settings.watching.label_selectors[DEPLOYMENTS] = ",".join(f"{k}={v}" for k, v in MANAGED_LABELS.items())
+    settings.networking.request_timeout = ctx.settings.api_timeout_seconds
+
+
+def retry_delay(ctx: Context, retry: int) -> float:
+    """Exponential backoff for transient API errors, capped by the resync interval."""
+    return float(min(2**retry, max(ctx.settings.resync_interval_seconds, 1.0)))
+
+
+async def reconcile_guarded(ctx: Context, body: kopf.Body, logger: logging.Logger, retry: int) -> None:
+    """One pass, serialised per MLModel with the resync loop; errors become kopf's retry policy."""
+    started = time.monotonic()
+    try:
+        async with ctx.lock_for(body["metadata"]["uid"]):
+            await reconcile(ctx, copy.deepcopy(dict(body)), logger)
+    except InvalidSpec as error:
+        metrics.RECONCILES.labels(result="invalid_spec").inc()
+        # Not retried until the spec changes: the Degraded condition says what to fix.
+        raise kopf.PermanentError(f"invalid spec: {error}") from None
+    except NotOurs as error:
+        metrics.RECONCILES.labels(result="error").inc()
+        raise kopf.TemporaryError(str(error), delay=ctx.settings.resync_interval_seconds) from None
+    except ApiError as error:
+        # Transient trouble is retried soon; a refusal (403 quota, 422 webhook) needs a human,
+        # so it is retried at the resync pace rather than hammered.
+        transient = error.transient
+        metrics.RECONCILES.labels(result="retry" if transient else "error").inc()
+        delay = retry_delay(ctx, retry) if transient else ctx.settings.resync_interval_seconds
+        raise kopf.TemporaryError(str(error), delay=delay) from None
+    else:
+        metrics.RECONCILES.labels(result="success").inc()
+    finally:
+        metrics.RECONCILE_DURATION.observe(time.monotonic() - started)
+
+
+def owner_name(deployment: kopf.Body) -> str | None:
+    for ref in deployment.get("metadata", {}).get("ownerReferences") or ():
+        if ref.get("kind") == KIND and ref.get("apiVersion") == API_VERSION and ref.get("controller"):
+            return ref.get("name")
+    return None
+
+
+def register(registry: kopf.OperatorRegistry, ctx: Context, namespaces: Sequence[str] = ()) -> None:
+    """Register every handler on `registry`, bound to `ctx`; `namespaces` as served by kopf."""
+
+    background: list[asyncio.Task[None]] = []
+
+    @kopf.on.startup(registry=registry)
+    async def on_startup(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any) -> None:
+        configure_kopf(settings, ctx)
+        if ctx.settings.metrics_port:
+            metrics.serve_metrics(ctx.settings.metrics_port)
+            logger.info("metrics served: port=%s", ctx.settings.metrics_port)
+        background.append(asyncio.create_task(resync_forever(ctx, namespaces), name="resync"))
+
+    @kopf.on.login(registry=registry)
+    def on_login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # In a pod: the service account; elsewhere: $KUBECONFIG or ~/.kube/config (token,
+        # client certificate or basic auth; exec plugins are not supported).
+        info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+        if info is not None:
+            ctx.kube.use_credentials(info)
+        return info
+
+    @kopf.on.cleanup(registry=registry)
+    async def on_cleanup(**_: Any) -> None:
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        await ctx.kube.close()
+
+    @kopf.on.resume(*MLMODELS, registry=registry)
+    @kopf.on.create(*MLMODELS, registry=registry)
+    @kopf.on.update(*MLMODELS, registry=registry)
+    async def on_mlmodel_changed(body: kopf.Body, logger: logging.Logger, retry: int, **_: Any) -> None:
+        await reconcile_guarded(ctx, body, logger, retry)
+
+    @kopf.on.event(*DEPLOYMENTS, labels=MANAGED_LABELS, registry=registry)
+    async def on_deployment_event(type: str | None, body: kopf.Body, logger: logging.Logger, **_: Any) -> None:  # noqa: A002
+        """The MLModel's status follows its Deployment's rollout as the controller reports it."""
+        name = owner_name(body)
+        namespace = body.get("metadata", {}).get("namespace")
+        if name is None or namespace is None:
+            return
+        deployment = None if type == "DELETED" else copy.deepcopy(dict(body))
+        try:
+            await sync_status(ctx, namespace, name, logger, deployment=deployment)
+        except ApiError as error:
+            # Event handlers are not retried; the resync loop catches up.
+            logger.warning("status not updated from deployment event: error=%s", error)
+
+    @kopf.on.event(*MLMODELS, registry=registry)
+    def on_mlmodel_event(type: str | None, body: kopf.Body, **_: Any) -> None:  # noqa: A002
+        uid = body.get("metadata", {}).get("uid")
+        if not uid:
+            return
+        if type == "DELETED":
+            ctx.forget(uid)
+        else:
+            ctx.census.observe(uid, (body.get("status") or {}).get("conditions"))

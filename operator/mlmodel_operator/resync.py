@@ -1,0 +1,78 @@
+"""Level-based drift repair: every resync interval, each MLModel is reconciled from a fresh list.
+
+This is a loop of the operator rather than a kopf timer because kopf puts a finalizer on every
+object that has a timer, and a finalizer would block `kubectl delete mlmodel` whenever the
+operator is not running. Without external state to clean up, the operator needs no finalizer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from mlmodel_operator.builders import InvalidSpec
+from mlmodel_operator.kube import MLMODEL, ApiError, NotOurs
+from mlmodel_operator.reconcile import Context, reconcile
+
+logger = logging.getLogger("mlmodel_operator.resync")
+# MLModels reconciled at once during a resync pass (each pass is a handful of reads).
+CONCURRENCY = 8
+
+
+def served(namespace: str, patterns: Sequence[str]) -> bool:
+    """Whether the operator serves `namespace` (no patterns: every namespace; kopf's glob syntax)."""
+    if not patterns:
+        return True
+    included = [p for p in patterns if not p.startswith("!")]
+    excluded = [p[1:] for p in patterns if p.startswith("!")]
+    return (not included or any(fnmatch.fnmatchcase(namespace, p) for p in included)) and not any(
+        fnmatch.fnmatchcase(namespace, p) for p in excluded
+    )
+
+
+async def resync_forever(ctx: Context, namespaces: Sequence[str]) -> None:
+    """Run until cancelled (at operator shutdown)."""
+    while True:
+        await asyncio.sleep(ctx.settings.resync_interval_seconds)
+        try:
+            await resync_once(ctx, namespaces)
+        except ApiError as error:
+            logger.warning("resync skipped: error=%s", error)
+
+
+async def resync_once(ctx: Context, namespaces: Sequence[str]) -> None:
+    items = (await ctx.kube.list(MLMODEL)).get("items") or []
+    gate = asyncio.Semaphore(CONCURRENCY)
+
+    async def one(mlmodel: dict[str, Any]) -> None:
+        async with gate:
+            await _resync_one(ctx, mlmodel)
+
+    await asyncio.gather(*(
+        one(mlmodel)
+        for mlmodel in items
+        if served(mlmodel["metadata"]["namespace"], namespaces)
+        and not mlmodel["metadata"].get("deletionTimestamp")
+    ))
+
+
+class ObjectLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Prefixes messages with the object, as kopf's per-object logger does."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"[{self.extra['object']}] {msg}", kwargs  # type: ignore[index]
+
+
+async def _resync_one(ctx: Context, mlmodel: dict[str, Any]) -> None:
+    meta = mlmodel["metadata"]
+    object_logger = ObjectLogger(logger, {"object": f"{meta['namespace']}/{meta['name']}"})
+    try:
+        async with ctx.lock_for(meta["uid"]):
+            await reconcile(ctx, mlmodel, object_logger)  # type: ignore[arg-type]
+    except InvalidSpec:
+        pass  # the status already says what to fix; nothing to retry until the spec changes
+    except (ApiError, NotOurs) as error:
+        logger.warning("resync of %s/%s failed: error=%s", meta["namespace"], meta["name"], error)

@@ -1,0 +1,186 @@
+"""Fixtures for the operator tests: the API emulator on a loopback port and the real operator process."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import kmock
+import pytest
+import yaml
+
+from emulator import ClusterEmulator
+
+SHA256 = "3f" * 32
+SERVICEMONITOR_CRD: dict[str, Any] = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
+    "spec": {
+        "group": "monitoring.coreos.com",
+        "scope": "Namespaced",
+        "names": {"plural": "servicemonitors", "singular": "servicemonitor", "kind": "ServiceMonitor"},
+        "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
+            "type": "object", "x-kubernetes-preserve-unknown-fields": True}}}],
+    },
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll `predicate` (the emulator lives in this event loop, so yield to it) until truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def make_mlmodel(name: str = "sentiment", namespace: str = "default", **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": {"uri": "https://models.example.com/sentiment/model.joblib", "sha256": SHA256},
+        "replicas": 2,
+    }
+    body.update(spec)
+    return {
+        "apiVersion": "serving.mlmodel.io/v1alpha1",
+        "kind": "MLModel",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": body,
+    }
+
+
+def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
+    for item in ((obj or {}).get("status") or {}).get("conditions") or ():
+        if item.get("type") == type_:
+            return item
+    return {}
+
+
+@pytest.fixture()
+def mlmodel_crd(repo_root: Path) -> dict[str, Any]:
+    with open(repo_root / "crds" / "mlmodel.yaml", encoding="utf-8") as stream:
+        return next(doc for doc in yaml.safe_load_all(stream) if doc and doc.get("kind") == "CustomResourceDefinition")
+
+
+@pytest.fixture()
+async def cluster(mlmodel_crd: dict[str, Any]) -> AsyncIterator[ClusterEmulator]:
+    async with ClusterEmulator() as emulator, kmock.Server(emulator):
+        emulator.install_crd(mlmodel_crd)
+        yield emulator
+
+
+@pytest.fixture()
+def kubeconfig(tmp_path: Path, cluster: ClusterEmulator) -> Path:
+    server = cluster.servers[0]
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "emulator", "cluster": {"server": f"http://{server.host}:{server.port}"}}],
+        "users": [{"name": "operator", "user": {"token": "operator-test-token"}}],
+        "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "operator"}}],
+        "current-context": "emulator",
+    }))
+    return path
+
+
+def operator_command() -> list[str]:
+    """`mlmodel operator` through the console script once the CLI exists, else `python -m`."""
+    script = Path(sys.executable).with_name("mlmodel")
+    if script.exists() and importlib.util.find_spec("mlmodel_runtime.cli") is not None:
+        return [str(script), "operator"]
+    return [sys.executable, "-m", "mlmodel_operator"]
+
+
+class OperatorProcess:
+    def __init__(self, process: subprocess.Popen[bytes], log_path: Path, metrics_port: int) -> None:
+        self.process, self.log_path, self.metrics_port = process, log_path, metrics_port
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+@pytest.fixture()
+def start_operator(
+    cluster: ClusterEmulator, kubeconfig: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., Any]]:
+    """Start `mlmodel operator --all-namespaces --standalone` against the emulator; await the result."""
+    started: list[OperatorProcess] = []
+
+    async def start(resync: float = 1.0, **env: str) -> OperatorProcess:
+        metrics_port = free_port()
+        environment = {
+            key: value for key, value in os.environ.items()
+            if not key.startswith(("MLMODEL_", "KUBERNETES_", "KOPF_"))
+        }
+        environment.update(
+            KUBECONFIG=str(kubeconfig),
+            MLMODEL_OPERATOR_RESYNC_INTERVAL_SECONDS=str(resync),
+            MLMODEL_OPERATOR_CRD_CHECK_INTERVAL_SECONDS="0",
+            MLMODEL_OPERATOR_METRICS_PORT=str(metrics_port),
+            MLMODEL_OPERATOR_LOG_FORMAT="text",
+            MLMODEL_OPERATOR_RUNTIME_IMAGE="registry.example.com/mlmodel/runtime:test",
+            PYTHONUNBUFFERED="1",
+        )
+        environment.update(env)
+        log_path = tmp_path / f"operator-{len(started)}.log"
+        with open(log_path, "wb") as log_file:
+            process = subprocess.Popen(
+                [*operator_command(), "--all-namespaces", "--standalone", "--verbose"],
+                env=environment, stdout=log_file, stderr=subprocess.STDOUT,
+            )
+        operator = OperatorProcess(process, log_path, metrics_port)
+        started.append(operator)
+
+        def watching() -> bool:
+            if process.poll() is not None:
+                raise AssertionError(f"the operator exited early:\n{operator.log()}")
+            watched = {c.resource for c in cluster.operator_calls() if c.verb == "watch"}
+            return {"mlmodels", "deployments"} <= watched
+
+        await wait_for(watching, timeout=30, what="the operator to watch mlmodels and deployments")
+        return operator
+
+    yield start
+
+    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
+    for operator in started:
+        code = operator.stop()
+        if failed:
+            sys.stderr.write(f"--- operator log (exit {code}) ---\n{operator.log()[-20000:]}\n")
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call":
+        item.rep_call = report  # type: ignore[attr-defined]
