@@ -23,6 +23,10 @@ packages=(
 if command -v dockerd >/dev/null 2>&1; then
   packages=("${packages[@]/docker.io/}")
 fi
+# Likewise its Compose: an old Compose v1 next to a new engine breaks on container recreation.
+if command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1; then
+  packages=("${packages[@]/docker-compose/}")
+fi
 
 missing=()
 for package in "${packages[@]}"; do

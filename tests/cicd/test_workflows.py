@@ -255,3 +255,16 @@ def test_deploy_opens_a_pull_request_on_version_tags_only(workflows):
         assert (REPO_ROOT / directory / "kustomization.yaml").is_file()
     (pull_request,) = step_using(job, "peter-evans/create-pull-request")
     assert pull_request["with"]["branch"] == "deploy/${{ github.ref_name }}"
+
+
+def test_every_test_setting_ci_passes_is_read_by_the_tests(workflows):
+    # A variable nobody reads would make the CI service (or image) silently unused.
+    variables = [name for name in workflows["ci"]["jobs"]["test"]["env"]
+                 if name.startswith("MLMODEL_TEST_")]
+    assert variables
+    sources = "\n".join(
+        path.read_text() for path in (REPO_ROOT / "tests").rglob("*.py")
+        if "cicd" not in path.parts
+    )
+    unread = [name for name in variables if name not in sources]
+    assert unread == [], f"set in ci.yml but read by no test: {unread}"

@@ -29,9 +29,9 @@ def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001 (pytest's
         return
     terminalreporter.section("container images")
     for step, seconds in TIMINGS.items():
-        terminalreporter.write_line(f"{step:<32} {seconds:7.1f} s")
+        terminalreporter.write_line(f"{step:<44} {seconds:7.1f} s")
     for tag, size in SIZES.items():
-        terminalreporter.write_line(f"{tag:<32} {size / 1e6:7.1f} MB")
+        terminalreporter.write_line(f"{tag:<44} {size / 1e6:7.1f} MB")
 
 
 def timed_script(repo_root: Path, name: str, *args: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 
 import kubernetes_validate
 import pytest
@@ -206,7 +207,7 @@ def test_the_runtime_reads_the_env_it_is_given(name, monkeypatch):
     for variable in env:
         if variable.startswith("MLMODEL_"):
             assert variable.removeprefix("MLMODEL_").lower() in fields, variable
-    for variable in list(__import__("os").environ):
+    for variable in list(os.environ):
         if variable.startswith("MLMODEL_"):
             monkeypatch.delenv(variable)
     for variable, entry in env.items():

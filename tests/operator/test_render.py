@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 
@@ -23,8 +24,6 @@ def run(argv: list[str]) -> tuple[int, str, str]:
 @pytest.fixture
 def clean_env(monkeypatch):
     """Render reads MLMODEL_OPERATOR_* like the operator; start from none."""
-    import os
-
     for name in list(os.environ):
         if name.startswith("MLMODEL_OPERATOR_"):
             monkeypatch.delenv(name)

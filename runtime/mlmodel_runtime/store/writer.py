@@ -13,6 +13,7 @@ import logging
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -66,6 +67,7 @@ class AsyncWriter:
         self._task: asyncio.Task | None = None
         self._in_flight: list[Any] = []
         self._wake = asyncio.Event()
+        self._closed_event = asyncio.Event()
         self._closing = False
         self._closed = False
         self._unavailable_since: float | None = None
@@ -122,6 +124,7 @@ class AsyncWriter:
         if self._closed:
             return 0
         self._closing = True
+        self._closed_event.set()
         self._wake.set()  # cut a backoff wait short: one more attempt right now
         self.start()
         await self.flush(timeout)
@@ -158,7 +161,9 @@ class AsyncWriter:
         while True:
             batch = [await self._queue.get()]
             if self.linger_seconds > 0 and not self._closing and self._queue.qsize() < self.batch_size - 1:
-                await asyncio.sleep(self.linger_seconds)  # let a burst coalesce into one transaction
+                # Let a burst coalesce into one transaction; close() cuts the wait short.
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(self._closed_event.wait(), self.linger_seconds)
             while len(batch) < self.batch_size and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             self._in_flight = batch

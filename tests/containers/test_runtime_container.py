@@ -1,0 +1,144 @@
+"""The runtime image serving the sentiment example, pulled over HTTP, as it runs in a pod.
+
+Read-only root, the image's own non-root user, a tmpfs cache, configured by MLMODEL_* only. The
+artifact comes from a static file server in a second container on a private network, the way
+a pod fetches it from an artifact store.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from container_tools import docker, published_port, remove_container, wait_healthy
+
+pytestmark = pytest.mark.docker
+
+POSITIVE = "A wonderful, moving film with superb acting. I loved every minute of it."
+NEGATIVE = "Dreadful. A boring, badly acted mess and a total waste of two hours."
+
+
+@pytest.fixture
+def artifact_server(
+    repo_root: Path, base_image: str, unique_name: str
+) -> Iterator[tuple[str, str]]:
+    """A private network and a static HTTP server holding examples/sentiment; yields (network, url)."""
+    network = f"{unique_name}-net"
+    server = f"{unique_name}-files"
+    docker("network", "create", network)
+    try:
+        docker(
+            "run", "-d", "--name", server, "--network", network, "--network-alias", "models",
+            "--read-only", "--user", "65534:65534",
+            "-v", f"{repo_root / 'examples' / 'sentiment'}:/srv:ro",
+            base_image, "python3", "-m", "http.server", "8000", "--directory", "/srv",
+        )
+        yield network, "http://models:8000/model.joblib"
+    finally:
+        remove_container(server)
+        docker("network", "rm", network, check=False)
+
+
+@pytest.fixture
+def runtime_container(
+    runtime_image: str, artifact_server: tuple[str, str], sentiment_sha256: str, unique_name: str
+) -> Iterator[tuple[str, str]]:
+    """The runtime container, healthy; yields (container name, base URL on a loopback port)."""
+    network, model_url = artifact_server
+    container = f"{unique_name}-runtime"
+    docker(
+        "run", "-d", "--name", container, "--network", network,
+        "--read-only", "--tmpfs", "/var/cache/mlmodel",
+        "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+        "-p", "127.0.0.1::8080",
+        # Faster probing than the image's default, for the test only.
+        "--health-interval", "1s", "--health-start-period", "60s",
+        "-e", "MLMODEL_MODEL_NAME=sentiment",
+        "-e", f"MLMODEL_MODEL_URI={model_url}",
+        "-e", f"MLMODEL_MODEL_SHA256={sentiment_sha256}",
+        "-e", "MLMODEL_MODEL_VERSION=1.0.0",
+        runtime_image,
+    )
+    try:
+        wait_healthy(container, timeout=120)
+        yield container, f"http://127.0.0.1:{published_port(container, 8080)}"
+    finally:
+        remove_container(container)
+
+
+def test_runtime_container_serves_v2_and_v1_predictions(runtime_container: tuple[str, str]) -> None:
+    container, base_url = runtime_container
+    with httpx.Client(base_url=base_url, timeout=10) as client:
+        assert client.get("/v2/health/live").status_code == 200
+        assert client.get("/v2/health/ready").status_code == 200
+        assert client.get("/v2/models/sentiment/ready").status_code == 200
+
+        v2 = client.post("/v2/models/sentiment/infer", json={
+            "inputs": [{"name": "text", "shape": [2], "datatype": "BYTES", "data": [POSITIVE, NEGATIVE]}],
+        })
+        assert v2.status_code == 200, v2.text
+        body = v2.json()
+        assert body["model_name"] == "sentiment"
+        labels = body["outputs"][0]["data"]
+        assert labels == ["positive", "negative"]
+
+        v1 = client.post("/v1/models/sentiment:predict", json={"instances": [NEGATIVE, POSITIVE]})
+        assert v1.status_code == 200, v1.text
+        assert v1.json()["predictions"] == ["negative", "positive"]
+
+        metrics = client.get("/metrics").text
+        assert 'mlmodel_model_ready{model="sentiment"} 1.0' in metrics
+        assert "mlmodel_requests_total" in metrics
+
+
+def test_runtime_container_runs_as_non_root_and_writes_only_its_cache(
+    runtime_container: tuple[str, str], sentiment_sha256: str
+) -> None:
+    container, _ = runtime_container
+    processes = docker("top", container, "-o", "uid,args").stdout.splitlines()[1:]
+    assert processes and all(line.split()[0] == "10001" for line in processes), processes
+    # Every file the runtime created is under its cache (the root is read-only anyway: a write
+    # elsewhere would have crashed it); the verified artifact is among them.
+    changed = docker("diff", container).stdout.split()
+    assert changed == [] or all(
+        path.startswith("/var/cache/mlmodel") for path in changed[1::2]
+    ), changed
+    cached = docker("exec", container, "sh", "-c", "find /var/cache/mlmodel -type f | xargs sha256sum")
+    assert sentiment_sha256 in cached.stdout
+
+
+def test_runtime_container_refuses_an_artifact_with_the_wrong_digest(
+    runtime_image: str, artifact_server: tuple[str, str], unique_name: str
+) -> None:
+    network, model_url = artifact_server
+    container = f"{unique_name}-bad-digest"
+    docker(
+        "run", "-d", "--name", container, "--network", network,
+        "--read-only", "--tmpfs", "/var/cache/mlmodel", "-p", "127.0.0.1::8080",
+        "-e", "MLMODEL_MODEL_NAME=sentiment",
+        "-e", f"MLMODEL_MODEL_URI={model_url}",
+        "-e", "MLMODEL_MODEL_SHA256=" + "0" * 64,
+        runtime_image,
+    )
+    try:
+        base_url = f"http://127.0.0.1:{published_port(container, 8080)}"
+        with httpx.Client(base_url=base_url, timeout=5) as client:
+            # Alive (so the pod is not restarted in a loop) but never ready, and saying why.
+            ready = None
+            for _ in range(60):
+                try:
+                    if client.get("/v2/health/live").status_code == 200:
+                        ready = client.get("/v2/health/ready")
+                        break
+                except httpx.TransportError:
+                    pass
+                docker("exec", container, "true")  # fails loudly if the container died
+                time.sleep(0.5)
+            assert ready is not None and ready.status_code == 503
+            logs = docker("logs", container).stdout + docker("logs", container).stderr
+            assert "sha256" in logs.lower()
+    finally:
+        remove_container(container)
