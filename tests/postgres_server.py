@@ -79,8 +79,10 @@ class PostgresServer:
         subprocess.run(
             [
                 str(self.bin_dir / "initdb"),
-                "-D", str(self.data_dir),
-                "-U", self.user,
+                "-D",
+                str(self.data_dir),
+                "-U",
+                self.user,
                 f"--pwfile={password_file}",
                 "--auth-local=trust",
                 "--auth-host=scram-sha-256",
@@ -101,15 +103,23 @@ class PostgresServer:
         self._process = subprocess.Popen(
             [
                 str(self.bin_dir / "postgres"),
-                "-D", str(self.data_dir),
-                "-p", str(self.port),
-                "-k", str(self.socket_dir),
-                "-c", "listen_addresses=127.0.0.1",
+                "-D",
+                str(self.data_dir),
+                "-p",
+                str(self.port),
+                "-k",
+                str(self.socket_dir),
+                "-c",
+                "listen_addresses=127.0.0.1",
                 # Test data is disposable: trade durability for speed on a shared 2-core box.
-                "-c", "fsync=off",
-                "-c", "synchronous_commit=off",
-                "-c", "full_page_writes=off",
-                "-c", "max_connections=50",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=50",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -176,15 +186,16 @@ class PostgresServer:
         deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
         while True:
             if self._process is not None and self._process.poll() is not None:
-                raise RuntimeError(
-                    f"postgres exited with {self._process.returncode}: {self.log_file.read_text()[-2000:]}"
-                )
+                log_tail = self.log_file.read_text()[-2000:]
+                raise RuntimeError(f"postgres exited with {self._process.returncode}: {log_tail}")
             try:
                 psycopg2.connect(self.url(), connect_timeout=2).close()
                 return
             except psycopg2.OperationalError:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"postgres did not start: {self.log_file.read_text()[-2000:]}")
+                    raise RuntimeError(
+                        f"postgres did not start: {self.log_file.read_text()[-2000:]}"
+                    )
                 time.sleep(0.1)
 
 

@@ -138,7 +138,7 @@ def _announce_child(
     mlmodel: dict[str, Any], logger: logging.Logger, outcome: str, kind: str, name: str
 ) -> None:
     logger.info("child %s: kind=%s name=%s", outcome.lower(), kind, name)
-    kopf.info(mlmodel, reason=f"Child{outcome}", message=f"{outcome} {kind} {name}")
+    kopf.event(mlmodel, type="Normal", reason=f"Child{outcome}", message=f"{outcome} {kind} {name}")
 
 
 def _announce_transitions(
@@ -148,12 +148,15 @@ def _announce_transitions(
     status: dict[str, Any],
     logger: logging.Logger,
 ) -> None:
-    """Post an Event when Ready or Degraded changes, not on every status write."""
+    """Post an Event when Ready or Degraded changes, not on every status write.
+
+    kopf.event is used for Normal events: kopf.info obeys the posting level, which is kept at
+    WARNING so that handler log lines do not all become Events."""
     before_ready = get_condition(previous.get("conditions"), READY) or {}
     ready = get_condition(status.get("conditions"), READY) or {}
     if ready.get("status") == "True" and before_ready.get("status") != "True":
         logger.info("model ready: replicas=%s", status.get("replicaSummary"))
-        kopf.info(mlmodel, reason="Ready", message=ready.get("message", ""))
+        kopf.event(mlmodel, type="Normal", reason="Ready", message=ready.get("message", ""))
         since = before_ready.get("lastTransitionTime") or mlmodel["metadata"].get("creationTimestamp")
         if since:
             waited = (ctx.clock() - _parse_time(since)).total_seconds()
@@ -170,7 +173,7 @@ def _announce_transitions(
         logger.warning("model degraded: reason=%s", degraded.get("reason"))
         kopf.warn(mlmodel, reason=degraded.get("reason", "Degraded"), message=degraded.get("message", ""))
     elif before_degraded.get("status") == "True" and degraded.get("status") != "True":
-        kopf.info(mlmodel, reason="Recovered", message=degraded.get("message", ""))
+        kopf.event(mlmodel, type="Normal", reason="Recovered", message=degraded.get("message", ""))
 
 
 def _parse_time(text: str) -> datetime.datetime:

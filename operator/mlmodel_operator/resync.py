@@ -41,6 +41,8 @@ async def resync_forever(ctx: Context, namespaces: Sequence[str]) -> None:
             await resync_once(ctx, namespaces)
         except ApiError as error:
             logger.warning("resync skipped: error=%s", error)
+        except Exception:  # a bug must not end drift repair for good: log it, try next time
+            logger.exception("resync failed")
 
 
 async def resync_once(ctx: Context, namespaces: Sequence[str]) -> None:
@@ -75,4 +77,4 @@ async def _resync_one(ctx: Context, mlmodel: dict[str, Any]) -> None:
     except InvalidSpec:
         pass  # the status already says what to fix; nothing to retry until the spec changes
     except (ApiError, NotOurs) as error:
-        logger.warning("resync of %s/%s failed: error=%s", meta["namespace"], meta["name"], error)
+        object_logger.warning("resync failed: error=%s", error)

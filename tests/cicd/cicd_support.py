@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -10,7 +11,8 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS_DIR = REPO_ROOT / ".github" / "workflows"
 GITOPS_DIR = REPO_ROOT / "examples" / "gitops"
-KUBECTL = "/usr/bin/kubectl"
+# kubectl embeds kustomize; GitHub runners and this project's machines both ship it.
+KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"
 
 
 def workflow_paths() -> list[Path]:

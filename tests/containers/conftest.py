@@ -6,10 +6,13 @@ registry is reachable here. Build times and image sizes are printed in the termi
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from container_tools import build_image, inspect_image, run
@@ -87,3 +90,27 @@ def sentiment_sha256(repo_root: Path) -> str:
 def unique_name(request: pytest.FixtureRequest) -> Iterator[str]:
     """A container/project name no parallel run shares."""
     yield f"mlmodel-test-{os.getpid()}-{abs(hash(request.node.nodeid)) % 10**8}"
+
+
+def load_operator_fixtures(repo_root: Path) -> ModuleType:
+    """The operator tests' conftest (API emulator, kubeconfig), loaded under its own module name.
+
+    Reused rather than copied: the operator container must meet the same emulator as the operator
+    process tests. Its folder goes on sys.path for its `from emulator import ...`.
+    """
+    folder = repo_root / "tests" / "operator"
+    if str(folder) not in sys.path:
+        sys.path.append(str(folder))
+    spec = importlib.util.spec_from_file_location("operator_test_fixtures", folder / "conftest.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+operator_fixtures = load_operator_fixtures(Path(__file__).resolve().parents[2])
+# Re-exported fixtures: the emulator on a loopback port with the CRD installed, and a kubeconfig.
+mlmodel_crd = operator_fixtures.mlmodel_crd
+cluster = operator_fixtures.cluster
+kubeconfig = operator_fixtures.kubeconfig

@@ -6,9 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry
-
 from mlmodel_runtime.store.database import Database
+from prometheus_client import CollectorRegistry
 
 BACKENDS = ["sqlite", "postgresql"]
 
@@ -33,4 +32,3 @@ def database(database_url: str) -> Iterator[Database]:
 @pytest.fixture
 def registry() -> CollectorRegistry:
     return CollectorRegistry()
-

@@ -6,7 +6,6 @@ import multiprocessing
 from pathlib import Path
 
 import pytest
-
 from mlmodel_runtime.store.database import Database
 from mlmodel_runtime.store.migrations import (
     Migration,
@@ -16,7 +15,7 @@ from mlmodel_runtime.store.migrations import (
     migrate,
     split_statements,
 )
-from mlmodel_runtime.store.repository import count_rows
+from mlmodel_runtime.store.queries import count_rows
 
 TABLES = ["deployments", "rollouts", "runtime_instances", "predictions"]
 
@@ -39,7 +38,9 @@ def test_rerun_is_a_no_op(database_url: str) -> None:
     try:
         assert database.migrate() != []
         with database.session(write=False) as session:
-            before = session.fetch_all("SELECT version, checksum, applied_at FROM schema_migrations")
+            before = session.fetch_all(
+                "SELECT version, checksum, applied_at FROM schema_migrations"
+            )
         assert database.migrate() == []
         assert Database(database_url).migrate() == []  # a second process-like client as well
         with database.session(write=False) as session:

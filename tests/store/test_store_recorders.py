@@ -5,19 +5,20 @@ from __future__ import annotations
 import asyncio
 import json
 
-from prometheus_client import CollectorRegistry
-
 from mlmodel_runtime.settings import RuntimeSettings
-from mlmodel_runtime.store import repository
+from mlmodel_runtime.store import queries
 from mlmodel_runtime.store.database import Database
 from mlmodel_runtime.store.operator_recorder import OperatorRecorder, changed_by, model_spec
 from mlmodel_runtime.store.runtime_recorder import RuntimeRecorder
+from prometheus_client import CollectorRegistry
 
 DIGEST_A = "A" * 64
 DIGEST_B = "b" * 64
 
 
-def mlmodel(generation: int, sha256: str, *, replicas: int = 2, manager: str = "kubectl-client-side-apply") -> dict:
+def mlmodel(
+    generation: int, sha256: str, *, replicas: int = 2, manager: str = "kubectl-client-side-apply"
+) -> dict:
     return {
         "apiVersion": "serving.mlmodel.io/v1alpha1",
         "kind": "MLModel",
@@ -28,12 +29,25 @@ def mlmodel(generation: int, sha256: str, *, replicas: int = 2, manager: str = "
             "generation": generation,
             "creationTimestamp": "2025-03-01T14:00:00Z",
             "managedFields": [
-                {"manager": "mlmodel-operator", "operation": "Update", "subresource": "status",
-                 "time": "2025-03-01T15:00:00Z", "fieldsV1": {"f:status": {}}},
-                {"manager": "argocd-controller", "operation": "Apply", "time": "2025-03-01T13:00:00Z",
-                 "fieldsV1": {"f:spec": {}}},
-                {"manager": manager, "operation": "Update", "time": "2025-03-01T14:30:00Z",
-                 "fieldsV1": {"f:metadata": {}, "f:spec": {"f:model": {}}}},
+                {
+                    "manager": "mlmodel-operator",
+                    "operation": "Update",
+                    "subresource": "status",
+                    "time": "2025-03-01T15:00:00Z",
+                    "fieldsV1": {"f:status": {}},
+                },
+                {
+                    "manager": "argocd-controller",
+                    "operation": "Apply",
+                    "time": "2025-03-01T13:00:00Z",
+                    "fieldsV1": {"f:spec": {}},
+                },
+                {
+                    "manager": manager,
+                    "operation": "Update",
+                    "time": "2025-03-01T14:30:00Z",
+                    "fieldsV1": {"f:metadata": {}, "f:spec": {"f:model": {}}},
+                },
             ],
         },
         "spec": {"model": {"uri": "model.joblib", "sha256": sha256}, "replicas": replicas},
@@ -43,8 +57,18 @@ def mlmodel(generation: int, sha256: str, *, replicas: int = 2, manager: str = "
 def test_model_spec_and_changed_by_read_the_body() -> None:
     body = mlmodel(1, DIGEST_A)
     spec = model_spec(body, default_image="runtime:default")
-    assert (spec.model_uri, spec.sha256, spec.format, spec.runtime_image, spec.desired_replicas) == (
-        "model.joblib", "a" * 64, "sklearn", "runtime:default", 2,
+    assert (
+        spec.model_uri,
+        spec.sha256,
+        spec.format,
+        spec.runtime_image,
+        spec.desired_replicas,
+    ) == (
+        "model.joblib",
+        "a" * 64,
+        "sklearn",
+        "runtime:default",
+        2,
     )
     body["spec"]["runtime"] = {"image": "runtime:custom"}
     body["spec"]["autoscaling"] = {"minReplicas": 3, "maxReplicas": 9}
@@ -57,7 +81,10 @@ def test_model_spec_and_changed_by_read_the_body() -> None:
 
 async def test_operator_create_update_delete_produce_rows(database_url: str) -> None:
     recorder = OperatorRecorder.create(
-        database_url, cache_dir="/nonexistent", default_image="runtime:0.1.0", registry=CollectorRegistry(),
+        database_url,
+        cache_dir="/nonexistent",
+        default_image="runtime:0.1.0",
+        registry=CollectorRegistry(),
         linger_seconds=0,
     )
     recorder.start()
@@ -69,47 +96,64 @@ async def test_operator_create_update_delete_produce_rows(database_url: str) -> 
     recorder.ready(first)
     second = mlmodel(2, DIGEST_B, replicas=4, manager="argocd-controller")
     recorder.observed(second)
-    recorder.failed(second, reason="ArtifactDigestMismatch", message="sha256 of the artifact differs")
+    recorder.failed(
+        second, reason="ArtifactDigestMismatch", message="sha256 of the artifact differs"
+    )
     recorder.status(second, phase="Degraded", ready=False)
     assert await recorder.writer.flush(timeout=30)
     database = Database(database_url)
     try:
         with database.session(write=False) as session:
-            [deployment] = repository.get_deployments(session, "ml", "sentiment")
-            history = repository.rollout_history(session, "ml", "sentiment")
+            [deployment] = queries.get_deployments(session, "ml", "sentiment")
+            history = queries.rollout_history(session, "ml", "sentiment")
         assert (deployment.generation, deployment.sha256, deployment.phase, deployment.ready) == (
-            2, DIGEST_B, "Degraded", False,
+            2,
+            DIGEST_B,
+            "Degraded",
+            False,
         )
         assert [rollout.generation for rollout in history] == [2, 1]
         assert history[0].changes == {
             "digest": {"from": "a" * 64, "to": DIGEST_B},
             "replicas": {"from": 2, "to": 4},
         }
-        assert (history[0].changed_by, history[0].reason) == ("argocd-controller", "ArtifactDigestMismatch")
+        assert (history[0].changed_by, history[0].reason) == (
+            "argocd-controller",
+            "ArtifactDigestMismatch",
+        )
         assert history[1].ready_at is not None and history[1].changes == {"created": True}
 
         recorder.deleted(second)
         assert await recorder.close(timeout=30) == 0
         with database.session(write=False) as session:
-            [deployment] = repository.get_deployments(session, "ml", "sentiment")
+            [deployment] = queries.get_deployments(session, "ml", "sentiment")
         assert deployment.phase == "Deleted" and deployment.deleted_at is not None
     finally:
         database.close()
 
 
-async def test_runtime_registers_heartbeats_samples_and_stops(database_url: str, monkeypatch) -> None:
+async def test_runtime_registers_heartbeats_samples_and_stops(
+    database_url: str, monkeypatch
+) -> None:
     monkeypatch.setenv("MLMODEL_DATABASE_URL", database_url)
     settings = RuntimeSettings(
-        model_name="sentiment", namespace="ml", pod_name="sentiment-7d9f", prediction_log_sample_rate=0.5
+        model_name="sentiment",
+        namespace="ml",
+        pod_name="sentiment-7d9f",
+        prediction_log_sample_rate=0.5,
     )
     draws = iter([0.1, 0.9, 0.4, 0.7])
-    recorder = RuntimeRecorder.from_settings(settings, registry=CollectorRegistry(), linger_seconds=0)
+    recorder = RuntimeRecorder.from_settings(
+        settings, registry=CollectorRegistry(), linger_seconds=0
+    )
     recorder.heartbeat_seconds = 0.05
     recorder._sample = lambda: next(draws)
     recorder.start()
     recorder.model_loaded(digest=DIGEST_B, version="1.0.0", load_duration_seconds=0.31)
     logged = [
-        recorder.log_prediction(request_id=f"r{n}", latency_seconds=0.001, inputs={"text": [f"t{n}"]}, outputs=[n])
+        recorder.log_prediction(
+            request_id=f"r{n}", latency_seconds=0.001, inputs={"text": [f"t{n}"]}, outputs=[n]
+        )
         for n in range(4)
     ]
     assert logged == [True, False, True, False]
@@ -117,22 +161,29 @@ async def test_runtime_registers_heartbeats_samples_and_stops(database_url: str,
     database = Database(database_url)
     try:
         with database.session(write=False) as session:
-            [registered] = repository.list_instances(session, "ml", "sentiment")
+            [registered] = queries.list_instances(session, "ml", "sentiment")
         assert (registered.pod_name, registered.model_digest, registered.stopped_at) == (
-            "sentiment-7d9f", DIGEST_B, None,
+            "sentiment-7d9f",
+            DIGEST_B,
+            None,
         )
         await asyncio.sleep(0.3)  # a few heartbeats
         await recorder.writer.flush(timeout=30)
         with database.session(write=False) as session:
-            [beating] = repository.list_instances(session, "ml", "sentiment")
+            [beating] = queries.list_instances(session, "ml", "sentiment")
         assert beating.last_seen_at > registered.last_seen_at
 
         assert await recorder.close(timeout=30) == 0
         with database.session(write=False) as session:
-            [stopped] = repository.list_instances(session, "ml", "sentiment")
-            predictions = session.fetch_all("SELECT request_id, inputs, model_digest FROM predictions ORDER BY request_id")
+            [stopped] = queries.list_instances(session, "ml", "sentiment")
+            predictions = session.fetch_all(
+                "SELECT request_id, inputs, model_digest FROM predictions ORDER BY request_id"
+            )
         assert stopped.stopped_at is not None and stopped.stopped_at >= beating.last_seen_at
-        assert [(row["request_id"], json.loads(row["inputs"]), row["model_digest"]) for row in predictions] == [
+        assert [
+            (row["request_id"], json.loads(row["inputs"]), row["model_digest"])
+            for row in predictions
+        ] == [
             ("r0", {"text": ["t0"]}, DIGEST_B),
             ("r2", {"text": ["t2"]}, DIGEST_B),
         ]
@@ -140,13 +191,21 @@ async def test_runtime_registers_heartbeats_samples_and_stops(database_url: str,
         database.close()
 
 
-async def test_prediction_logging_is_off_by_default(tmp_path) -> None:
-    settings = RuntimeSettings(cache_dir=tmp_path)
+async def test_without_a_url_the_runtime_writes_sqlite_in_the_cache_dir(tmp_path) -> None:
+    settings = RuntimeSettings(cache_dir=tmp_path, model_name="sentiment")
     recorder = RuntimeRecorder.from_settings(settings, registry=CollectorRegistry())
     recorder.start()
+    # Prediction logging is off by default: nothing is even queued.
     assert not recorder.log_prediction(request_id="r", latency_seconds=0.1, inputs=[1], outputs=[2])
-    assert recorder.writer.pending == 0
+    recorder.model_loaded(digest=DIGEST_B)
+    assert recorder.writer.pending == 1
     assert await recorder.close() == 0
-    # With no URL configured the embedded SQLite file lives in the cache dir.
     assert recorder.writer.database.backend == "sqlite"
-    assert (tmp_path / "metadata.sqlite3").parent == tmp_path
+    database = Database(f"sqlite:///{tmp_path / 'metadata.sqlite3'}")
+    try:
+        with database.session(write=False, create=False) as session:
+            [instance] = queries.list_instances(session, "default", "sentiment")
+            assert queries.count_rows(session, "predictions") == 0
+        assert instance.stopped_at is not None
+    finally:
+        database.close()

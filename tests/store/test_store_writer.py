@@ -8,12 +8,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry
-
 from mlmodel_runtime.store.database import Database
-from mlmodel_runtime.store.events import InstanceRegistered, RolloutStarted, ModelSpec
-from mlmodel_runtime.store.repository import count_rows
+from mlmodel_runtime.store.events import InstanceRegistered, ModelSpec, RolloutStarted
+from mlmodel_runtime.store.queries import count_rows
 from mlmodel_runtime.store.writer import AsyncWriter
+from prometheus_client import CollectorRegistry
 
 SPEC = ModelSpec("model.joblib", "c" * 64, "sklearn", "runtime:0.1.0", 1)
 
@@ -43,9 +42,15 @@ async def wait_for(condition, timeout: float = 30.0) -> None:
         await asyncio.sleep(0.02)
 
 
-async def test_events_are_written_in_batches(database_url: str, registry: CollectorRegistry) -> None:
+async def test_events_are_written_in_batches(
+    database_url: str, registry: CollectorRegistry
+) -> None:
     writer = AsyncWriter(
-        Database(database_url), component="test", registry=registry, batch_size=100, linger_seconds=0
+        Database(database_url),
+        component="test",
+        registry=registry,
+        batch_size=100,
+        linger_seconds=0,
     )
     for number in range(250):
         assert writer.submit(instance(number))
@@ -59,8 +64,12 @@ async def test_events_are_written_in_batches(database_url: str, registry: Collec
     assert await writer.close() == 0
 
 
-async def test_a_trickle_coalesces_during_the_linger(database_url: str, registry: CollectorRegistry) -> None:
-    writer = AsyncWriter(Database(database_url), component="test", registry=registry, linger_seconds=0.5)
+async def test_a_trickle_coalesces_during_the_linger(
+    database_url: str, registry: CollectorRegistry
+) -> None:
+    writer = AsyncWriter(
+        Database(database_url), component="test", registry=registry, linger_seconds=0.5
+    )
     writer.start()
     for number in range(10):
         writer.submit(instance(number))
@@ -82,8 +91,12 @@ async def test_overflow_is_counted_not_silent(
     assert rows_in(database_url) == 5
 
 
-async def test_close_flushes_everything_queued(database_url: str, registry: CollectorRegistry) -> None:
-    writer = AsyncWriter(Database(database_url), component="test", registry=registry, linger_seconds=5)
+async def test_close_flushes_everything_queued(
+    database_url: str, registry: CollectorRegistry
+) -> None:
+    writer = AsyncWriter(
+        Database(database_url), component="test", registry=registry, linger_seconds=5
+    )
     writer.start()
     for number in range(20):
         writer.submit(instance(number))
@@ -118,7 +131,10 @@ def assert_password_never_logged(records: list[logging.LogRecord], password: str
 
 
 async def test_postgres_outage_queues_then_delivers_everything(
-    postgres_server, postgres_url: str, registry: CollectorRegistry, caplog: pytest.LogCaptureFixture
+    postgres_server,
+    postgres_url: str,
+    registry: CollectorRegistry,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="mlmodel_runtime.store")
     writer = AsyncWriter(
@@ -146,7 +162,10 @@ async def test_postgres_outage_queues_then_delivers_everything(
         assert not writer.available
         assert writer.pending == 300
         assert sample(registry, "mlmodel_metadata_writes_queued", component="runtime") == 300
-        assert sample(registry, "mlmodel_metadata_writes_total", component="runtime", result="retried") > 0
+        assert (
+            sample(registry, "mlmodel_metadata_writes_total", component="runtime", result="retried")
+            > 0
+        )
         assert "metadata store unavailable; writes queued" in caplog.messages
 
     assert await writer.flush(timeout=60)
@@ -154,7 +173,9 @@ async def test_postgres_outage_queues_then_delivers_everything(
     assert "metadata store available again" in caplog.messages
     assert rows_in(postgres_url) == 310
     assert sample(registry, "mlmodel_metadata_writes_dropped_total", component="runtime") == 0
-    assert sample(registry, "mlmodel_metadata_writes_total", component="runtime", result="ok") == 310
+    assert (
+        sample(registry, "mlmodel_metadata_writes_total", component="runtime", result="ok") == 310
+    )
     assert await writer.close() == 0
     assert_password_never_logged(caplog.records, postgres_server.password)
 
@@ -187,7 +208,10 @@ async def test_postgres_outage_beyond_the_queue_bound_drops_and_counts(
 
 
 async def test_close_with_the_database_down_counts_what_is_lost(
-    postgres_server, postgres_url: str, registry: CollectorRegistry, caplog: pytest.LogCaptureFixture
+    postgres_server,
+    postgres_url: str,
+    registry: CollectorRegistry,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     migrated = Database(postgres_url)
     migrated.migrate()
@@ -206,14 +230,20 @@ async def test_close_with_the_database_down_counts_what_is_lost(
     assert_password_never_logged(caplog.records, postgres_server.password)
 
 
-async def test_sqlite_unavailable_then_recovers(tmp_path: Path, registry: CollectorRegistry) -> None:
+async def test_sqlite_unavailable_then_recovers(
+    tmp_path: Path, registry: CollectorRegistry
+) -> None:
     # A regular file where the database folder should be: like a volume that is not mounted yet.
     folder = tmp_path / "cache"
     folder.write_text("not a folder")
     url = f"sqlite:///{folder / 'metadata.sqlite3'}"
     writer = AsyncWriter(
-        Database(url), component="runtime", registry=registry,
-        linger_seconds=0, retry_initial_seconds=0.05, retry_max_seconds=0.2,
+        Database(url),
+        component="runtime",
+        registry=registry,
+        linger_seconds=0,
+        retry_initial_seconds=0.05,
+        retry_max_seconds=0.2,
     )
     writer.start()
     for number in range(7):

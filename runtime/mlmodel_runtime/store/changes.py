@@ -15,6 +15,8 @@ TRACKED_FIELDS = {
     "replicas": "desired_replicas",
 }
 
+LONG_VALUES = {"uri", "image"}
+
 
 def diff_specs(previous: ModelSpec | None, current: ModelSpec) -> dict[str, Any]:
     """``{"created": true}`` for a first rollout, else ``{key: {"from": old, "to": new}}``.
@@ -33,7 +35,10 @@ def diff_specs(previous: ModelSpec | None, current: ModelSpec) -> dict[str, Any]
 
 
 def describe_changes(changes: dict[str, Any]) -> str:
-    """One short line for people: ``digest 1a2b3c4d5e6f -> 9f8e7d6c5b4a, replicas 2 -> 3``."""
+    """One short line for people: ``digest 1a2b3c4d5e6f -> 9f8e7d6c5b4a, replicas 2 -> 3``.
+
+    Long values (URI, image) show only their new value: the row below holds the old one.
+    """
     if changes.get("created"):
         return "created"
     if not changes:
@@ -42,7 +47,10 @@ def describe_changes(changes: dict[str, Any]) -> str:
     for key in TRACKED_FIELDS:
         if key in changes:
             old, new = changes[key].get("from"), changes[key].get("to")
-            parts.append(f"{key} {_short(key, old)} -> {_short(key, new)}")
+            if key in LONG_VALUES:
+                parts.append(f"{key} {_short(key, new)}")
+            else:
+                parts.append(f"{key} {_short(key, old)} -> {_short(key, new)}")
     return ", ".join(parts)
 
 

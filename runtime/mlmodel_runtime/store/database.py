@@ -17,7 +17,7 @@ from .urls import redact_url, resolve_database_url, scrub
 
 
 class Database:
-    """A metadata database. Not thread-safe: use one instance per thread (the writer has its own)."""
+    """A metadata database. Not thread-safe: one instance per thread (the writer has its own)."""
 
     def __init__(self, url: str, **options: Any) -> None:
         self._url = url
@@ -25,7 +25,9 @@ class Database:
         self._connection: Any = None
 
     @classmethod
-    def from_settings(cls, database_url: SecretStr | str | None, cache_dir: Path, **options: Any) -> Database:
+    def from_settings(
+        cls, database_url: SecretStr | str | None, cache_dir: Path, **options: Any
+    ) -> Database:
         """The configured URL, or the embedded SQLite file in ``cache_dir``."""
         return cls(resolve_database_url(database_url, cache_dir), **options)
 

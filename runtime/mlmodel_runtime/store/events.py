@@ -63,7 +63,7 @@ class DeploymentDeleted:
 
 @dataclass(frozen=True)
 class RolloutStarted:
-    """A generation was observed for the first time; ``changes`` is computed against the last one."""
+    """A generation was seen for the first time; ``changes`` is computed against the last one."""
 
     namespace: str
     name: str

@@ -15,9 +15,19 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from ..settings import ENV_PREFIX, default_cache_dir
 from .changes import describe_changes
 from .database import Database
-from .repository import Rollout, rollout_history
+from .queries import Rollout, rollout_history
 
-COLUMNS = ("GENERATION", "STARTED", "STATUS", "READY AFTER", "DIGEST", "REPLICAS", "CHANGES", "BY", "REASON")
+COLUMNS = (
+    "GENERATION",
+    "STARTED",
+    "STATUS",
+    "READY AFTER",
+    "DIGEST",
+    "REPLICAS",
+    "CHANGES",
+    "BY",
+    "REASON",
+)
 
 
 class HistorySettings(BaseSettings):
@@ -25,7 +35,9 @@ class HistorySettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
-    database_url: SecretStr | None = Field(None, description="PostgreSQL URL; empty: SQLite in cache_dir.")
+    database_url: SecretStr | None = Field(
+        None, description="PostgreSQL URL; empty: SQLite in cache_dir."
+    )
     cache_dir: Path = Field(default_factory=default_cache_dir, description="Holds the SQLite file.")
 
 
@@ -62,7 +74,10 @@ def history_rows(rollouts: Sequence[Rollout]) -> list[tuple[str, ...]]:
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
-    lines = ["   ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in (header, *rows)]
+    lines = [
+        "   ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip()
+        for line in (header, *rows)
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -83,13 +98,15 @@ def _time(value: datetime) -> str:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="mlmodel history",
-        description="Print the rollout history of an MLModel from the metadata store, newest first.",
+        description="Print an MLModel's rollout history from the metadata store, newest first.",
     )
     parser.add_argument("name", help="the MLModel's name")
-    parser.add_argument("-n", "--namespace", default="default", help="its namespace (default: default)")
+    parser.add_argument(
+        "-n", "--namespace", default="default", help="its namespace (default: default)"
+    )
     parser.add_argument(
         "--database-url",
-        help="PostgreSQL URL (default: $MLMODEL_DATABASE_URL, else the SQLite file in the cache dir)",
+        help="PostgreSQL URL (default: $MLMODEL_DATABASE_URL, else SQLite in the cache dir)",
     )
     parser.add_argument("-o", "--output", choices=("table", "json"), default="table")
     parser.add_argument("--limit", type=int, default=None, help="show at most this many rollouts")
@@ -100,7 +117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     settings = HistorySettings()
     database = Database.from_settings(
-        args.database_url or settings.database_url, settings.cache_dir, application_name="mlmodel-history"
+        args.database_url or settings.database_url,
+        settings.cache_dir,
+        application_name="mlmodel-history",
     )
     try:
         with database.session(write=False, create=False) as session:
@@ -109,15 +128,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mlmodel history: {error}", file=sys.stderr)
         return 2
     except Exception as error:  # noqa: BLE001 - report any driver error without the password
-        print(
-            f"mlmodel history: cannot read {database.redacted_url}: {database.scrub(str(error)).strip()}",
-            file=sys.stderr,
-        )
+        reason = database.scrub(str(error)).strip()
+        print(f"mlmodel history: cannot read {database.redacted_url}: {reason}", file=sys.stderr)
         return 2
     finally:
         database.close()
     if not rollouts:
-        print(f"mlmodel history: no rollouts recorded for {args.namespace}/{args.name}", file=sys.stderr)
+        print(
+            f"mlmodel history: no rollouts recorded for {args.namespace}/{args.name}",
+            file=sys.stderr,
+        )
         return 1
     if args.output == "json":
         sys.stdout.write(history_json(rollouts))

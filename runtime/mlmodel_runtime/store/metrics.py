@@ -16,7 +16,9 @@ class StoreMetrics:
     queued: Gauge  # labels: component
 
 
-_by_registry: weakref.WeakKeyDictionary[CollectorRegistry, StoreMetrics] = weakref.WeakKeyDictionary()
+_by_registry: weakref.WeakKeyDictionary[CollectorRegistry, StoreMetrics] = (
+    weakref.WeakKeyDictionary()
+)
 _lock = threading.Lock()
 
 
@@ -44,7 +46,7 @@ def store_metrics(registry: CollectorRegistry | None = None) -> StoreMetrics:
                 ),
                 queued=Gauge(
                     "mlmodel_metadata_writes_queued",
-                    "Metadata write events waiting to be written (grows while the database is down).",
+                    "Metadata write events not written yet (grows while the database is down).",
                     ["component"],
                     registry=registry,
                 ),

@@ -129,13 +129,14 @@ def migrate(database: Database, migrations: list[Migration] | None = None) -> li
             extra={"database": database.redacted_url, "versions": newly_applied},
         )
     if unknown:
-        # A newer release migrated this database; older replicas keep working on the tables they know.
+        # A newer release migrated this database; older replicas keep using the tables they know.
         logger.warning("metadata schema is newer than this release", extra={"versions": unknown})
     return newly_applied
 
 
 def applied_versions(database: Database) -> list[int]:
     with database.session(write=False) as session:
-        return [row["version"] for row in session.fetch_all(
-            "SELECT version FROM schema_migrations ORDER BY version"
-        )]
+        return [
+            row["version"]
+            for row in session.fetch_all("SELECT version FROM schema_migrations ORDER BY version")
+        ]

@@ -93,14 +93,18 @@ class OperatorRecorder:
         registry: CollectorRegistry | None = None,
         **writer_options: Any,
     ) -> OperatorRecorder:
-        database = Database.from_settings(database_url, cache_dir, application_name="mlmodel-operator")
+        database = Database.from_settings(
+            database_url, cache_dir, application_name="mlmodel-operator"
+        )
         writer = AsyncWriter(database, component=COMPONENT, registry=registry, **writer_options)
         return cls(writer, default_image=default_image)
 
     def start(self) -> None:
         self.writer.start()
 
-    def observed(self, body: Mapping[str, Any], *, phase: str = "Progressing", ready: bool = False) -> None:
+    def observed(
+        self, body: Mapping[str, Any], *, phase: str = "Progressing", ready: bool = False
+    ) -> None:
         """Upsert the deployment row and open a rollout for this generation (idempotent).
 
         ``phase``/``ready`` are used when a generation is first seen; later health changes go
@@ -116,7 +120,14 @@ class OperatorRecorder:
         )
         self.writer.submit(
             DeploymentObserved(
-                namespace, name, uid, gen, spec, phase=phase, ready=ready, created_at=creation_time(body)
+                namespace,
+                name,
+                uid,
+                gen,
+                spec,
+                phase=phase,
+                ready=ready,
+                created_at=creation_time(body),
             )
         )
 
@@ -130,13 +141,19 @@ class OperatorRecorder:
         namespace, name, uid = identity(body)
         gen = generation(body)
         if self._changed((namespace, name, uid, "health"), ("failed", gen, reason, message)):
-            self.writer.submit(RolloutFailed(namespace, name, uid, gen, reason=reason, message=message))
+            self.writer.submit(
+                RolloutFailed(namespace, name, uid, gen, reason=reason, message=message)
+            )
 
     def status(self, body: Mapping[str, Any], *, phase: str, ready: bool) -> None:
         """A later change of health (Degraded after Ready, say) without a new generation."""
         namespace, name, uid = identity(body)
-        if self._changed((namespace, name, uid, "health"), ("status", generation(body), phase, ready)):
-            self.writer.submit(DeploymentStatusChanged(namespace, name, uid, phase=phase, ready=ready))
+        if self._changed(
+            (namespace, name, uid, "health"), ("status", generation(body), phase, ready)
+        ):
+            self.writer.submit(
+                DeploymentStatusChanged(namespace, name, uid, phase=phase, ready=ready)
+            )
 
     def deleted(self, body: Mapping[str, Any]) -> None:
         namespace, name, uid = identity(body)

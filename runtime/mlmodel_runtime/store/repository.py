@@ -1,19 +1,17 @@
-"""Every query of the metadata store: one function per write event, and the reads people ask for.
+"""Writes of the metadata store: one function per write event, and ``apply_events`` for a batch.
 
-Writes take a ``Session`` and an event from ``events``; ``apply_events`` dispatches a batch in
-order. Statements are portable SQL with ``:name`` placeholders.
+Each takes a ``Session`` and an event from ``events``. Statements are portable SQL with
+``:name`` placeholders; reads live in ``queries``.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from .changes import diff_specs
-from .dialects import decode_timestamp
 from .events import (
     DeploymentDeleted,
     DeploymentObserved,
@@ -75,7 +73,9 @@ def record_deployment(session: Session, event: DeploymentObserved) -> None:
 
 
 def record_deployment_status(session: Session, event: DeploymentStatusChanged) -> None:
-    _set_deployment_status(session, event.namespace, event.name, event.uid, event.phase, event.ready, event.at)
+    _set_deployment_status(
+        session, event.namespace, event.name, event.uid, event.phase, event.ready, event.at
+    )
 
 
 def mark_deployment_deleted(session: Session, event: DeploymentDeleted) -> None:
@@ -84,7 +84,13 @@ def mark_deployment_deleted(session: Session, event: DeploymentDeleted) -> None:
         UPDATE deployments SET deleted_at = :at, updated_at = :at, phase = 'Deleted', ready = :ready
         WHERE namespace = :namespace AND name = :name AND uid = :uid AND deleted_at IS NULL
         """,
-        {"namespace": event.namespace, "name": event.name, "uid": event.uid, "at": event.at, "ready": False},
+        {
+            "namespace": event.namespace,
+            "name": event.name,
+            "uid": event.uid,
+            "at": event.at,
+            "ready": False,
+        },
     )
 
 
@@ -96,7 +102,14 @@ def _set_deployment_status(
         UPDATE deployments SET phase = :phase, ready = :ready, updated_at = :at
         WHERE namespace = :namespace AND name = :name AND uid = :uid AND deleted_at IS NULL
         """,
-        {"namespace": namespace, "name": name, "uid": uid, "phase": phase, "ready": ready, "at": at},
+        {
+            "namespace": namespace,
+            "name": name,
+            "uid": uid,
+            "phase": phase,
+            "ready": ready,
+            "at": at,
+        },
     )
 
 
@@ -104,11 +117,16 @@ def _set_deployment_status(
 
 
 def record_rollout_started(session: Session, event: RolloutStarted) -> None:
-    """First observation of a generation wins; repeats (operator retries, resumes) change nothing."""
-    key = {"namespace": event.namespace, "name": event.name, "uid": event.uid, "generation": event.generation}
+    """The first observation of a generation wins; repeats (retries, resumes) change nothing."""
+    key = {
+        "namespace": event.namespace,
+        "name": event.name,
+        "uid": event.uid,
+        "generation": event.generation,
+    }
     if session.fetch_one(
-        """SELECT 1 AS present FROM rollouts
-           WHERE namespace = :namespace AND name = :name AND uid = :uid AND generation = :generation""",
+        """SELECT 1 AS present FROM rollouts WHERE namespace = :namespace AND name = :name
+           AND uid = :uid AND generation = :generation""",
         key,
     ):
         return
@@ -172,7 +190,9 @@ def record_rollout_failed(session: Session, event: RolloutFailed) -> None:
         """,
         {**_rollout_key(event), "reason": event.reason, "message": event.message},
     )
-    _set_deployment_status(session, event.namespace, event.name, event.uid, "Failed", False, event.at)
+    _set_deployment_status(
+        session, event.namespace, event.name, event.uid, "Failed", False, event.at
+    )
 
 
 def _rollout_key(event: RolloutReady | RolloutFailed) -> dict[str, Any]:
@@ -311,144 +331,3 @@ def apply_events(session: Session, events: Sequence[Any]) -> None:
             raise TypeError(f"not a metadata write event: {type(event).__name__}") from None
         writer(session, event)
         index += 1
-
-
-# --- reads -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Rollout:
-    namespace: str
-    name: str
-    uid: str
-    generation: int
-    model_uri: str
-    sha256: str | None
-    format: str
-    runtime_image: str
-    desired_replicas: int | None
-    changes: dict[str, Any]
-    changed_by: str | None
-    started_at: datetime
-    ready_at: datetime | None
-    failed_at: datetime | None
-    reason: str | None
-    message: str | None
-
-
-@dataclass(frozen=True)
-class Deployment:
-    namespace: str
-    name: str
-    uid: str
-    generation: int
-    model_uri: str
-    sha256: str | None
-    format: str
-    runtime_image: str
-    desired_replicas: int | None
-    phase: str
-    ready: bool
-    created_at: datetime
-    updated_at: datetime
-    deleted_at: datetime | None
-
-
-@dataclass(frozen=True)
-class RuntimeInstance:
-    instance_id: str
-    namespace: str
-    model: str
-    pod_name: str
-    model_digest: str | None
-    model_version: str | None
-    load_duration_seconds: float | None
-    started_at: datetime
-    last_seen_at: datetime
-    stopped_at: datetime | None
-
-
-def rollout_history(session: Session, namespace: str, name: str, limit: int | None = None) -> list[Rollout]:
-    """Rollouts of one MLModel name (all its incarnations), newest first."""
-    rows = session.fetch_all(
-        """
-        SELECT * FROM rollouts WHERE namespace = :namespace AND name = :name
-        ORDER BY started_at DESC, generation DESC
-        """
-        + (" LIMIT :limit" if limit else ""),
-        {"namespace": namespace, "name": name, **({"limit": limit} if limit else {})},
-    )
-    return [
-        Rollout(
-            **{
-                **row,
-                "changes": json.loads(row["changes"]),
-                "started_at": decode_timestamp(row["started_at"]),
-                "ready_at": decode_timestamp(row["ready_at"]),
-                "failed_at": decode_timestamp(row["failed_at"]),
-            }
-        )
-        for row in rows
-    ]
-
-
-def get_deployments(session: Session, namespace: str, name: str) -> list[Deployment]:
-    """Every incarnation (uid) of an MLModel name, newest first."""
-    rows = session.fetch_all(
-        """SELECT * FROM deployments WHERE namespace = :namespace AND name = :name
-           ORDER BY created_at DESC""",
-        {"namespace": namespace, "name": name},
-    )
-    return [
-        Deployment(
-            **{
-                **row,
-                "ready": bool(row["ready"]),
-                "created_at": decode_timestamp(row["created_at"]),
-                "updated_at": decode_timestamp(row["updated_at"]),
-                "deleted_at": decode_timestamp(row["deleted_at"]),
-            }
-        )
-        for row in rows
-    ]
-
-
-def list_instances(session: Session, namespace: str, model: str) -> list[RuntimeInstance]:
-    rows = session.fetch_all(
-        """SELECT * FROM runtime_instances WHERE namespace = :namespace AND model = :model
-           ORDER BY started_at DESC""",
-        {"namespace": namespace, "model": model},
-    )
-    return [_instance(row) for row in rows]
-
-
-def instances_serving_at(session: Session, namespace: str, model: str, when: datetime) -> list[RuntimeInstance]:
-    """Which processes (and so which digests) served a model at a given time."""
-    rows = session.fetch_all(
-        """
-        SELECT * FROM runtime_instances
-        WHERE namespace = :namespace AND model = :model AND started_at <= :when
-          AND (stopped_at IS NULL OR stopped_at > :when)
-        ORDER BY started_at DESC
-        """,
-        {"namespace": namespace, "model": model, "when": when},
-    )
-    return [_instance(row) for row in rows]
-
-
-def _instance(row: dict[str, Any]) -> RuntimeInstance:
-    return RuntimeInstance(
-        **{
-            **row,
-            "started_at": decode_timestamp(row["started_at"]),
-            "last_seen_at": decode_timestamp(row["last_seen_at"]),
-            "stopped_at": decode_timestamp(row["stopped_at"]),
-        }
-    )
-
-
-def count_rows(session: Session, table: str) -> int:
-    if table not in ("deployments", "rollouts", "runtime_instances", "predictions", "schema_migrations"):
-        raise ValueError(f"unknown table {table!r}")
-    row = session.fetch_one(f"SELECT COUNT(*) AS n FROM {table}")
-    return int(row["n"]) if row else 0

@@ -59,7 +59,11 @@ class RuntimeRecorder:
 
     @classmethod
     def from_settings(
-        cls, settings: RuntimeSettings, *, registry: CollectorRegistry | None = None, **writer_options: Any
+        cls,
+        settings: RuntimeSettings,
+        *,
+        registry: CollectorRegistry | None = None,
+        **writer_options: Any,
     ) -> RuntimeRecorder:
         database = Database.from_settings(
             settings.database_url, settings.cache_dir, application_name="mlmodel-runtime"
@@ -77,7 +81,11 @@ class RuntimeRecorder:
         self.writer.start()
 
     def model_loaded(
-        self, *, digest: str | None, version: str | None = None, load_duration_seconds: float | None = None
+        self,
+        *,
+        digest: str | None,
+        version: str | None = None,
+        load_duration_seconds: float | None = None,
     ) -> None:
         """Register this process once its model is loaded, then heartbeat until ``close``."""
         self._model_digest = digest

@@ -31,8 +31,10 @@ def url_scheme(url: str) -> str:
 def sqlite_path(url: str) -> Path:
     """``sqlite:///relative.db`` or ``sqlite:////absolute/path.db`` (SQLAlchemy's convention)."""
     if not url.startswith("sqlite:///"):
-        raise ValueError("SQLite URLs look like sqlite:///relative/path or sqlite:////absolute/path")
-    return Path(url[len("sqlite:///"):])
+        raise ValueError(
+            "SQLite URLs look like sqlite:///relative/path or sqlite:////absolute/path"
+        )
+    return Path(url[len("sqlite:///") :])
 
 
 def url_password(url: str) -> str | None:

@@ -62,7 +62,9 @@ class AsyncWriter:
         self.retry_max_seconds = retry_max_seconds
         self.stats = WriterStats()
         self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=max_queue)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"metadata-{component}")
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"metadata-{component}"
+        )
         self._needs_migration = migrate
         self._task: asyncio.Task | None = None
         self._in_flight: list[Any] = []
@@ -81,7 +83,7 @@ class AsyncWriter:
 
     # --- the caller's side (event loop thread) ---------------------------------------------
     def submit(self, event: Any) -> bool:
-        """Queue one write event; False (and counted as dropped) when the queue is full or closed."""
+        """Queue one write event; False (counted as dropped) when the queue is full or closed."""
         if self._closing:
             self._drop(1, "writer closed")
             return False
@@ -160,7 +162,11 @@ class AsyncWriter:
     async def _run(self) -> None:
         while True:
             batch = [await self._queue.get()]
-            if self.linger_seconds > 0 and not self._closing and self._queue.qsize() < self.batch_size - 1:
+            if (
+                self.linger_seconds > 0
+                and not self._closing
+                and self._queue.qsize() < self.batch_size - 1
+            ):
                 # Let a burst coalesce into one transaction; close() cuts the wait short.
                 with suppress(TimeoutError):
                     await asyncio.wait_for(self._closed_event.wait(), self.linger_seconds)
@@ -258,7 +264,11 @@ class AsyncWriter:
         if _is_power_of_ten(self.stats.dropped):
             logger.warning(
                 "metadata writes dropped",
-                extra={"component": self.component, "reason": reason, "dropped_total": self.stats.dropped},
+                extra={
+                    "component": self.component,
+                    "reason": reason,
+                    "dropped_total": self.stats.dropped,
+                },
             )
 
 
