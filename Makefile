@@ -14,6 +14,7 @@ help:
 	@echo "make lint       ruff over the code"
 	@echo "make typecheck  mypy over the runtime and operator packages"
 	@echo "make examples   retrain both example models"
+	@echo "make images     build the runtime and operator images (BASE_IMAGE=... to change the base)"
 
 $(BIN)/mlmodel: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -44,6 +45,14 @@ lint: $(BIN)/mlmodel
 
 typecheck: $(BIN)/mlmodel
 	$(BIN)/mypy
+
+# BASE_IMAGE=mlmodel-local/python:3.11-slim-bookworm (from .ci/build-base-image.sh) where no
+# registry is reachable.
+BASE_IMAGE ?= python:3.11-slim
+images:
+	bash .ci/start-docker.sh
+	DOCKER_BUILDKIT=0 docker build -f Dockerfile.runtime --build-arg BASE_IMAGE=$(BASE_IMAGE) -t mlmodel-runtime:dev .
+	DOCKER_BUILDKIT=0 docker build -f Dockerfile.operator --build-arg BASE_IMAGE=$(BASE_IMAGE) -t mlmodel-operator:dev .
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -26,7 +26,9 @@ MANAGED_LABELS = {"app.kubernetes.io/managed-by": MANAGED_BY}
 
 def configure_kopf(settings: kopf.OperatorSettings, ctx: Context) -> None:
     """kopf's bookkeeping goes to annotations with our prefix, never into `status`."""
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX, v1=False)
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix=ANNOTATION_PREFIX, v1=False
+    )
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=ANNOTATION_PREFIX, key="last-handled-configuration", v1=False
     )
@@ -37,7 +39,9 @@ def configure_kopf(settings: kopf.OperatorSettings, ctx: Context) -> None:
     settings.posting.event_name_prefix = "mlmodel-operator-"
     # Only the resources known at start-up are served: no need to list/watch all CRDs.
     settings.scanning.disabled = True
-    settings.watching.label_selectors[DEPLOYMENTS] = ",".join(f"{k}={v}" for k, v in MANAGED_LABELS.items())
+    settings.watching.label_selectors[DEPLOYMENTS] = ",".join(
+        f"{k}={v}" for k, v in MANAGED_LABELS.items()
+    )
     settings.networking.request_timeout = ctx.settings.api_timeout_seconds
 
 
@@ -46,7 +50,9 @@ def retry_delay(ctx: Context, retry: int) -> float:
     return float(min(2**retry, max(ctx.settings.resync_interval_seconds, 1.0)))
 
 
-async def reconcile_guarded(ctx: Context, body: kopf.Body, logger: logging.Logger, retry: int) -> None:
+async def reconcile_guarded(
+    ctx: Context, body: kopf.Body, logger: logging.Logger, retry: int
+) -> None:
     """One pass, serialised per MLModel with the resync loop; errors become kopf's retry policy."""
     started = time.monotonic()
     try:
@@ -74,7 +80,11 @@ async def reconcile_guarded(ctx: Context, body: kopf.Body, logger: logging.Logge
 
 def owner_name(deployment: kopf.Body) -> str | None:
     for ref in deployment.get("metadata", {}).get("ownerReferences") or ():
-        if ref.get("kind") == KIND and ref.get("apiVersion") == API_VERSION and ref.get("controller"):
+        if (
+            ref.get("kind") == KIND
+            and ref.get("apiVersion") == API_VERSION
+            and ref.get("controller")
+        ):
             return ref.get("name")
     return None
 
@@ -90,7 +100,6 @@ def register(registry: kopf.OperatorRegistry, ctx: Context, namespaces: Sequence
         if ctx.settings.metrics_port:
             metrics.serve_metrics(ctx.settings.metrics_port)
             logger.info("metrics served: port=%s", ctx.settings.metrics_port)
-        background.append(asyncio.create_task(resync_forever(ctx, namespaces), name="resync"))
 
     @kopf.on.login(registry=registry)
     def on_login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -111,11 +120,15 @@ def register(registry: kopf.OperatorRegistry, ctx: Context, namespaces: Sequence
     @kopf.on.resume(*MLMODELS, registry=registry)
     @kopf.on.create(*MLMODELS, registry=registry)
     @kopf.on.update(*MLMODELS, registry=registry)
-    async def on_mlmodel_changed(body: kopf.Body, logger: logging.Logger, retry: int, **_: Any) -> None:
+    async def on_mlmodel_changed(
+        body: kopf.Body, logger: logging.Logger, retry: int, **_: Any
+    ) -> None:
         await reconcile_guarded(ctx, body, logger, retry)
 
     @kopf.on.event(*DEPLOYMENTS, labels=MANAGED_LABELS, registry=registry)
-    async def on_deployment_event(type: str | None, body: kopf.Body, logger: logging.Logger, **_: Any) -> None:  # noqa: A002
+    async def on_deployment_event(
+        type: str | None, body: kopf.Body, logger: logging.Logger, **_: Any
+    ) -> None:
         """The MLModel's status follows its Deployment's rollout as the controller reports it."""
         name = owner_name(body)
         namespace = body.get("metadata", {}).get("namespace")
@@ -129,7 +142,11 @@ def register(registry: kopf.OperatorRegistry, ctx: Context, namespaces: Sequence
             logger.warning("status not updated from deployment event: error=%s", error)
 
     @kopf.on.event(*MLMODELS, registry=registry)
-    def on_mlmodel_event(type: str | None, body: kopf.Body, **_: Any) -> None:  # noqa: A002
+    async def on_mlmodel_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+        if not background:
+            # Started here rather than at start-up: kopf.event() needs the event queue that kopf
+            # puts in the context of resource handlers only. No MLModel yet: nothing to resync.
+            background.append(asyncio.create_task(resync_forever(ctx, namespaces), name="resync"))
         uid = body.get("metadata", {}).get("uid")
         if not uid:
             return

@@ -7,7 +7,6 @@ a field the operator owns differs from the live object, and the status is patche
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import enum
 import json
@@ -34,8 +33,12 @@ class ResourceType:
     plural: str
     namespaced: bool = True
 
-    def path(self, namespace: str | None = None, name: str | None = None, subresource: str | None = None) -> str:
-        base = f"/apis/{self.api_version}" if "/" in self.api_version else f"/api/{self.api_version}"
+    def path(
+        self, namespace: str | None = None, name: str | None = None, subresource: str | None = None
+    ) -> str:
+        base = (
+            f"/apis/{self.api_version}" if "/" in self.api_version else f"/api/{self.api_version}"
+        )
         parts = [base]
         if self.namespaced and namespace:
             parts += ["namespaces", namespace]
@@ -54,7 +57,9 @@ HPA = ResourceType("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodau
 PDB = ResourceType("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets")
 SERVICEMONITOR = ResourceType("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors")
 NETWORKPOLICY = ResourceType("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies")
-CRD = ResourceType("apiextensions.k8s.io/v1", "CustomResourceDefinition", "customresourcedefinitions", False)
+CRD = ResourceType(
+    "apiextensions.k8s.io/v1", "CustomResourceDefinition", "customresourcedefinitions", False
+)
 
 # Every kind of child the operator may create, in the order stale ones are removed.
 CHILD_TYPES = (SERVICEMONITOR, PDB, HPA, NETWORKPOLICY, DEPLOYMENT, SERVICE)
@@ -65,7 +70,9 @@ def resource_of(obj: dict[str, Any]) -> ResourceType:
     try:
         return _BY_KIND[(obj["apiVersion"], obj["kind"])]
     except KeyError:
-        raise ValueError(f"the operator does not manage {obj.get('apiVersion')}/{obj.get('kind')}") from None
+        raise ValueError(
+            f"the operator does not manage {obj.get('apiVersion')}/{obj.get('kind')}"
+        ) from None
 
 
 class ApiError(Exception):
@@ -150,24 +157,33 @@ class KubeClient:
         headers = {"Content-Type": content_type} if body is not None else {}
         try:
             async with self._session.request(
-                method, url, params=params, headers=headers,
+                method,
+                url,
+                params=params,
+                headers=headers,
                 data=None if body is None else _json_bytes(body),
             ) as response:
-                payload = await response.json(content_type=None) if response.content_length != 0 else {}
+                payload = (
+                    await response.json(content_type=None) if response.content_length != 0 else {}
+                )
                 if response.status >= 400:
                     metrics.API_ERRORS.labels(verb=verb, code=str(response.status)).inc()
                     payload = payload if isinstance(payload, dict) else {}
                     raise ApiError(
-                        verb, response.status, payload.get("reason") or response.reason or "",
+                        verb,
+                        response.status,
+                        payload.get("reason") or response.reason or "",
                         payload.get("message") or "",
                     )
                 return payload if isinstance(payload, dict) else {}
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as error:
+        except (aiohttp.ClientError, TimeoutError, ValueError) as error:
             metrics.API_ERRORS.labels(verb=verb, code="network").inc()
             raise ApiError(verb, 0, type(error).__name__, str(error) or repr(error)) from error
 
     # --------------------------------------------------------------------------- plain verbs
-    async def get(self, rtype: ResourceType, namespace: str | None, name: str) -> dict[str, Any] | None:
+    async def get(
+        self, rtype: ResourceType, namespace: str | None, name: str
+    ) -> dict[str, Any] | None:
         try:
             return await self._request("get", "GET", rtype.path(namespace, name))
         except ApiError as error:
@@ -183,22 +199,39 @@ class KubeClient:
 
     async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
         rtype = resource_of(obj)
-        return await self._request("create", "POST", rtype.path(obj["metadata"].get("namespace")), body=obj)
+        return await self._request(
+            "create", "POST", rtype.path(obj["metadata"].get("namespace")), body=obj
+        )
 
     async def patch(
-        self, rtype: ResourceType, namespace: str | None, name: str, patch: dict[str, Any],
-        *, subresource: str | None = None,
+        self,
+        rtype: ResourceType,
+        namespace: str | None,
+        name: str,
+        patch: dict[str, Any],
+        *,
+        subresource: str | None = None,
     ) -> dict[str, Any]:
         return await self._request(
-            "patch", "PATCH", rtype.path(namespace, name, subresource), body=patch, content_type=MERGE_PATCH
+            "patch",
+            "PATCH",
+            rtype.path(namespace, name, subresource),
+            body=patch,
+            content_type=MERGE_PATCH,
         )
 
     async def delete(self, rtype: ResourceType, namespace: str | None, name: str) -> bool:
         """Delete with background propagation; False when it was already gone."""
         try:
             await self._request(
-                "delete", "DELETE", rtype.path(namespace, name),
-                body={"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"},
+                "delete",
+                "DELETE",
+                rtype.path(namespace, name),
+                body={
+                    "apiVersion": "v1",
+                    "kind": "DeleteOptions",
+                    "propagationPolicy": "Background",
+                },
             )
         except ApiError as error:
             if error.code == 404:
@@ -221,17 +254,23 @@ class KubeClient:
             # Someone created it between our read and our write: treat it as already there.
             live = await self.get(rtype, namespace, name)
             if live is None:
-                raise ApiError("create", 409, "AlreadyExists", f"{rtype.kind} {name} exists but cannot be read")
+                raise ApiError(
+                    "create", 409, "AlreadyExists", f"{rtype.kind} {name} exists but cannot be read"
+                )
         ours = controller_uid(desired)
         theirs = controller_uid(live)
         if theirs is not None and ours is not None and theirs != ours:
-            raise NotOurs(f"{rtype.kind} {namespace}/{name} is controlled by another owner (uid {theirs})")
+            raise NotOurs(
+                f"{rtype.kind} {namespace}/{name} is controlled by another owner (uid {theirs})"
+            )
         wanted = owned_fields(desired)
         if covers(live, wanted):
             return Applied.UNCHANGED, live
         return Applied.PATCHED, await self.patch(rtype, namespace, name, wanted)
 
-    async def delete_owned(self, rtype: ResourceType, namespace: str, name: str, owner_uid: str) -> bool:
+    async def delete_owned(
+        self, rtype: ResourceType, namespace: str, name: str, owner_uid: str
+    ) -> bool:
         """Delete a child no longer wanted, only if this owner controls it; True if deleted."""
         live = await self.get(rtype, namespace, name)  # None too when the type is not served
         if live is None or controller_uid(live) != owner_uid:
@@ -246,7 +285,9 @@ class KubeClient:
             "metadata": {"resourceVersion": meta["resourceVersion"]},
             "status": merge_patch(obj.get("status") or {}, status),
         }
-        return await self.patch(rtype, meta.get("namespace"), meta["name"], patch, subresource="status")
+        return await self.patch(
+            rtype, meta.get("namespace"), meta["name"], patch, subresource="status"
+        )
 
     async def crd_installed(self, name: str) -> bool:
         """Whether the cluster serves CRD `name`; the answer is reused for a short while."""

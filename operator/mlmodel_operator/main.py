@@ -21,20 +21,32 @@ def _parser() -> argparse.ArgumentParser:
     scope = parser.add_mutually_exclusive_group()
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="serve every namespace")
     scope.add_argument(
-        "-n", "--namespace", action="append", default=[], metavar="NS",
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        metavar="NS",
         help="serve this namespace (repeatable; globs allowed); default: MLMODEL_OPERATOR_NAMESPACE, "
         "else every namespace",
     )
-    parser.add_argument("--standalone", action="store_true", default=None, help="no peering with other replicas")
+    parser.add_argument(
+        "--standalone", action="store_true", default=None, help="no peering with other replicas"
+    )
     parser.add_argument("--dev", action="store_true", help="peering priority 666 (development)")
-    parser.add_argument("-L", "--liveness", metavar="URL", help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    parser.add_argument(
+        "-L",
+        "--liveness",
+        metavar="URL",
+        help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz",
+    )
     parser.add_argument("-P", "--peering", metavar="NAME", help="name of the peering object")
     parser.add_argument("-p", "--priority", type=int, help="peering priority")
     parser.add_argument("-v", "--verbose", action="store_true")
     parser.add_argument("-d", "--debug", action="store_true")
     parser.add_argument("-q", "--quiet", action="store_true")
     parser.add_argument(
-        "--log-format", choices=[f.name.lower() for f in kopf.LogFormat],
+        "--log-format",
+        choices=[f.name.lower() for f in kopf.LogFormat],
         help="kopf log format (default from MLMODEL_OPERATOR_LOG_FORMAT: json or text=full)",
     )
     parser.add_argument("--log-refkey", help="key of the object reference in JSON logs")

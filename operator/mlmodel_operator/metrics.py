@@ -38,7 +38,9 @@ class ConditionCensus:
         self._by_uid: dict[str, dict[str, str]] = {}
 
     def observe(self, uid: str, conditions: list[dict] | None) -> None:
-        self._by_uid[uid] = {c["type"]: c.get("status", "Unknown") for c in conditions or () if "type" in c}
+        self._by_uid[uid] = {
+            c["type"]: c.get("status", "Unknown") for c in conditions or () if "type" in c
+        }
         self._publish()
 
     def forget(self, uid: str) -> None:

@@ -79,14 +79,18 @@ async def reconcile(ctx: Context, mlmodel: dict[str, Any], logger: logging.Logge
     for child in children:
         outcome, live = await ctx.kube.apply(child)
         if outcome is not Applied.UNCHANGED:
-            _announce_child(mlmodel, logger, outcome.value, child["kind"], child["metadata"]["name"])
+            _announce_child(
+                mlmodel, logger, outcome.value, child["kind"], child["metadata"]["name"]
+            )
         if child["kind"] == DEPLOYMENT.kind:
             deployment = live
 
     wanted = {(child["apiVersion"], child["kind"]) for child in children}
     names = child_names(mlmodel)
     for rtype in CHILD_TYPES:
-        if (rtype.api_version, rtype.kind) in wanted or (rtype is SERVICEMONITOR and not monitoring):
+        if (rtype.api_version, rtype.kind) in wanted or (
+            rtype is SERVICEMONITOR and not monitoring
+        ):
             continue
         if await ctx.kube.delete_owned(rtype, namespace, names[rtype.kind], uid):
             _announce_child(mlmodel, logger, "Deleted", rtype.kind, names[rtype.kind])
@@ -131,7 +135,12 @@ async def sync_status(
             continue
         _announce_transitions(ctx, mlmodel, previous, status, logger)
         return
-    raise ApiError("patch", 409, "Conflict", f"MLModel {namespace}/{name} kept changing during its status write")
+    raise ApiError(
+        "patch",
+        409,
+        "Conflict",
+        f"MLModel {namespace}/{name} kept changing during its status write",
+    )
 
 
 def _announce_child(
@@ -157,24 +166,31 @@ def _announce_transitions(
     if ready.get("status") == "True" and before_ready.get("status") != "True":
         logger.info("model ready: replicas=%s", status.get("replicaSummary"))
         kopf.event(mlmodel, type="Normal", reason="Ready", message=ready.get("message", ""))
-        since = before_ready.get("lastTransitionTime") or mlmodel["metadata"].get("creationTimestamp")
+        since = before_ready.get("lastTransitionTime") or mlmodel["metadata"].get(
+            "creationTimestamp"
+        )
         if since:
             waited = (ctx.clock() - _parse_time(since)).total_seconds()
             metrics.TIME_TO_READY.observe(max(waited, 0.0))
     elif before_ready.get("status") == "True" and ready.get("status") != "True":
         logger.warning("model not ready: reason=%s", ready.get("reason"))
-        kopf.warn(mlmodel, reason="NotReady", message=f"{ready.get('reason')}: {ready.get('message')}")
+        kopf.warn(
+            mlmodel, reason="NotReady", message=f"{ready.get('reason')}: {ready.get('message')}"
+        )
 
     before_degraded = get_condition(previous.get("conditions"), DEGRADED) or {}
     degraded = get_condition(status.get("conditions"), DEGRADED) or {}
     if degraded.get("status") == "True" and (
-        before_degraded.get("status") != "True" or before_degraded.get("reason") != degraded.get("reason")
+        before_degraded.get("status") != "True"
+        or before_degraded.get("reason") != degraded.get("reason")
     ):
         logger.warning("model degraded: reason=%s", degraded.get("reason"))
-        kopf.warn(mlmodel, reason=degraded.get("reason", "Degraded"), message=degraded.get("message", ""))
+        kopf.warn(
+            mlmodel, reason=degraded.get("reason", "Degraded"), message=degraded.get("message", "")
+        )
     elif before_degraded.get("status") == "True" and degraded.get("status") != "True":
         kopf.event(mlmodel, type="Normal", reason="Recovered", message=degraded.get("message", ""))
 
 
 def _parse_time(text: str) -> datetime.datetime:
-    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return datetime.datetime.fromisoformat(text)

@@ -46,19 +46,26 @@ async def resync_forever(ctx: Context, namespaces: Sequence[str]) -> None:
 
 
 async def resync_once(ctx: Context, namespaces: Sequence[str]) -> None:
-    items = (await ctx.kube.list(MLMODEL)).get("items") or []
+    # Plain namespace names are listed one by one, so a namespaced install needs no cluster-wide
+    # list permission; patterns (globs, exclusions) need the cluster-wide list.
+    plain = namespaces and not any(set(ns) & set("*?[!") for ns in namespaces)
+    items: list[dict[str, Any]] = []
+    for namespace in namespaces if plain else [None]:
+        items += (await ctx.kube.list(MLMODEL, namespace)).get("items") or []
     gate = asyncio.Semaphore(CONCURRENCY)
 
     async def one(mlmodel: dict[str, Any]) -> None:
         async with gate:
             await _resync_one(ctx, mlmodel)
 
-    await asyncio.gather(*(
-        one(mlmodel)
-        for mlmodel in items
-        if served(mlmodel["metadata"]["namespace"], namespaces)
-        and not mlmodel["metadata"].get("deletionTimestamp")
-    ))
+    await asyncio.gather(
+        *(
+            one(mlmodel)
+            for mlmodel in items
+            if served(mlmodel["metadata"]["namespace"], namespaces)
+            and not mlmodel["metadata"].get("deletionTimestamp")
+        )
+    )
 
 
 class ObjectLogger(logging.LoggerAdapter):  # type: ignore[type-arg]

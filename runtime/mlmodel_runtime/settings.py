@@ -109,6 +109,15 @@ class RuntimeSettings(BaseSettings):
     shutdown_grace_seconds: float = Field(
         20.0, ge=0, description="On SIGTERM, time allowed for in-flight requests before exit."
     )
+    shutdown_drain_seconds: float = Field(
+        2.0,
+        ge=0,
+        description=(
+            "On SIGTERM, keep accepting requests (readiness already false) for at least this long, "
+            "so load balancers stop routing here before the port closes; capped by "
+            "shutdown_grace_seconds. Ctrl-C (SIGINT) skips it."
+        ),
+    )
     auth_token_file: Path | None = Field(
         None,
         description="File holding bearer tokens (one per line) required on prediction endpoints.",

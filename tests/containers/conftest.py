@@ -27,7 +27,7 @@ TIMINGS: dict[str, float] = {}
 SIZES: dict[str, int] = {}
 
 
-def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001 (pytest's reporter type)
+def pytest_terminal_summary(terminalreporter) -> None:
     if not TIMINGS and not SIZES:
         return
     terminalreporter.section("container images")

@@ -32,6 +32,7 @@ def run(
 ) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
         list(args),
+        check=False,  # checked below, with the output in the message
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -11,7 +11,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from container_tools import container_logs, container_state, docker, free_loopback_port, remove_container
+from container_tools import (
+    container_logs,
+    container_state,
+    docker,
+    free_loopback_port,
+    remove_container,
+)
 from operator_test_fixtures import condition, make_mlmodel
 
 pytestmark = pytest.mark.docker
@@ -22,7 +28,7 @@ RUNTIME_IMAGE = "registry.example.com/mlmodel/runtime:container-test"
 
 @pytest.fixture
 async def operator_container(
-    operator_image: str, cluster, kubeconfig: Path, unique_name: str  # noqa: ANN001 (emulator)
+    operator_image: str, cluster, kubeconfig: Path, unique_name: str
 ) -> AsyncIterator[str]:
     container = f"{unique_name}-operator"
     kubeconfig.chmod(0o644)  # read by the image's non-root user
@@ -44,7 +50,7 @@ async def operator_container(
         await asyncio.to_thread(remove_container, container)
 
 
-async def test_operator_container_reconciles_an_mlmodel(cluster, operator_container: str) -> None:  # noqa: ANN001
+async def test_operator_container_reconciles_an_mlmodel(cluster, operator_container: str) -> None:
     async def running() -> bool:
         state = await asyncio.to_thread(container_state, operator_container)
         if not state.get("Running"):
@@ -52,7 +58,7 @@ async def test_operator_container_reconciles_an_mlmodel(cluster, operator_contai
             raise AssertionError(f"operator container exited ({state.get('ExitCode')}):\n{logs}")
         return True
 
-    async def wait(predicate, what: str, timeout: float = 60):  # noqa: ANN001, ANN202
+    async def wait(predicate, what: str, timeout: float = 60):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while loop.time() < deadline:
@@ -87,6 +93,6 @@ async def test_operator_container_reconciles_an_mlmodel(cluster, operator_contai
     assert stored["status"] == "False"
 
     # The process really is the image's non-root user, and the container wrote nothing.
-    processes = docker("top", operator_container, "-o", "uid,args").stdout.splitlines()[1:]
-    assert processes and all(line.split()[0] == "10001" for line in processes), processes
+    processes = docker("top", operator_container, "-o", "pid,uid,args").stdout.splitlines()[1:]
+    assert processes and all(line.split()[1] == "10001" for line in processes), processes
     assert "mlmodel operator --all-namespaces" in " ".join(processes)

@@ -70,7 +70,7 @@ def runtime_container(
 
 
 def test_runtime_container_serves_v2_and_v1_predictions(runtime_container: tuple[str, str]) -> None:
-    container, base_url = runtime_container
+    _, base_url = runtime_container
     with httpx.Client(base_url=base_url, timeout=10) as client:
         assert client.get("/v2/health/live").status_code == 200
         assert client.get("/v2/health/ready").status_code == 200
@@ -98,8 +98,8 @@ def test_runtime_container_runs_as_non_root_and_writes_only_its_cache(
     runtime_container: tuple[str, str], sentiment_sha256: str
 ) -> None:
     container, _ = runtime_container
-    processes = docker("top", container, "-o", "uid,args").stdout.splitlines()[1:]
-    assert processes and all(line.split()[0] == "10001" for line in processes), processes
+    processes = docker("top", container, "-o", "pid,uid,args").stdout.splitlines()[1:]
+    assert processes and all(line.split()[1] == "10001" for line in processes), processes
     # Every file the runtime created is under its cache (the root is read-only anyway: a write
     # elsewhere would have crashed it); the verified artifact is among them.
     changed = docker("diff", container).stdout.split()

@@ -17,7 +17,6 @@ from typing import Any
 import kmock
 import pytest
 import yaml
-
 from emulator import ClusterEmulator
 
 SHA256 = "3f" * 32
@@ -28,9 +27,24 @@ SERVICEMONITOR_CRD: dict[str, Any] = {
     "spec": {
         "group": "monitoring.coreos.com",
         "scope": "Namespaced",
-        "names": {"plural": "servicemonitors", "singular": "servicemonitor", "kind": "ServiceMonitor"},
-        "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
-            "type": "object", "x-kubernetes-preserve-unknown-fields": True}}}],
+        "names": {
+            "plural": "servicemonitors",
+            "singular": "servicemonitor",
+            "kind": "ServiceMonitor",
+        },
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "x-kubernetes-preserve-unknown-fields": True,
+                    }
+                },
+            }
+        ],
     },
 }
 
@@ -41,7 +55,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-async def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+async def wait_for(
+    predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition"
+) -> Any:
     """Poll `predicate` (the emulator lives in this event loop, so yield to it) until truthy."""
     deadline = time.monotonic() + timeout
     while True:
@@ -53,7 +69,9 @@ async def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: st
         await asyncio.sleep(0.05)
 
 
-def make_mlmodel(name: str = "sentiment", namespace: str = "default", **spec: Any) -> dict[str, Any]:
+def make_mlmodel(
+    name: str = "sentiment", namespace: str = "default", **spec: Any
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model": {"uri": "https://models.example.com/sentiment/model.joblib", "sha256": SHA256},
         "replicas": 2,
@@ -77,7 +95,11 @@ def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
 @pytest.fixture()
 def mlmodel_crd(repo_root: Path) -> dict[str, Any]:
     with open(repo_root / "crds" / "mlmodel.yaml", encoding="utf-8") as stream:
-        return next(doc for doc in yaml.safe_load_all(stream) if doc and doc.get("kind") == "CustomResourceDefinition")
+        return next(
+            doc
+            for doc in yaml.safe_load_all(stream)
+            if doc and doc.get("kind") == "CustomResourceDefinition"
+        )
 
 
 @pytest.fixture()
@@ -91,14 +113,25 @@ async def cluster(mlmodel_crd: dict[str, Any]) -> AsyncIterator[ClusterEmulator]
 def kubeconfig(tmp_path: Path, cluster: ClusterEmulator) -> Path:
     server = cluster.servers[0]
     path = tmp_path / "kubeconfig"
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "emulator", "cluster": {"server": f"http://{server.host}:{server.port}"}}],
-        "users": [{"name": "operator", "user": {"token": "operator-test-token"}}],
-        "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "operator"}}],
-        "current-context": "emulator",
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {
+                        "name": "emulator",
+                        "cluster": {"server": f"http://{server.host}:{server.port}"},
+                    }
+                ],
+                "users": [{"name": "operator", "user": {"token": "operator-test-token"}}],
+                "contexts": [
+                    {"name": "emulator", "context": {"cluster": "emulator", "user": "operator"}}
+                ],
+                "current-context": "emulator",
+            }
+        )
+    )
     return path
 
 
@@ -108,6 +141,13 @@ def operator_command() -> list[str]:
     if script.exists() and importlib.util.find_spec("mlmodel_runtime.cli") is not None:
         return [str(script), "operator"]
     return [sys.executable, "-m", "mlmodel_operator"]
+
+
+def spawn(
+    command: list[str], environment: dict[str, str], log_path: Path
+) -> subprocess.Popen[bytes]:
+    with open(log_path, "wb") as log_file:
+        return subprocess.Popen(command, env=environment, stdout=log_file, stderr=subprocess.STDOUT)
 
 
 class OperatorProcess:
@@ -138,7 +178,8 @@ def start_operator(
     async def start(resync: float = 1.0, **env: str) -> OperatorProcess:
         metrics_port = free_port()
         environment = {
-            key: value for key, value in os.environ.items()
+            key: value
+            for key, value in os.environ.items()
             if not key.startswith(("MLMODEL_", "KUBERNETES_", "KOPF_"))
         }
         environment.update(
@@ -152,11 +193,11 @@ def start_operator(
         )
         environment.update(env)
         log_path = tmp_path / f"operator-{len(started)}.log"
-        with open(log_path, "wb") as log_file:
-            process = subprocess.Popen(
-                [*operator_command(), "--all-namespaces", "--standalone", "--verbose"],
-                env=environment, stdout=log_file, stderr=subprocess.STDOUT,
-            )
+        process = spawn(
+            [*operator_command(), "--all-namespaces", "--standalone", "--verbose"],
+            environment,
+            log_path,
+        )
         operator = OperatorProcess(process, log_path, metrics_port)
         started.append(operator)
 

@@ -83,13 +83,29 @@ BUILTIN_KINDS = (
     Kind("", "v1", "configmaps", "ConfigMap"),
     Kind("events.k8s.io", "v1", "events", "Event"),
     Kind("apps", "v1", "deployments", "Deployment", subresources=frozenset({"status", "scale"})),
-    Kind("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler",
-         subresources=frozenset({"status"})),
-    Kind("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget",
-         subresources=frozenset({"status"})),
+    Kind(
+        "autoscaling",
+        "v2",
+        "horizontalpodautoscalers",
+        "HorizontalPodAutoscaler",
+        subresources=frozenset({"status"}),
+    ),
+    Kind(
+        "policy",
+        "v1",
+        "poddisruptionbudgets",
+        "PodDisruptionBudget",
+        subresources=frozenset({"status"}),
+    ),
     Kind("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy"),
-    Kind("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition",
-         namespaced=False, subresources=frozenset({"status"})),
+    Kind(
+        "apiextensions.k8s.io",
+        "v1",
+        "customresourcedefinitions",
+        "CustomResourceDefinition",
+        namespaced=False,
+        subresources=frozenset({"status"}),
+    ),
 )
 CRD_KIND = BUILTIN_KINDS[-1]
 
@@ -262,14 +278,16 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         names = crd["spec"]["names"]
         for version in crd["spec"]["versions"]:
             if version.get("served", True):
-                self.register_kind(Kind(
-                    group=crd["spec"]["group"],
-                    version=version["name"],
-                    plural=names["plural"],
-                    kind=names["kind"],
-                    namespaced=crd["spec"].get("scope", "Namespaced") == "Namespaced",
-                    subresources=frozenset((version.get("subresources") or {}).keys()),
-                ))
+                self.register_kind(
+                    Kind(
+                        group=crd["spec"]["group"],
+                        version=version["name"],
+                        plural=names["plural"],
+                        kind=names["kind"],
+                        namespaced=crd["spec"].get("scope", "Namespaced") == "Namespaced",
+                        subresources=frozenset((version.get("subresources") or {}).keys()),
+                    )
+                )
         if self.get(CRD_KIND, None, crd["metadata"]["name"]) is None:
             self.create(crd)
 
@@ -314,7 +332,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         self._requests.append(request)
         try:
             return await self._handle(request)
-        except Exception as error:  # an emulator bug: answer 500 and keep it for the test to see
+        except Exception as error:  # noqa: BLE001 - an emulator bug: answer 500, keep it for the test
             if self._errors:
                 self._errors[-1].append(error)
             return await self._render_error(error)
@@ -328,7 +346,9 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                     fault.hits += 1
                     if fault.delay:
                         await asyncio.sleep(fault.delay)
-                    raise ApiError(fault.code, "InjectedFault", f"fault injected by the test: {fault.code}")
+                    raise ApiError(
+                        fault.code, "InjectedFault", f"fault injected by the test: {fault.code}"
+                    )
             if path is None:
                 # Discovery and /version: kmock's scaffold answers those.
                 response = await kmock.RawHandler._handle(self, request)
@@ -344,12 +364,16 @@ class ClusterEmulator(kmock.KubernetesEmulator):
 
     def _record(self, request: kmock.Request, path: ApiPath | None) -> ApiCall:
         method = str(request.method.value).upper()
-        headers = request._raw_request.headers if request._raw_request is not None else request.headers
+        headers = (
+            request._raw_request.headers if request._raw_request is not None else request.headers
+        )
         query = dict(request.params)
         if path is None:
             verb = method.lower()
         elif method == "GET":
-            verb = "watch" if query.get("watch") in ("true", "1") else "get" if path.name else "list"
+            verb = (
+                "watch" if query.get("watch") in ("true", "1") else "get" if path.name else "list"
+            )
         else:
             verb = {
                 "POST": "create",
@@ -378,12 +402,17 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     def _serve(self, call: ApiCall, path: ApiPath, request: kmock.Request) -> tuple[int, Any]:
         kind = self.kind_of(path.group, path.version, path.plural)
         if kind is None:
-            raise ApiError(404, "NotFound", f"the server could not find the requested resource ({call.path})")
+            raise ApiError(
+                404, "NotFound", f"the server could not find the requested resource ({call.path})"
+            )
         if path.subresource not in (None, *kind.subresources):
             raise ApiError(404, "NotFound", f"no subresource {path.subresource!r} on {kind.plural}")
         if call.verb == "list":
             items, rv = self.list_objects(
-                kind, path.namespace, call.query.get("labelSelector", ""), call.query.get("fieldSelector", "")
+                kind,
+                path.namespace,
+                call.query.get("labelSelector", ""),
+                call.query.get("fieldSelector", ""),
             )
             return 200, {
                 "apiVersion": kind.api_version,
@@ -402,7 +431,9 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             return 200, obj
         if call.verb == "patch":
             patch_type = call.content_type.split(";")[0].strip()
-            return 200, self._patch(kind, path.namespace, path.name, call.body, patch_type, path.subresource)
+            return 200, self._patch(
+                kind, path.namespace, path.name, call.body, patch_type, path.subresource
+            )
         if call.verb == "update":
             return 200, self._replace(kind, path.namespace, path.name, call.body, path.subresource)
         if call.verb == "delete":
@@ -411,7 +442,9 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         raise ApiError(405, "MethodNotAllowed", f"{call.method} is not supported on {call.path}")
 
     # ----------------------------------------------------------------------------- the store
-    def _key(self, kind: Kind, namespace: str | None, name: str) -> tuple[kmock.resource, str | None, str]:
+    def _key(
+        self, kind: Kind, namespace: str | None, name: str
+    ) -> tuple[kmock.resource, str | None, str]:
         return (kind.kmock_resource, namespace if kind.namespaced else None, name)
 
     def _resolve(self, kind: Kind | str) -> Kind:
@@ -433,13 +466,18 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         return copy.deepcopy(self.objects[key].raw)
 
     def list_objects(
-        self, kind: Kind | str, namespace: str | None = None, label_selector: str = "", field_selector: str = ""
+        self,
+        kind: Kind | str,
+        namespace: str | None = None,
+        label_selector: str = "",
+        field_selector: str = "",
     ) -> tuple[list[dict[str, Any]], int]:
         kind = self._resolve(kind)
         items = [
             copy.deepcopy(obj.raw)
             for (resource, obj_namespace, _), obj in self.objects.items()
-            if resource == kind.kmock_resource and not obj.deleted
+            if resource == kind.kmock_resource
+            and not obj.deleted
             and (namespace is None or obj_namespace == namespace)
             and matches_selectors(obj.raw, label_selector, field_selector)
         ]
@@ -448,7 +486,9 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     def _not_found(self, kind: Kind, name: str | None) -> ApiError:
         return ApiError(404, "NotFound", f'{kind.plural}.{kind.group or "core"} "{name}" not found')
 
-    def _commit(self, kind: Kind, new: dict[str, Any] | None, old: dict[str, Any] | None) -> dict[str, Any]:
+    def _commit(
+        self, kind: Kind, new: dict[str, Any] | None, old: dict[str, Any] | None
+    ) -> dict[str, Any]:
         """Store a new version (None: removed), bump resourceVersion and tell the watchers."""
         self._rv += 1
         current = new if new is not None else copy.deepcopy(old)
@@ -478,7 +518,9 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             if not namespace:
                 raise ApiError(400, "BadRequest", "the namespace of the object must be set")
             if meta.get("namespace", namespace) != namespace:
-                raise ApiError(400, "BadRequest", "the namespace of the object does not match the URL")
+                raise ApiError(
+                    400, "BadRequest", "the namespace of the object does not match the URL"
+                )
             meta["namespace"] = namespace
         else:
             meta.pop("namespace", None)
@@ -506,7 +548,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         wanted_rv = (new.get("metadata") or {}).get("resourceVersion")
         if wanted_rv and wanted_rv != old["metadata"]["resourceVersion"]:
             raise ApiError(
-                409, "Conflict",
+                409,
+                "Conflict",
                 f'Operation cannot be fulfilled on {kind.plural} "{old["metadata"]["name"]}": '
                 "the object has been modified; please apply your changes to the latest version and try again",
             )
@@ -531,9 +574,15 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                 else:
                     meta.pop(field, None)
             if old["metadata"].get("deletionTimestamp"):
-                added = set(meta.get("finalizers") or []) - set(old["metadata"].get("finalizers") or [])
+                added = set(meta.get("finalizers") or []) - set(
+                    old["metadata"].get("finalizers") or []
+                )
                 if added:
-                    raise ApiError(422, "Invalid", "no new finalizers can be added if the object is being deleted")
+                    raise ApiError(
+                        422,
+                        "Invalid",
+                        "no new finalizers can be added if the object is being deleted",
+                    )
             if self._essence(result) != self._essence(old):
                 meta["generation"] = int(old["metadata"].get("generation", 1)) + 1
         result["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
@@ -556,7 +605,12 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         return obj
 
     def _patch(
-        self, kind: Kind, namespace: str | None, name: str | None, patch: Any, patch_type: str,
+        self,
+        kind: Kind,
+        namespace: str | None,
+        name: str | None,
+        patch: Any,
+        patch_type: str,
         subresource: str | None = None,
     ) -> dict[str, Any]:
         old = self._existing(kind, namespace, name)
@@ -566,10 +620,15 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             try:
                 new = jsonpatch.apply_patch(old, patch, in_place=False)
             except (jsonpatch.JsonPatchTestFailed, jsonpatch.JsonPatchConflict) as error:
-                raise ApiError(422, "Invalid", f"the JSON patch cannot be applied: {error}") from None
+                raise ApiError(
+                    422, "Invalid", f"the JSON patch cannot be applied: {error}"
+                ) from None
             except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as error:
                 raise ApiError(400, "BadRequest", f"invalid JSON patch: {error}") from None
-        elif patch_type in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
+        elif patch_type in (
+            "application/merge-patch+json",
+            "application/strategic-merge-patch+json",
+        ):
             # Strategic merge is treated as a JSON merge patch: lists are replaced, not merged.
             if not isinstance(patch, dict):
                 raise ApiError(400, "BadRequest", "a merge patch must be a JSON object")
@@ -578,16 +637,25 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             except ValueError as error:
                 raise ApiError(422, "Invalid", str(error)) from None
         else:
-            raise ApiError(415, "UnsupportedMediaType", f"the patch type {patch_type!r} is not supported")
+            raise ApiError(
+                415, "UnsupportedMediaType", f"the patch type {patch_type!r} is not supported"
+            )
         new = json.loads(json.dumps(new))  # plain dicts and lists, no views
         return self._write(kind, old, new, subresource)
 
     def _replace(
-        self, kind: Kind, namespace: str | None, name: str | None, body: Any, subresource: str | None
+        self,
+        kind: Kind,
+        namespace: str | None,
+        name: str | None,
+        body: Any,
+        subresource: str | None,
     ) -> dict[str, Any]:
         old = self._existing(kind, namespace, name)
         if not isinstance(body, dict) or not (body.get("metadata") or {}).get("resourceVersion"):
-            raise ApiError(422, "Invalid", "metadata.resourceVersion: must be specified for an update")
+            raise ApiError(
+                422, "Invalid", "metadata.resourceVersion: must be specified for an update"
+            )
         return self._write(kind, old, copy.deepcopy(body), subresource)
 
     def _delete(
@@ -611,9 +679,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         if orphan:
             return
         gone_uid = obj["metadata"]["uid"]
-        live_uids = {
-            o.raw["metadata"]["uid"] for o in self.objects.values() if not o.deleted
-        }
+        live_uids = {o.raw["metadata"]["uid"] for o in self.objects.values() if not o.deleted}
         for (resource, namespace, name), stored in list(self.objects.items()):
             if stored.deleted:
                 continue
@@ -622,7 +688,10 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                 ref.get("uid") in live_uids for ref in owners
             ):
                 dependent_kind = self.kind_of(resource.group, resource.version, resource.plural)
-                if dependent_kind is not None and self.get(dependent_kind, namespace, name) is not None:
+                if (
+                    dependent_kind is not None
+                    and self.get(dependent_kind, namespace, name) is not None
+                ):
                     self._delete(dependent_kind, namespace, name, {})
 
     # ----------------------------------------------------------------------------- watching
@@ -631,7 +700,9 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     ) -> aiohttp.web.StreamResponse:
         kind = self.kind_of(path.group, path.version, path.plural)
         if kind is None:
-            raise ApiError(404, "NotFound", f"the server could not find the requested resource ({call.path})")
+            raise ApiError(
+                404, "NotFound", f"the server could not find the requested resource ({call.path})"
+            )
         label_selector = call.query.get("labelSelector", "")
         field_selector = call.query.get("fieldSelector", "")
         since = call.query.get("resourceVersion", "")
@@ -655,9 +726,13 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             pending = [{"type": "ADDED", "object": item} for item in items if selected(item)]
             position = len(self._events)
         else:
-            position = next((i for i, e in enumerate(self._events) if e.rv > int(since)), len(self._events))
+            position = next(
+                (i for i, e in enumerate(self._events) if e.rv > int(since)), len(self._events)
+            )
 
-        response = aiohttp.web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+        response = aiohttp.web.StreamResponse(
+            status=200, headers={"Content-Type": "application/json"}
+        )
         raw = request._raw_request
         assert raw is not None
         await response.prepare(raw)
@@ -675,7 +750,9 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                     if event.type == "DELETED" and was_in:
                         pending.append({"type": "DELETED", "object": event.obj})
                     elif event.type != "DELETED" and now_in:
-                        pending.append({"type": "ADDED" if not was_in else event.type, "object": event.obj})
+                        pending.append(
+                            {"type": "ADDED" if not was_in else event.type, "object": event.obj}
+                        )
                     elif event.type != "DELETED" and was_in:  # left the selection
                         pending.append({"type": "DELETED", "object": event.obj})
                 for item in pending:
@@ -703,8 +780,14 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         return self._create(kind, obj.get("metadata", {}).get("namespace"), obj)
 
     def patch(
-        self, kind: Kind | str, namespace: str | None, name: str, patch: Any, *,
-        subresource: str | None = None, patch_type: str = "application/merge-patch+json",
+        self,
+        kind: Kind | str,
+        namespace: str | None,
+        name: str,
+        patch: Any,
+        *,
+        subresource: str | None = None,
+        patch_type: str = "application/merge-patch+json",
     ) -> dict[str, Any]:
         """Patch as `kubectl patch --type=merge` would."""
         return self._patch(self._resolve(kind), namespace, name, patch, patch_type, subresource)
@@ -714,7 +797,11 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         self._delete(self._resolve(kind), namespace, name, {})
 
     def fail(
-        self, matches: Callable[[ApiCall], bool], code: int = 500, *, times: int | None = None,
+        self,
+        matches: Callable[[ApiCall], bool],
+        code: int = 500,
+        *,
+        times: int | None = None,
         delay: float = 0.0,
     ) -> Fault:
         """Answer the matching requests with `code` (`times` times); remove with `faults.remove()`."""
@@ -745,31 +832,44 @@ class ClusterEmulator(kmock.KubernetesEmulator):
 
         def condition(type_: str, status: bool, reason: str, message: str) -> dict[str, Any]:
             return {
-                "type": type_, "status": "True" if status else "False", "reason": reason,
-                "message": message, "lastUpdateTime": stamp, "lastTransitionTime": stamp,
+                "type": type_,
+                "status": "True" if status else "False",
+                "reason": reason,
+                "message": message,
+                "lastUpdateTime": stamp,
+                "lastTransitionTime": stamp,
             }
 
         if stalled:
             progressing = condition(
-                "Progressing", False, "ProgressDeadlineExceeded",
+                "Progressing",
+                False,
+                "ProgressDeadlineExceeded",
                 f'ReplicaSet "{name}-5d8f7c9b4" has timed out progressing.',
             )
         elif ready == desired:
             progressing = condition(
-                "Progressing", True, "NewReplicaSetAvailable",
+                "Progressing",
+                True,
+                "NewReplicaSetAvailable",
                 f'ReplicaSet "{name}-5d8f7c9b4" has successfully progressed.',
             )
         else:
             progressing = condition(
-                "Progressing", True, "ReplicaSetUpdated", f'ReplicaSet "{name}-5d8f7c9b4" is progressing.'
+                "Progressing",
+                True,
+                "ReplicaSetUpdated",
+                f'ReplicaSet "{name}-5d8f7c9b4" is progressing.',
             )
         minimum = desired - max(1, desired // 4) if desired > 1 else desired  # maxUnavailable 25%
         available = ready >= minimum
         conditions = [
             condition(
-                "Available", available,
+                "Available",
+                available,
                 "MinimumReplicasAvailable" if available else "MinimumReplicasUnavailable",
-                "Deployment has minimum availability." if available
+                "Deployment has minimum availability."
+                if available
                 else "Deployment does not have minimum availability.",
             ),
             progressing,
@@ -787,7 +887,9 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             status.update(readyReplicas=ready, availableReplicas=ready)
         if desired - ready:
             status["unavailableReplicas"] = desired - ready
-        return self.patch("apps/v1/deployments", namespace, name, {"status": status}, subresource="status")
+        return self.patch(
+            "apps/v1/deployments", namespace, name, {"status": status}, subresource="status"
+        )
 
 
 def load_documents(paths: Iterable[str]) -> list[dict[str, Any]]:

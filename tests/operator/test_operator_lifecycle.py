@@ -36,28 +36,44 @@ async def test_create_makes_owned_labelled_children_and_honest_status(cluster, s
     uid = mlmodel["metadata"]["uid"]
 
     children = await wait_for(
-        lambda: all(cluster.get(kind, NS, "sentiment") for kind in (DEPLOYMENTS, SERVICES, PDBS))
-        and [cluster.get(kind, NS, "sentiment") for kind in (DEPLOYMENTS, SERVICES, PDBS)],
+        lambda: (
+            all(cluster.get(kind, NS, "sentiment") for kind in (DEPLOYMENTS, SERVICES, PDBS))
+            and [cluster.get(kind, NS, "sentiment") for kind in (DEPLOYMENTS, SERVICES, PDBS)]
+        ),
         what="deployment, service and pdb",
     )
     for child in children:
         owners = child["metadata"]["ownerReferences"]
-        assert owners == [{
-            "apiVersion": "serving.mlmodel.io/v1alpha1", "kind": "MLModel", "name": "sentiment",
-            "uid": uid, "controller": True, "blockOwnerDeletion": True,
-        }]
+        assert owners == [
+            {
+                "apiVersion": "serving.mlmodel.io/v1alpha1",
+                "kind": "MLModel",
+                "name": "sentiment",
+                "uid": uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
         assert MANAGED_LABELS.items() <= child["metadata"]["labels"].items()
     # Two replicas and no autoscaling: no HPA.
     assert cluster.get(HPAS, NS, "sentiment") is None
     container = runtime_container(cluster)
     assert container["image"] == "registry.example.com/mlmodel/runtime:test"
-    assert env_of(container)["MLMODEL_MODEL_URI"] == "https://models.example.com/sentiment/model.joblib"
+    assert (
+        env_of(container)["MLMODEL_MODEL_URI"]
+        == "https://models.example.com/sentiment/model.joblib"
+    )
     assert cluster.get(DEPLOYMENTS, NS, "sentiment")["spec"]["replicas"] == 2
 
     # Nothing rolled out yet: honest Progressing, not Ready; monitoring off and why.
     stored = await wait_for(
-        lambda: (m := cluster.get(MLMODEL, NS, "sentiment")) and m.get("status", {}).get("conditions")
-        and "serving.mlmodel.io/last-handled-configuration" in m["metadata"].get("annotations", {}) and m,
+        lambda: (
+            (m := cluster.get(MLMODEL, NS, "sentiment"))
+            and m.get("status", {}).get("conditions")
+            and "serving.mlmodel.io/last-handled-configuration"
+            in m["metadata"].get("annotations", {})
+            and m
+        ),
         what="status and kopf's diff-base annotation",
     )
     assert condition(stored, "Ready")["status"] == "False"
@@ -72,12 +88,29 @@ async def test_create_makes_owned_labelled_children_and_honest_status(cluster, s
     assert not stored["metadata"].get("finalizers")
 
     # Status went through the /status subresource; every child creation posted an Event.
-    status_patches = [c for c in cluster.operator_calls() if c.resource == "mlmodels" and c.subresource == "status"]
+    status_patches = [
+        c
+        for c in cluster.operator_calls()
+        if c.resource == "mlmodels" and c.subresource == "status"
+    ]
     assert status_patches and all(c.verb == "patch" for c in status_patches)
     events = await wait_for(
-        lambda: [e for e in cluster.list_objects("v1/events", NS)[0] if e.get("reason") == "ChildCreated"]
-        if len([e for e in cluster.list_objects("v1/events", NS)[0] if e.get("reason") == "ChildCreated"]) >= 3
-        else None,
+        lambda: (
+            [
+                e
+                for e in cluster.list_objects("v1/events", NS)[0]
+                if e.get("reason") == "ChildCreated"
+            ]
+            if len(
+                [
+                    e
+                    for e in cluster.list_objects("v1/events", NS)[0]
+                    if e.get("reason") == "ChildCreated"
+                ]
+            )
+            >= 3
+            else None
+        ),
         what="ChildCreated events",
     )
     assert {e["involvedObject"]["uid"] for e in events} == {uid}
@@ -90,7 +123,11 @@ async def test_deployment_rollout_drives_conditions_and_printer_columns(cluster,
 
     cluster.set_deployment_rollout(NS, "sentiment", ready=1)
     stored = await wait_for(
-        lambda: (m := cluster.get(MLMODEL, NS, "sentiment")) and m.get("status", {}).get("readyReplicas") == 1 and m,
+        lambda: (
+            (m := cluster.get(MLMODEL, NS, "sentiment"))
+            and m.get("status", {}).get("readyReplicas") == 1
+            and m
+        ),
         what="readyReplicas 1",
     )
     assert condition(stored, "Ready")["status"] == "False"
@@ -98,7 +135,11 @@ async def test_deployment_rollout_drives_conditions_and_printer_columns(cluster,
 
     cluster.set_deployment_rollout(NS, "sentiment", ready=2)
     stored = await wait_for(
-        lambda: (m := cluster.get(MLMODEL, NS, "sentiment")) and condition(m, "Ready").get("status") == "True" and m,
+        lambda: (
+            (m := cluster.get(MLMODEL, NS, "sentiment"))
+            and condition(m, "Ready").get("status") == "True"
+            and m
+        ),
         what="Ready=True",
     )
     # What `kubectl get mlmodels` prints: READY, REASON, REPLICAS, MODEL, URL.
@@ -115,7 +156,11 @@ async def test_deployment_rollout_drives_conditions_and_printer_columns(cluster,
 
     cluster.set_deployment_rollout(NS, "sentiment", ready=1, stalled=True)
     stored = await wait_for(
-        lambda: (m := cluster.get(MLMODEL, NS, "sentiment")) and condition(m, "Degraded").get("status") == "True" and m,
+        lambda: (
+            (m := cluster.get(MLMODEL, NS, "sentiment"))
+            and condition(m, "Degraded").get("status") == "True"
+            and m
+        ),
         what="Degraded=True",
     )
     assert condition(stored, "Degraded")["reason"] == "ProgressDeadlineExceeded"
@@ -130,11 +175,18 @@ async def test_update_of_replicas_uri_and_image_patches_children(cluster, start_
     before = cluster.get(DEPLOYMENTS, NS, "sentiment")
 
     new_uri = "s3://models/sentiment/v2/model.joblib"
-    cluster.patch(MLMODEL, NS, "sentiment", {"spec": {
-        "replicas": 3,
-        "model": {"uri": new_uri, "sha256": "ab" * 32},
-        "runtime": {"image": "registry.example.com/mlmodel/runtime:v2"},
-    }})
+    cluster.patch(
+        MLMODEL,
+        NS,
+        "sentiment",
+        {
+            "spec": {
+                "replicas": 3,
+                "model": {"uri": new_uri, "sha256": "ab" * 32},
+                "runtime": {"image": "registry.example.com/mlmodel/runtime:v2"},
+            }
+        },
+    )
 
     def updated() -> bool:
         deployment = cluster.get(DEPLOYMENTS, NS, "sentiment")
@@ -149,17 +201,27 @@ async def test_update_of_replicas_uri_and_image_patches_children(cluster, start_
     after = cluster.get(DEPLOYMENTS, NS, "sentiment")
     assert after["metadata"]["uid"] == before["metadata"]["uid"]  # patched, not re-created
     assert after["metadata"]["generation"] == before["metadata"]["generation"] + 1  # in one write
-    patches = [c for c in cluster.operator_calls() if c.verb == "patch" and c.resource == "deployments"]
+    patches = [
+        c for c in cluster.operator_calls() if c.verb == "patch" and c.resource == "deployments"
+    ]
     assert len(patches) == 1 and patches[0].content_type.startswith("application/merge-patch+json")
     stored = await wait_for(
-        lambda: (m := cluster.get(MLMODEL, NS, "sentiment"))
-        and m.get("status", {}).get("observedGeneration") == m["metadata"]["generation"] and m,
+        lambda: (
+            (m := cluster.get(MLMODEL, NS, "sentiment"))
+            and m.get("status", {}).get("observedGeneration") == m["metadata"]["generation"]
+            and m
+        ),
         what="observedGeneration to follow",
     )
     assert stored["status"]["modelShortDigest"] == "ab" * 6
 
     # Switching to autoscaling: an HPA appears, the PDB stays, the deployment leaves replicas to the HPA.
-    cluster.patch(MLMODEL, NS, "sentiment", {"spec": {"replicas": None, "autoscaling": {"minReplicas": 2, "maxReplicas": 5}}})
+    cluster.patch(
+        MLMODEL,
+        NS,
+        "sentiment",
+        {"spec": {"replicas": None, "autoscaling": {"minReplicas": 2, "maxReplicas": 5}}},
+    )
     hpa = await wait_for(lambda: cluster.get(HPAS, NS, "sentiment"), what="hpa")
     assert hpa["spec"]["minReplicas"] == 2 and hpa["spec"]["maxReplicas"] == 5
     assert hpa["spec"]["scaleTargetRef"]["name"] == "sentiment"
@@ -169,9 +231,11 @@ async def test_delete_removes_the_mlmodel_and_its_children(cluster, start_operat
     await start_operator()
     cluster.create(make_mlmodel())
     await wait_for(
-        lambda: cluster.get(PDBS, NS, "sentiment")
-        and "serving.mlmodel.io/last-handled-configuration"
-        in cluster.get(MLMODEL, NS, "sentiment")["metadata"].get("annotations", {}),
+        lambda: (
+            cluster.get(PDBS, NS, "sentiment")
+            and "serving.mlmodel.io/last-handled-configuration"
+            in cluster.get(MLMODEL, NS, "sentiment")["metadata"].get("annotations", {})
+        ),
         what="children and kopf's bookkeeping",
     )
     # No finalizer is needed without external state: deletion is never blocked by the operator.
@@ -180,7 +244,9 @@ async def test_delete_removes_the_mlmodel_and_its_children(cluster, start_operat
     cluster.delete(MLMODEL, NS, "sentiment")
     assert cluster.get(MLMODEL, NS, "sentiment") is None
     for kind in (DEPLOYMENTS, SERVICES, PDBS):
-        assert cluster.get(kind, NS, "sentiment") is None  # garbage-collected through ownerReferences
+        assert (
+            cluster.get(kind, NS, "sentiment") is None
+        )  # garbage-collected through ownerReferences
     # The operator does not resurrect anything afterwards (its timer for this object stopped).
     since = len(cluster.calls)
     await asyncio.sleep(2.5)  # over two resync periods

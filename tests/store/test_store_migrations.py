@@ -81,8 +81,11 @@ def test_a_failing_migration_leaves_nothing_behind(database_url: str) -> None:
 
 
 def _migrate_in_child(url: str, barrier, results) -> None:  # runs in a spawned process
-    barrier.wait(timeout=60)
-    results.put(Database(url).migrate())
+    try:
+        barrier.wait(timeout=120)
+        results.put(Database(url).migrate())
+    except BaseException as error:  # noqa: BLE001 - reported to the test, not lost with the process
+        results.put(f"{type(error).__name__}: {error}")
 
 
 def test_processes_migrating_at_once_apply_one_set(database_url: str) -> None:
@@ -96,7 +99,7 @@ def test_processes_migrating_at_once_apply_one_set(database_url: str) -> None:
     ]
     for process in processes:
         process.start()
-    outcomes = [results.get(timeout=120) for _ in processes]
+    outcomes = [results.get(timeout=240) for _ in processes]
     for process in processes:
         process.join(timeout=60)
         assert process.exitcode == 0

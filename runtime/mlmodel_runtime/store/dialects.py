@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import re
 import sqlite3
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,10 +38,28 @@ class SQLiteDialect:
             isolation_level=None,
             check_same_thread=False,
         )
-        # WAL lets readers (mlmodel history) run while a runtime worker writes.
-        connection.execute("PRAGMA journal_mode=WAL")
+        self._enable_wal(connection)
         connection.execute("PRAGMA synchronous=NORMAL")
         return connection
+
+    def _enable_wal(self, connection: sqlite3.Connection) -> None:
+        """WAL lets readers (mlmodel history) run while a runtime worker writes.
+
+        Switching a new file to WAL can fail at once with "database is locked" while another
+        process holds a lock (SQLite skips the busy handler there), so retry up to the timeout.
+        """
+        deadline = time.monotonic() + self.busy_timeout_seconds
+        delay = 0.005
+        while True:
+            try:
+                connection.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError:
+                if time.monotonic() + delay > deadline:
+                    connection.close()
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
 
     def begin(self, connection: sqlite3.Connection, *, write: bool) -> None:
         connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")

@@ -1,0 +1,1 @@
+"""Pieces of the serving and operator benchmarks: processes, load generation, payloads, reports."""

@@ -1,0 +1,114 @@
+"""The servers the serving benchmark compares, each described as the command that starts it."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from benchkit.procs import free_port
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BENCHMARKS = REPO_ROOT / "benchmarks"
+MANIFEST = REPO_ROOT / "examples" / "sentiment" / "mlmodel.yaml"
+ARTIFACT = REPO_ROOT / "examples" / "sentiment" / "model.joblib"
+MODEL_NAME = "sentiment"
+INFER_PATH = f"/v2/models/{MODEL_NAME}/infer"
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Where things are for one benchmark run."""
+
+    project_venv: Path
+    workdir: Path  # scratch space for logs and the files servers write into their cwd
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerSpec:
+    name: str
+    description: str
+    # None: the project's own environment; else a folder under benchmarks/ built from `requirements`.
+    venv: str | None
+    requirements: str | None
+    command: Callable[[Path, int], list[str]]  # (bin dir, port) -> argv
+    env: Callable[[int], Mapping[str, str]]  # port -> extra environment
+    ready_path: str
+    startup_timeout: float = 120.0
+    is_ours: bool = False
+
+    def bin_dir(self, layout: Layout) -> Path:
+        venv = layout.project_venv if self.venv is None else BENCHMARKS / self.venv
+        return venv / "bin"
+
+
+def ours(workers: int) -> ServerSpec:
+    return ServerSpec(
+        name=f"ours-w{workers}",
+        description=f"`mlmodel serve` (this project), {workers} worker process{'es' if workers > 1 else ''}",
+        venv=None,
+        requirements=None,
+        command=lambda bin_dir, port: [str(bin_dir / "mlmodel"), "serve", str(MANIFEST), "--port", str(port)],
+        env=lambda port: {"MLMODEL_WORKERS": str(workers)},
+        ready_path=f"/v2/models/{MODEL_NAME}/ready",
+        is_ours=True,
+    )
+
+
+MLSERVER = ServerSpec(
+    name="mlserver",
+    description="MLServer 1.7.1 + mlserver-sklearn, default settings (1 parallel inference worker)",
+    venv=".venv-mlserver",
+    requirements="requirements-mlserver.txt",
+    command=lambda bin_dir, port: [str(bin_dir / "mlserver"), "start", str(BENCHMARKS / "baselines" / "mlserver")],
+    env=lambda port: {
+        "MLSERVER_HOST": "127.0.0.1",
+        "MLSERVER_HTTP_PORT": str(port),
+        # gRPC and metrics listen on ports of their own; any free ones will do.
+        "MLSERVER_GRPC_PORT": str(free_port()),
+        "MLSERVER_METRICS_PORT": str(free_port()),
+        # Its default debug=True logs every request; the other servers log none either.
+        "MLSERVER_DEBUG": "false",
+    },
+    ready_path=f"/v2/models/{MODEL_NAME}/ready",
+)
+
+FASTAPI = ServerSpec(
+    name="fastapi",
+    description="tutorial FastAPI app (benchmarks/baselines/fastapi_app.py), uvicorn, 1 worker",
+    venv=".venv-baselines",
+    requirements="requirements-baselines.txt",
+    command=lambda bin_dir, port: [
+        str(bin_dir / "uvicorn"), "fastapi_app:app", "--app-dir", str(BENCHMARKS / "baselines"),
+        "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
+    ],
+    env=lambda port: {"MODEL_PATH": str(ARTIFACT)},
+    ready_path="/health",
+)
+
+FLASK = ServerSpec(
+    name="flask",
+    description="tutorial Flask app (benchmarks/baselines/flask_app.py), gunicorn, 2 sync workers",
+    venv=".venv-baselines",
+    requirements="requirements-baselines.txt",
+    command=lambda bin_dir, port: [
+        str(bin_dir / "gunicorn"), "--workers", "2", "--chdir", str(BENCHMARKS / "baselines"),
+        "--bind", f"127.0.0.1:{port}", "flask_app:app",
+    ],
+    env=lambda port: {"MODEL_PATH": str(ARTIFACT)},
+    ready_path="/health",
+)
+
+SERVERS: dict[str, ServerSpec] = {spec.name: spec for spec in (ours(1), ours(2), MLSERVER, FASTAPI, FLASK)}
+
+
+def server_environment(spec: ServerSpec, port: int) -> dict[str, str]:
+    """The caller's environment without anything that would configure a server behind our back."""
+    env = {
+        key: value for key, value in os.environ.items()
+        if not key.startswith(("MLMODEL_", "MLSERVER_", "GUNICORN_", "UVICORN_", "WEB_CONCURRENCY", "VIRTUAL_ENV"))
+    }
+    env.update(spec.env(port))
+    env["PYTHONUNBUFFERED"] = "1"
+    return env

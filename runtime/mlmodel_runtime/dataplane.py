@@ -1,0 +1,274 @@
+"""The runtime's business logic, free of HTTP: load lifecycle and readiness, inference through the
+batcher, metadata. Routes call it; it raises MLModelError subclasses for the app to render."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlmodel_runtime import __version__, codec
+from mlmodel_runtime.artifact import ArtifactError
+from mlmodel_runtime.batching import Batcher
+from mlmodel_runtime.errors import (
+    BadRequest,
+    InferenceFailed,
+    ModelNotFound,
+    ModelNotReady,
+    Overloaded,
+)
+from mlmodel_runtime.metrics import RuntimeMetrics
+from mlmodel_runtime.model import LABEL_OUTPUT, Model, ModelLoadError, Outputs, Rows, SKLearnModel
+from mlmodel_runtime.settings import RuntimeSettings
+
+logger = logging.getLogger("mlmodel_runtime.dataplane")
+
+SERVER_NAME = "mlmodel-runtime"
+LOADING = "Loading"
+SHUTTING_DOWN = "ShuttingDown"
+
+# (settings, report each failure) -> verified local artifact path
+Fetcher = Callable[[RuntimeSettings, Callable[[Any], None]], Awaitable[Path]]
+
+
+def _default_fetcher() -> Fetcher:
+    from mlmodel_runtime.artifact import fetch_artifact_with_retry
+
+    return fetch_artifact_with_retry
+
+
+def build_model(settings: RuntimeSettings) -> Model:
+    if settings.model_format == "sklearn":
+        return SKLearnModel(settings.model_name, settings.model_version)
+    raise ModelLoadError(
+        "UnsupportedFormat",
+        f"model format {settings.model_format!r} is not served by this runtime yet: use format sklearn",
+    )
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class DataPlane:
+    def __init__(
+        self,
+        settings: RuntimeSettings,
+        *,
+        metrics: RuntimeMetrics | None = None,
+        model: Model | None = None,
+        fetch: Fetcher | None = None,
+        log_fields: dict[str, Any] | None = None,
+        recorder: Any = None,
+    ) -> None:
+        self.settings = settings
+        self.name = settings.model_name
+        self.version = settings.model_version
+        self.metrics = metrics or RuntimeMetrics(settings.model_name)
+        self._model = model
+        self._fetch = fetch
+        self.log_fields = log_fields if log_fields is not None else {}
+        self.recorder = recorder  # store.RuntimeRecorder, optional: sampled predictions, heartbeats
+        self.digest = settings.model_sha256 or ""
+        self.reason = LOADING
+        self.message = "fetching and verifying the model artifact"
+        self.shutting_down = False
+        self.in_flight = 0
+        self._loaded = False
+        self._batcher: Batcher | None = None
+        self._load_task: asyncio.Task[None] | None = None
+        self._started = time.monotonic()
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Begin fetching and loading in the background: the server answers health checks meanwhile."""
+        self._started = time.monotonic()
+        self._load_task = asyncio.get_running_loop().create_task(self._load(), name="model-load")
+
+    async def wait_loaded(self) -> None:
+        if self._load_task is not None:
+            await asyncio.shield(self._load_task)
+
+    async def stop(self) -> None:
+        self.begin_shutdown()
+        if self._load_task is not None and not self._load_task.done():
+            self._load_task.cancel()
+            await asyncio.gather(self._load_task, return_exceptions=True)
+        if self._model is not None:
+            await self._model.unload()
+        if self.recorder is not None:
+            await self.recorder.close()
+
+    def begin_shutdown(self) -> None:
+        """Report not-ready from now on; requests in flight (and new ones) are still served."""
+        if not self.shutting_down:
+            self.shutting_down = True
+            logger.info("shutting down, readiness now false", extra={"in_flight": self.in_flight})
+        self.metrics.ready.set(0)
+
+    async def _load(self) -> None:
+        try:
+            model = self._model = self._model or build_model(self.settings)
+            fetch = self._fetch or _default_fetcher()
+            path = await fetch(self.settings, self._artifact_failed)
+            self.message = "artifact verified, loading the model"
+            await model.load(path)
+            if not self.digest:
+                self.digest = await asyncio.to_thread(_file_sha256, path)
+        except ModelLoadError as exc:
+            self._failed(exc.reason, exc.message)
+            logger.error("model load failed", extra={"reason": exc.reason, "error": exc.message})
+            return
+        except asyncio.CancelledError:
+            raise
+        except ArtifactError:
+            return  # reported by _artifact_failed; not retryable, so the server stays not-ready
+        except Exception as exc:
+            self._failed("ModelLoadFailed", f"loading the model failed: {type(exc).__name__}: {exc}")
+            logger.exception("model load failed", extra={"reason": "ModelLoadFailed"})
+            return
+        seconds = time.monotonic() - self._started
+        self._batcher = Batcher(
+            self._predict_batch,
+            max_batch_size=self.settings.max_batch_size,
+            max_wait_seconds=self.settings.max_batch_wait_ms / 1000.0,
+        )
+        self.log_fields["labels.digest"] = self.digest
+        self.metrics.load_duration.set(seconds)
+        self.metrics.model_info(version=self.version, digest=self.digest, model_format=self.settings.model_format)
+        self._loaded = True
+        self.reason, self.message = "", ""
+        if not self.shutting_down:
+            self.metrics.ready.set(1)
+        logger.info(
+            "model ready",
+            extra={
+                "seconds": round(seconds, 3),
+                "inputs": [spec.name for spec in model.signature.inputs][:20],
+                "outputs": list(model.signature.output_names),
+            },
+        )
+        if self.recorder is not None:
+            try:
+                self.recorder.model_loaded(digest=self.digest, version=self.version or None, load_duration_seconds=seconds)
+            except Exception:  # the metadata store must never cost us serving
+                logger.exception("metadata store unavailable")
+
+    def _artifact_failed(self, error: ArtifactError) -> None:
+        self._failed(error.reason, error.message)
+
+    def _failed(self, reason: str, message: str) -> None:
+        self.reason, self.message = reason, message
+        self.metrics.artifact_error(reason)
+
+    # --- health and metadata ------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self._loaded and not self.shutting_down
+
+    def readiness(self) -> dict[str, Any]:
+        if self.ready:
+            return {"ready": True}
+        if self.shutting_down:
+            return {"ready": False, "reason": SHUTTING_DOWN, "message": "the server is stopping: finishing requests in flight"}
+        return {"ready": False, "reason": self.reason, "message": self.message}
+
+    def check_model(self, name: str, version: str | None = None) -> None:
+        if name != self.name:
+            raise ModelNotFound(f'model "{name}" not found; this server serves "{self.name}"')
+        if version is not None and self.version and version != self.version:
+            raise ModelNotFound(f'model "{name}" has no version "{version}"; the version served is "{self.version}"')
+
+    def _signature_or_503(self):  # type: ignore[no-untyped-def]
+        if not self._loaded or self._model is None:
+            raise ModelNotReady(f'model "{self.name}" is not ready ({self.reason}): {self.message}')
+        return self._model.signature
+
+    def server_metadata(self) -> dict[str, Any]:
+        return {"name": SERVER_NAME, "version": __version__, "extensions": []}
+
+    def model_metadata(self) -> dict[str, Any]:
+        signature = self._signature_or_503()
+        return {
+            "name": self.name,
+            "versions": [self.version] if self.version else [],
+            "platform": self._model.platform if self._model is not None else "",
+            "inputs": [spec.as_dict() for spec in signature.inputs],
+            "outputs": [spec.as_dict() for spec in signature.outputs],
+        }
+
+    # --- inference ----------------------------------------------------------------------------
+
+    async def infer_v2(self, body: bytes, *, request_id: str | None = None) -> bytes:
+        signature = self._signature_or_503()
+        request = codec.decode_v2(body, signature)
+        outputs = await self._infer(request, request_id)
+        return codec.encode_v2(
+            model_name=self.name, model_version=self.version, request=request, outputs=outputs, signature=signature
+        )
+
+    async def infer_v1(self, body: bytes, *, request_id: str | None = None) -> bytes:
+        signature = self._signature_or_503()
+        request = codec.decode_v1(body, signature)
+        return codec.encode_v1(await self._infer(request, request_id), signature)
+
+    async def _infer(self, request: codec.InferenceRequest, request_id: str | None) -> Outputs:
+        if self.in_flight >= self.settings.max_concurrent_requests:
+            self.metrics.shed.inc()
+            raise Overloaded(
+                f"{self.in_flight} predictions already in flight (limit {self.settings.max_concurrent_requests}): retry shortly"
+            )
+        assert self._batcher is not None
+        self.in_flight += 1
+        self.metrics.in_flight.inc()
+        started = time.perf_counter()
+        try:
+            outputs = await self._batcher.submit(request.rows, request.n_rows)
+        except (ValueError, TypeError) as exc:
+            # Input that passed our checks but that the model refuses (e.g. NaN for a model that
+            # cannot take missing values): the client's to fix.
+            raise BadRequest(f"the model rejected the input: {exc}") from None
+        except Exception as exc:
+            logger.exception("inference failed", extra={"http.request.id": request_id})
+            raise InferenceFailed(f"the model failed on this request: {type(exc).__name__}: {exc}") from None
+        finally:
+            self.in_flight -= 1
+            self.metrics.in_flight.dec()
+        if self.recorder is not None and self.recorder.prediction_sample_rate > 0:
+            self._record(request, outputs, request_id, time.perf_counter() - started)
+        return outputs
+
+    def _record(self, request: codec.InferenceRequest, outputs: Outputs, request_id: str | None, seconds: float) -> None:
+        try:
+            self.recorder.log_prediction(
+                request_id=request_id,
+                latency_seconds=seconds,
+                inputs=request.rows if isinstance(request.rows, list) else request.rows.tolist(),
+                outputs={name: values.tolist() for name, values in outputs.items()},
+            )
+        except Exception:
+            logger.exception("metadata store unavailable")
+
+    async def _predict_batch(self, rows: Rows) -> Outputs:
+        assert self._model is not None
+        started = time.perf_counter()
+        outputs = await self._model.predict(rows)
+        self.metrics.inference_duration.observe(time.perf_counter() - started)
+        self.metrics.batch_size.observe(len(rows))
+        labels = outputs.get(LABEL_OUTPUT)
+        if labels is not None:
+            values, counts = np.unique(labels, return_counts=True)
+            self.metrics.count_labels({str(value): int(count) for value, count in zip(values.tolist(), counts.tolist(), strict=True)})
+        return outputs

@@ -1,0 +1,85 @@
+"""The runtime's Prometheus metrics (names shared with the dashboards and alerts), one registry per
+app so several apps can live in one process (tests)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+
+
+class RuntimeMetrics:
+    """Every runtime metric, labelled with the one model this process serves."""
+
+    def __init__(self, model: str, registry: CollectorRegistry | None = None) -> None:
+        self.model = model
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "mlmodel_requests", "HTTP requests by endpoint and status code.",
+            ["model", "endpoint", "code"], registry=r,
+        )  # fmt: skip
+        self.request_duration = Histogram(
+            "mlmodel_request_duration_seconds", "HTTP request latency, from first byte in to response sent.",
+            ["model", "endpoint"], buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.inference_duration = Histogram(
+            "mlmodel_inference_duration_seconds", "Duration of one model call (one batch).",
+            ["model"], buckets=LATENCY_BUCKETS, registry=r,
+        ).labels(model)  # fmt: skip
+        self.batch_size = Histogram(
+            "mlmodel_batch_size", "Rows per model call.", ["model"], buckets=BATCH_BUCKETS, registry=r,
+        ).labels(model)  # fmt: skip
+        self._predictions = Counter(
+            "mlmodel_predictions", "Predicted labels (classifiers only).", ["model", "label"], registry=r,
+        )  # fmt: skip
+        self.load_duration = Gauge(
+            "mlmodel_model_load_duration_seconds", "Time from start to model ready: fetch, verify and load.",
+            ["model"], registry=r,
+        ).labels(model)  # fmt: skip
+        self._info = Gauge(
+            "mlmodel_model_info", "The model being served (always 1).",
+            ["model", "version", "digest", "format"], registry=r,
+        )  # fmt: skip
+        self.ready = Gauge("mlmodel_model_ready", "1 when the model is loaded and serving.", ["model"], registry=r).labels(model)
+        self._artifact_errors = Counter(
+            "mlmodel_artifact_errors", "Failed attempts to fetch or load the model artifact, by reason.",
+            ["model", "reason"], registry=r,
+        )  # fmt: skip
+        self.in_flight = Gauge(
+            "mlmodel_requests_in_flight", "Prediction requests being handled.", ["model"], registry=r
+        ).labels(model)
+        self.shed = Counter(
+            "mlmodel_requests_shed", "Prediction requests refused with 503 because too many were in flight.",
+            ["model"], registry=r,
+        ).labels(model)  # fmt: skip
+        self.ready.set(0)
+        # Labelled children cached: .labels() costs a lock and a dict lookup per call.
+        self._request_children: dict[tuple[str, int], Counter] = {}
+        self._duration_children: dict[str, Histogram] = {}
+        self._label_children: dict[str, Counter] = {}
+
+    def observe_request(self, endpoint: str, code: int, seconds: float) -> None:
+        key = (endpoint, code)
+        counter = self._request_children.get(key)
+        if counter is None:
+            counter = self._request_children[key] = self.requests.labels(self.model, endpoint, str(code))
+        counter.inc()
+        histogram = self._duration_children.get(endpoint)
+        if histogram is None:
+            histogram = self._duration_children[endpoint] = self.request_duration.labels(self.model, endpoint)
+        histogram.observe(seconds)
+
+    def count_labels(self, labels: dict[str, int]) -> None:
+        for label, count in labels.items():
+            counter = self._label_children.get(label)
+            if counter is None:
+                counter = self._label_children[label] = self._predictions.labels(self.model, label)
+            counter.inc(count)
+
+    def artifact_error(self, reason: str) -> None:
+        self._artifact_errors.labels(self.model, reason).inc()
+
+    def model_info(self, *, version: str, digest: str, model_format: str) -> None:
+        self._info.labels(self.model, version, digest, model_format).set(1)

@@ -1,0 +1,159 @@
+"""Run the app under uvicorn (uvloop and httptools when installed), one process or several workers
+sharing one socket, with a graceful SIGTERM: not-ready first, requests in flight finish, then exit."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import threading
+import time
+from types import FrameType
+from typing import Any
+
+import uvicorn
+
+from mlmodel_runtime.app import create_app
+from mlmodel_runtime.dataplane import DataPlane
+from mlmodel_runtime.logs import base_fields, configure_logging
+from mlmodel_runtime.settings import RuntimeSettings
+
+logger = logging.getLogger("mlmodel_runtime.server")
+
+# Extra time a worker may take past its own grace period before the supervisor kills it.
+SUPERVISOR_SLACK_SECONDS = 5.0
+
+
+class RuntimeServer(uvicorn.Server):
+    """uvicorn's server with a drain phase: the first SIGTERM/SIGINT flips readiness to false and
+    keeps serving until requests in flight are done (and, for SIGTERM, ``shutdown_drain_seconds``
+    have passed so load balancers have stopped routing here), all within ``shutdown_grace_seconds``."""
+
+    def __init__(self, config: uvicorn.Config, dataplane: DataPlane, settings: RuntimeSettings) -> None:
+        super().__init__(config)
+        self.dataplane = dataplane
+        self.settings = settings
+        self._drain_started: float | None = None
+        self._drain_minimum = 0.0
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # A signal handler: set plain attributes only (locks held by the interrupted code could
+        # deadlock); logging and metrics happen on the next tick.
+        if self._drain_started is None:
+            self._drain_started = time.monotonic()
+            self._drain_minimum = self.settings.shutdown_drain_seconds if sig == signal.SIGTERM else 0.0
+            self.dataplane.shutting_down = True
+            return
+        self.should_exit = True  # a second signal: stop draining
+        if sig == signal.SIGINT:
+            self.force_exit = True
+
+    async def on_tick(self, counter: int) -> bool:
+        if self._drain_started is not None and not self.should_exit:
+            self.dataplane.begin_shutdown()
+            elapsed = time.monotonic() - self._drain_started
+            grace = self.settings.shutdown_grace_seconds
+            drained = self.dataplane.in_flight == 0 and elapsed >= min(self._drain_minimum, grace)
+            if drained or elapsed >= grace:
+                # uvicorn now closes the socket and waits for open connections: what is left of the grace.
+                self.config.timeout_graceful_shutdown = max(grace - elapsed, 0.5)
+                logger.info("draining done, stopping", extra={"seconds": round(elapsed, 3), "in_flight": self.dataplane.in_flight})
+                self.should_exit = True
+        return await super().on_tick(counter)
+
+
+def _uvicorn_config(app: Any, settings: RuntimeSettings) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="auto",  # uvloop when installed
+        http="auto",  # httptools when installed
+        lifespan="on",
+        log_config=None,  # our handler, set up by configure_logging
+        access_log=False,  # our access log (one JSON line per request) replaces uvicorn's
+        server_header=False,
+        proxy_headers=False,
+        timeout_graceful_shutdown=max(settings.shutdown_grace_seconds, 0.5),
+        timeout_keep_alive=15,
+        backlog=2048,
+    )
+
+
+def serve_one(settings: RuntimeSettings, sockets: list[socket.socket] | None = None) -> int:
+    """Serve in this process; returns the exit code."""
+    dataplane = DataPlane(settings)
+    fields = base_fields(model=settings.model_name, namespace=settings.namespace, pod_name=settings.pod_name)
+    dataplane.log_fields.update(fields)
+    configure_logging(level=settings.log_level, log_format=settings.log_format, fields=dataplane.log_fields)
+    app = create_app(settings, dataplane)
+    server = RuntimeServer(_uvicorn_config(app, settings), dataplane, settings)
+    server.run(sockets=sockets)
+    return 0 if server.started else 1
+
+
+def _worker(settings: RuntimeSettings, sock: socket.socket) -> None:
+    raise SystemExit(serve_one(settings, [sock]))
+
+
+def serve(settings: RuntimeSettings) -> int:
+    """Serve with ``settings.workers`` processes; with more than one, a small supervisor owns the
+    socket, restarts workers that die, and passes SIGTERM on for each worker to drain."""
+    if settings.workers <= 1:
+        return serve_one(settings)
+    configure_logging(
+        level=settings.log_level,
+        log_format=settings.log_format,
+        fields=base_fields(model=settings.model_name, namespace=settings.namespace, pod_name=settings.pod_name),
+    )
+    sock = _uvicorn_config("unused", settings).bind_socket()
+    return Supervisor(settings, sock).run()
+
+
+class Supervisor:
+    def __init__(self, settings: RuntimeSettings, sock: socket.socket) -> None:
+        self.settings = settings
+        self.sock = sock
+        self.context = multiprocessing.get_context("spawn")
+        self.workers: list[Any] = []
+        self.stopping = threading.Event()
+        self.signal_received = signal.SIGTERM
+
+    def _start_worker(self) -> Any:
+        process = self.context.Process(target=_worker, args=(self.settings, self.sock), name="mlmodel-worker")
+        process.start()
+        return process
+
+    def _on_signal(self, sig: int, frame: FrameType | None) -> None:
+        self.signal_received = signal.Signals(sig)
+        self.stopping.set()
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        self.workers = [self._start_worker() for _ in range(self.settings.workers)]
+        logger.info("workers started", extra={"workers": [worker.pid for worker in self.workers]})
+        while not self.stopping.wait(0.5):
+            for index, worker in enumerate(self.workers):
+                if not worker.is_alive() and not self.stopping.is_set():
+                    logger.error("worker died, restarting", extra={"pid": worker.pid, "exit_code": worker.exitcode})
+                    self.workers[index] = self._start_worker()
+        for worker in self.workers:
+            if worker.is_alive() and worker.pid is not None:
+                try:
+                    os.kill(worker.pid, self.signal_received)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + self.settings.shutdown_grace_seconds + SUPERVISOR_SLACK_SECONDS
+        for worker in self.workers:
+            worker.join(max(deadline - time.monotonic(), 0.1))
+            if worker.is_alive():
+                logger.error("worker did not stop in time, killing it", extra={"pid": worker.pid})
+                worker.kill()
+                worker.join()
+        self.sock.close()
+        failed = [worker.exitcode for worker in self.workers if worker.exitcode != 0]
+        logger.info("stopped", extra={"failed_workers": len(failed)})
+        return 0 if not failed else 1
