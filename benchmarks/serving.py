@@ -29,7 +29,7 @@ from benchkit import ceiling, payloads, report, venvs  # noqa: E402
 from benchkit.procs import RssSampler, ServerProcess, free_port  # noqa: E402
 from benchkit.report import Cell, Scenario, ServerRun  # noqa: E402
 from benchkit.servers import (  # noqa: E402
-    ARTIFACT, BENCHMARKS, INFER_PATH, REPO_ROOT, SERVERS, Layout, ServerSpec, server_environment,
+    ARTIFACT, BENCHMARKS, INFER_PATH, SERVERS, Layout, ServerSpec, server_environment,
 )
 from benchkit.wrk import run_wrk, write_bodies  # noqa: E402
 

@@ -131,7 +131,8 @@ def ceiling_table(ceilings: Sequence[Ceiling], runs: Sequence[ServerRun], scenar
             continue
         name, cell = max(cells, key=lambda item: item[1].texts_per_second)
         rows.append([scenario.label, name, _number(cell.texts_per_second), f"{cell.texts_per_second / best:.0%}"])
-    lines += ["", *_table(["scenario", "best of ours", "texts/s", "of the model's best in-process rate"], rows)]
+    if rows:
+        lines += ["", *_table(["scenario", "best of ours", "texts/s", "of the model's best in-process rate"], rows)]
     return lines
 
 

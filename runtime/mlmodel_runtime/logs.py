@@ -115,7 +115,7 @@ class AccessLog:
         if self.json:
             document = {
                 "@timestamp": ecs_timestamp(time.time()),
-                "log.level": "info" if status < 500 else "error",
+                "log.level": "info" if status < 500 else ("warning" if status == 503 else "error"),
                 "message": "request",
                 "log.logger": "mlmodel_runtime.access",
                 **self.fields,

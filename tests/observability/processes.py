@@ -86,7 +86,7 @@ class Runtime(Process):
             MLMODEL_LOG_LEVEL="info",
             **env,
         )
-        command = [str(mlmodel), "serve", str(manifest), "--port", str(self.port)]
+        command = [str(mlmodel), "serve", str(manifest), "--host", "127.0.0.1", "--port", str(self.port)]
         super().__init__(name, command, workdir / f"{name}.log", environment)
 
     def get(self, path: str) -> httpx.Response | None:
@@ -146,3 +146,17 @@ class Prometheus(Process):
 
     def targets_up(self) -> dict[str, str]:
         return {t["scrapeUrl"]: t["health"] for t in self.api("targets")["activeTargets"]}
+
+
+async def await_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
+    """wait_until for async tests: yields to the event loop (the API emulator lives there)."""
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)

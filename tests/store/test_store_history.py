@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -140,3 +142,39 @@ def test_unreachable_database_error_hides_the_password(
 
 def _closed_port() -> int:
     return free_loopback_port()
+
+
+def test_history_runs_as_its_own_process(database_url: str) -> None:
+    populate(database_url)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mlmodel_runtime.store.history",
+            "sentiment",
+            "-n",
+            "ml",
+            "--database-url",
+            database_url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert [line.split()[0] for line in result.stdout.splitlines()[1:]] == ["3", "2", "1"]
+
+
+def test_console_script(database_url: str) -> None:
+    populate(database_url)
+    script = Path(sys.executable).parent / "mlmodel"
+    result = subprocess.run(
+        [str(script), "history", "sentiment", "--namespace", "ml", "--database-url", database_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert [line.split()[0] for line in result.stdout.splitlines()[1:]] == ["3", "2", "1"]

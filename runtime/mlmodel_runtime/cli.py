@@ -1,0 +1,90 @@
+"""The `mlmodel` console script: `serve` here; `render`, `operator` and `history` hand their
+arguments to the modules that implement them, imported only when used."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+# Subcommands implemented elsewhere: name -> (module, help). Their own parsers read the arguments.
+DELEGATED = {
+    "render": ("mlmodel_operator.render", "print the Kubernetes objects the operator creates for an MLModel"),
+    "operator": ("mlmodel_operator.main", "run the operator (kopf) against the current cluster"),
+    "history": ("mlmodel_runtime.store.history", "show deployment history from the metadata store"),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mlmodel", description="Serve scikit-learn models over the Open Inference Protocol, on Kubernetes or locally."
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    serve = commands.add_parser(
+        "serve",
+        help="serve one model locally (or in the runtime container)",
+        description=(
+            "Serve the model described by an MLModel YAML file: the same file you kubectl apply. "
+            "spec.model.uri may be a path relative to the file's folder. Without FILE, everything "
+            "comes from MLMODEL_* environment variables (how the operator configures the runtime "
+            "container). Endpoints: /v2/models/NAME/infer, /v1/models/NAME:predict, "
+            "/v2/health/ready, /metrics, /docs."
+        ),
+        epilog="example: mlmodel serve examples/sentiment/mlmodel.yaml --port 8080",
+    )
+    serve.add_argument("file", nargs="?", type=Path, metavar="FILE.yaml", help="an MLModel YAML file")
+    serve.add_argument("--host", help="address to listen on (default 0.0.0.0, MLMODEL_HOST)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 8080, MLMODEL_PORT)")
+    serve.add_argument("--workers", type=int, help="worker processes (default: spec.runtime.workers or 1)")
+    serve.add_argument("--log-format", choices=["json", "text"], help="json (default) or text for a terminal")
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="default info")
+    serve.add_argument("--cache-dir", type=Path, help="where artifacts are downloaded (MLMODEL_CACHE_DIR)")
+    for name, (_module, help_text) in DELEGATED.items():
+        commands.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from mlmodel_runtime.manifest import ManifestError, load_settings
+    from mlmodel_runtime.settings import RuntimeSettings
+
+    overrides = {
+        "host": args.host,
+        "port": args.port,
+        "workers": args.workers,
+        "log_format": args.log_format,
+        "log_level": args.log_level,
+        "cache_dir": args.cache_dir,
+    }
+    try:
+        if args.file is not None:
+            settings = load_settings(args.file, **overrides)
+        else:
+            settings = RuntimeSettings(**{key: value for key, value in overrides.items() if value is not None})
+    except ManifestError as exc:
+        print(f"mlmodel serve: {exc}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:
+        print(f"mlmodel serve: invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    from mlmodel_runtime.server import serve
+
+    return serve(settings)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments and arguments[0] in DELEGATED:
+        # Handed over whole (flags included), so e.g. kopf options reach the operator untouched.
+        module = importlib.import_module(DELEGATED[arguments[0]][0])
+        return int(module.main(arguments[1:]) or 0)
+    args = _parser().parse_args(arguments)
+    return _serve(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

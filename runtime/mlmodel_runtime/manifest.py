@@ -1,0 +1,104 @@
+"""Read an MLModel YAML file (the same one applied to a cluster) into runtime settings, for
+`mlmodel serve FILE.yaml`. A relative artifact path resolves against the YAML file's folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import yaml
+
+from mlmodel_runtime.settings import RuntimeSettings
+
+KIND = "MLModel"
+
+
+class ManifestError(ValueError):
+    """The file is not a usable MLModel; the message says what to fix."""
+
+
+def read_mlmodel(text: str, source: str = "<input>") -> dict[str, Any]:
+    """The one MLModel document in ``text``."""
+    try:
+        documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    except yaml.YAMLError as exc:
+        raise ManifestError(f"{source} is not valid YAML: {exc}") from None
+    mlmodels = [doc for doc in documents if isinstance(doc, dict) and doc.get("kind") == KIND]
+    if not mlmodels:
+        raise ManifestError(f"{source} holds no document with kind: {KIND}")
+    if len(mlmodels) > 1:
+        raise ManifestError(f"{source} holds {len(mlmodels)} MLModels; `mlmodel serve` serves one per file")
+    return mlmodels[0]
+
+
+def resolve_uri(uri: str, base_dir: Path) -> str:
+    """Relative paths (and relative file: URIs) become absolute paths under ``base_dir``; remote
+    URIs and absolute paths are returned as they are."""
+    if uri.startswith("file:"):
+        parts = urlsplit(uri)
+        path = unquote(parts.netloc + parts.path) if parts.netloc not in ("", "localhost") else unquote(parts.path)
+        candidate = Path(path).expanduser()
+        return str(candidate if candidate.is_absolute() else (base_dir / candidate).resolve())
+    if "://" in uri:
+        return uri
+    candidate = Path(uri).expanduser()
+    return str(candidate if candidate.is_absolute() else (base_dir / candidate).resolve())
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ManifestError(f"{where} must be a mapping")
+    return value
+
+
+def settings_values(mlmodel: dict[str, Any], base_dir: Path) -> dict[str, Any]:
+    """RuntimeSettings keyword arguments taken from an MLModel (only the fields it sets)."""
+    metadata = _mapping(mlmodel.get("metadata"), "metadata")
+    spec = _mapping(mlmodel.get("spec"), "spec")
+    model = _mapping(spec.get("model"), "spec.model")
+    name = metadata.get("name")
+    if not isinstance(name, str) or not name:
+        raise ManifestError("metadata.name is required: it names the model (/v2/models/{name})")
+    uri = model.get("uri")
+    if not isinstance(uri, str) or not uri:
+        raise ManifestError("spec.model.uri is required: where the model artifact is")
+    values: dict[str, Any] = {"model_name": name, "model_uri": resolve_uri(uri, base_dir)}
+    if metadata.get("namespace"):
+        values["namespace"] = metadata["namespace"]
+    optional = {
+        "sha256": "model_sha256",
+        "format": "model_format",
+        "version": "model_version",
+        "allowUnverified": "allow_unverified_artifact",
+        "s3EndpointUrl": "s3_endpoint_url",
+    }
+    for key, field in optional.items():
+        if model.get(key) is not None:
+            values[field] = str(model[key]) if key == "version" else model[key]
+    batching = _mapping(spec.get("batching"), "spec.batching")
+    if batching.get("maxBatchSize") is not None:
+        values["max_batch_size"] = batching["maxBatchSize"]
+    if batching.get("maxWaitMs") is not None:
+        values["max_batch_wait_ms"] = batching["maxWaitMs"]
+    runtime = _mapping(spec.get("runtime"), "spec.runtime")
+    if runtime.get("workers") is not None:
+        values["workers"] = runtime["workers"]
+    logging_spec = _mapping(spec.get("predictionLogging"), "spec.predictionLogging")
+    if logging_spec.get("sampleRate") is not None:
+        values["prediction_log_sample_rate"] = logging_spec["sampleRate"]
+    return values
+
+
+def load_settings(path: Path, **overrides: Any) -> RuntimeSettings:
+    """Settings for serving the MLModel in ``path``: its spec, then ``overrides`` (None ignored);
+    anything neither sets still comes from MLMODEL_* variables or the defaults."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ManifestError(f"cannot read {path}: {exc.strerror or exc}") from None
+    values = settings_values(read_mlmodel(text, str(path)), path.resolve().parent)
+    values.update({key: value for key, value in overrides.items() if value is not None})
+    return RuntimeSettings(**values)
