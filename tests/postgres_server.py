@@ -219,8 +219,33 @@ def postgres_server() -> Iterator[PostgresServer]:
         server.destroy()
 
 
+def create_database_at(server_url: str) -> str:
+    """Make a fresh database on an external server (CI's service container); return its URL."""
+    import psycopg2
+    from urllib.parse import urlsplit, urlunsplit
+
+    name = f"test_{secrets.token_hex(6)}"
+    connection = psycopg2.connect(server_url, connect_timeout=10)
+    try:
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        connection.close()
+    return urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
+
+
 @pytest.fixture
-def postgres_url(postgres_server: PostgresServer) -> str:
-    """A fresh, empty database on the session's server (started again if a test left it down)."""
-    postgres_server.start()
-    return postgres_server.create_database()
+def postgres_url(request: pytest.FixtureRequest) -> str:
+    """A fresh, empty database.
+
+    On the session's own server (started again if a test left it down), or, when
+    MLMODEL_TEST_DATABASE_URL names one (the PostgreSQL service container in GitHub Actions),
+    on that server. Outage tests use ``postgres_server`` directly: they must stop the server.
+    """
+    external = os.environ.get("MLMODEL_TEST_DATABASE_URL")
+    if external:
+        return create_database_at(external)
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    server.start()
+    return server.create_database()

@@ -41,6 +41,9 @@ def exported_name(family) -> str:
 
 def check_conventions(text: str) -> dict[str, object]:
     families = {exported_name(f): f for f in text_string_to_metric_families(text)}
+    # prometheus_client's creation timestamps (X_created, a gauge in the text format) belong to X.
+    families = {n: f for n, f in families.items() if not (n.endswith("_created") and n.removesuffix("_created") in families
+                                                         or n.removesuffix("_created") + "_total" in families)}
     for name, family in families.items():
         if name.startswith(("python_", "process_")):
             continue  # prometheus_client's own collectors, conventional already
