@@ -49,8 +49,12 @@ def ours(workers: int) -> ServerSpec:
         description=f"`mlmodel serve` (this project), {workers} worker process{'es' if workers > 1 else ''}",
         venv=None,
         requirements=None,
-        command=lambda bin_dir, port: [str(bin_dir / "mlmodel"), "serve", str(MANIFEST), "--port", str(port)],
-        env=lambda port: {"MLMODEL_WORKERS": str(workers)},
+        # The cache dir is relative: the server's scratch folder (its working directory).
+        command=lambda bin_dir, port: [
+            str(bin_dir / "mlmodel"), "serve", str(MANIFEST), "--host", "127.0.0.1", "--port", str(port),
+            "--workers", str(workers), "--cache-dir", "cache",
+        ],
+        env=lambda port: {},
         ready_path=f"/v2/models/{MODEL_NAME}/ready",
         is_ours=True,
     )

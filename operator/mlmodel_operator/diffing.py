@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+# Where a child keeps the operator's fields as last written (kubectl apply keeps its own the same
+# way): a key in there that the desired object no longer has was set by us and must be removed.
+LAST_APPLIED_ANNOTATION = "serving.mlmodel.io/last-applied"
 
 # The parts of a child the operator owns; the API server and other controllers own the rest.
 OWNED_METADATA = ("labels", "annotations", "ownerReferences")
@@ -42,6 +47,73 @@ def owned_fields(desired: dict[str, Any]) -> dict[str, Any]:
     if owned_meta:
         owned["metadata"] = owned_meta
     return owned
+
+
+def last_applied(live: dict[str, Any]) -> dict[str, Any]:
+    """The owned fields recorded on `live` at the last write ({} when absent or unreadable)."""
+    text = ((live.get("metadata") or {}).get("annotations") or {}).get(LAST_APPLIED_ANNOTATION)
+    try:
+        recorded = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return recorded if isinstance(recorded, dict) else {}
+
+
+def record_applied(owned: dict[str, Any]) -> dict[str, Any]:
+    """`owned` with the last-applied annotation holding `owned` itself (compact, key-sorted JSON)."""
+    recorded = json.dumps(owned, sort_keys=True, separators=(",", ":"))
+    metadata = dict(owned.get("metadata") or {})
+    metadata["annotations"] = {
+        **(metadata.get("annotations") or {}),
+        LAST_APPLIED_ANNOTATION: recorded,
+    }
+    return {**owned, "metadata": metadata}
+
+
+def removals(last: Any, wanted: Any, live: Any) -> dict[str, Any]:
+    """Merge-patch nulls for the map keys we set last time, no longer want, and `live` still has.
+
+    Lists are replaced whole by a merge patch, so only maps need this; a key someone else added
+    (never in `last`) is left alone.
+    """
+    if not (isinstance(last, dict) and isinstance(wanted, dict) and isinstance(live, dict)):
+        return {}
+    patch: dict[str, Any] = {}
+    for key, before in last.items():
+        if key not in live:
+            continue
+        if key not in wanted:
+            patch[key] = None
+        else:
+            nested = removals(before, wanted[key], live[key])
+            if nested:
+                patch[key] = nested
+    return patch
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `extra` merged in, maps recursively (neither is changed)."""
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def apply_patch(desired: dict[str, Any], live: dict[str, Any]) -> dict[str, Any] | None:
+    """The merge patch that makes `live` carry `desired`'s owned fields, or None when it does.
+
+    It sets every owned field, records them in the last-applied annotation, and removes the
+    keys the previous write set that `desired` dropped (a nodeSelector entry, a label...).
+    """
+    owned = owned_fields(desired)
+    wanted = record_applied(owned)
+    stale = removals(last_applied(live), owned, live)
+    if not stale and covers(live, wanted):
+        return None
+    return deep_merge(wanted, stale)
 
 
 def merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:

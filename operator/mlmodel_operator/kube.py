@@ -18,7 +18,13 @@ import aiohttp
 import kopf
 
 from mlmodel_operator import __version__, metrics
-from mlmodel_operator.diffing import controller_uid, covers, merge_patch, owned_fields
+from mlmodel_operator.diffing import (
+    apply_patch,
+    controller_uid,
+    merge_patch,
+    owned_fields,
+    record_applied,
+)
 
 USER_AGENT = f"mlmodel-operator/{__version__}"
 MERGE_PATCH = "application/merge-patch+json"
@@ -247,7 +253,7 @@ class KubeClient:
         live = await self.get(rtype, namespace, name)
         if live is None:
             try:
-                return Applied.CREATED, await self.create(desired)
+                return Applied.CREATED, await self.create(with_last_applied(desired))
             except ApiError as error:
                 if error.code != 409:
                     raise
@@ -263,10 +269,10 @@ class KubeClient:
             raise NotOurs(
                 f"{rtype.kind} {namespace}/{name} is controlled by another owner (uid {theirs})"
             )
-        wanted = owned_fields(desired)
-        if covers(live, wanted):
+        patch = apply_patch(desired, live)
+        if patch is None:
             return Applied.UNCHANGED, live
-        return Applied.PATCHED, await self.patch(rtype, namespace, name, wanted)
+        return Applied.PATCHED, await self.patch(rtype, namespace, name, patch)
 
     async def delete_owned(
         self, rtype: ResourceType, namespace: str, name: str, owner_uid: str
@@ -298,6 +304,13 @@ class KubeClient:
         installed = await self.get(CRD, None, name) is not None
         self._crd_answers[name] = (now, installed)
         return installed
+
+
+def with_last_applied(desired: dict[str, Any]) -> dict[str, Any]:
+    """`desired` as created: its metadata annotated with the owned fields it sets."""
+    recorded = record_applied(owned_fields(desired))["metadata"]["annotations"]
+    metadata = {**desired["metadata"], "annotations": recorded}
+    return {**desired, "metadata": metadata}
 
 
 def _json_bytes(body: Any) -> bytes:

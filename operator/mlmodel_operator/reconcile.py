@@ -23,6 +23,7 @@ from mlmodel_operator.kube import (
     Applied,
     KubeClient,
 )
+from mlmodel_operator.peering import Peering
 from mlmodel_operator.settings import OperatorSettings
 from mlmodel_operator.status import compute_status
 
@@ -44,6 +45,8 @@ class Context:
     kube: KubeClient
     census: metrics.ConditionCensus = dataclasses.field(default_factory=metrics.ConditionCensus)
     clock: Callable[[], datetime.datetime] = utc_now
+    # Standalone unless `mlmodel operator` runs with kopf peering (the resync loop follows it).
+    peering: Peering = dataclasses.field(default_factory=lambda: Peering(name=None, identity=""))
     # One lock per MLModel uid: event handlers and the resync loop never reconcile it at once.
     locks: dict[str, asyncio.Lock] = dataclasses.field(default_factory=dict)
 

@@ -8,6 +8,7 @@ operator is not running. Without external state to clean up, the operator needs 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import fnmatch
 import logging
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ from typing import Any
 
 from mlmodel_operator.builders import InvalidSpec
 from mlmodel_operator.kube import MLMODEL, ApiError, NotOurs
+from mlmodel_operator.peering import paused_by, peering_objects, peers_of
 from mlmodel_operator.reconcile import Context, reconcile
 
 logger = logging.getLogger("mlmodel_operator.resync")
@@ -35,14 +37,39 @@ def served(namespace: str, patterns: Sequence[str]) -> bool:
 
 async def resync_forever(ctx: Context, namespaces: Sequence[str]) -> None:
     """Run until cancelled (at operator shutdown)."""
+    was_paused = False
     while True:
         await asyncio.sleep(ctx.settings.resync_interval_seconds)
         try:
-            await resync_once(ctx, namespaces)
+            paused = await paused_by_peers(ctx)
+            if paused != was_paused:
+                logger.info(
+                    "resync %s: peering=%s", "paused" if paused else "resumed", ctx.peering.name
+                )
+                was_paused = paused
+            if not paused:
+                await resync_once(ctx, namespaces)
         except ApiError as error:
             logger.warning("resync skipped: error=%s", error)
         except Exception:  # a bug must not end drift repair for good: log it, try next time
             logger.exception("resync failed")
+
+
+async def paused_by_peers(ctx: Context) -> bool:
+    """Whether another operator is active, so this one must not act (as kopf has paused it)."""
+    name = ctx.peering.name
+    if name is None:
+        return False
+    now = datetime.datetime.now(datetime.UTC)
+    for rtype, namespace in peering_objects(ctx.peering):
+        obj = await ctx.kube.get(rtype, namespace, name)
+        if obj is None:
+            if ctx.peering.mandatory:
+                return True  # kopf waits for its peering object too
+            continue
+        if paused_by(peers_of(obj), ctx.peering.identity, ctx.peering.priority, now):
+            return True
+    return False
 
 
 async def resync_once(ctx: Context, namespaces: Sequence[str]) -> None:

@@ -83,6 +83,7 @@ class DataPlane:
         self.reason = LOADING
         self.message = "fetching and verifying the model artifact"
         self.shutting_down = False
+        self._shutdown_announced = False
         self.in_flight = 0
         self._loaded = False
         self._batcher: Batcher | None = None
@@ -112,10 +113,11 @@ class DataPlane:
 
     def begin_shutdown(self) -> None:
         """Report not-ready from now on; requests in flight (and new ones) are still served."""
-        if not self.shutting_down:
-            self.shutting_down = True
+        self.shutting_down = True  # a signal handler may already have set it (see server.py)
+        if not self._shutdown_announced:
+            self._shutdown_announced = True
+            self.metrics.ready.set(0)
             logger.info("shutting down, readiness now false", extra={"in_flight": self.in_flight})
-        self.metrics.ready.set(0)
 
     async def _load(self) -> None:
         try:

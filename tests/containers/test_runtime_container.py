@@ -7,13 +7,26 @@ a pod fetches it from an artifact store.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
 import httpx
+import numpy as np
 import pytest
-from container_tools import docker, published_port, remove_container, wait_healthy
+from container_tools import (
+    docker,
+    free_loopback_port,
+    published_port,
+    remove_container,
+    wait_healthy,
+)
+from moto.server import ThreadedMotoServer
+from skl2onnx import convert_sklearn
+from skl2onnx.common.data_types import FloatTensorType
+from sklearn.linear_model import LinearRegression
 
 pytestmark = pytest.mark.docker
 
@@ -142,3 +155,80 @@ def test_runtime_container_refuses_an_artifact_with_the_wrong_digest(
             assert "sha256" in logs.lower()
     finally:
         remove_container(container)
+
+
+@pytest.fixture
+def s3_bucket(repo_root: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """An S3 server (moto) on a host loopback port holding the example; yields (endpoint, AWS env)."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        credentials = {
+            "AWS_ACCESS_KEY_ID": "container-test-key",
+            "AWS_SECRET_ACCESS_KEY": "container-test-secret",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+        s3 = boto3.client(
+            "s3", endpoint_url=endpoint, region_name="us-east-1",
+            aws_access_key_id=credentials["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=credentials["AWS_SECRET_ACCESS_KEY"],
+        )
+        s3.create_bucket(Bucket="models")
+        s3.upload_file(str(repo_root / "examples/sentiment/model.joblib"), "models", "sentiment/model.joblib")
+        yield endpoint, credentials
+    finally:
+        server.stop()
+
+
+def test_runtime_container_pulls_the_artifact_from_s3(
+    runtime_image: str, s3_bucket: tuple[str, dict[str, str]], sentiment_sha256: str, unique_name: str
+) -> None:
+    # The image's trimmed botocore (S3 and credential services only) against a real S3 API.
+    # Host network: the S3 server listens on the host's loopback only.
+    endpoint, credentials = s3_bucket
+    container = f"{unique_name}-s3"
+    port = free_loopback_port()
+    docker(
+        "run", "-d", "--name", container, "--network", "host",
+        "--read-only", "--tmpfs", "/var/cache/mlmodel", "--health-interval", "1s",
+        "-e", "MLMODEL_HOST=127.0.0.1", "-e", f"MLMODEL_PORT={port}",
+        "-e", "MLMODEL_MODEL_NAME=sentiment",
+        "-e", "MLMODEL_MODEL_URI=s3://models/sentiment/model.joblib",
+        "-e", f"MLMODEL_MODEL_SHA256={sentiment_sha256}",
+        "-e", f"MLMODEL_S3_ENDPOINT_URL={endpoint}",
+        *(arg for key, value in credentials.items() for arg in ("-e", f"{key}={value}")),
+        runtime_image,
+    )
+    try:
+        wait_healthy(container, timeout=120)
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/v1/models/sentiment:predict", json={"instances": [POSITIVE]}, timeout=10
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["predictions"] == ["positive"]
+    finally:
+        remove_container(container)
+
+
+def test_runtime_image_runs_onnx_models(runtime_image: str, tmp_path: Path) -> None:
+    # onnxruntime in the image is trimmed (no C API library, no offline tools): it must still run a
+    # model exported by skl2onnx and agree with scikit-learn.
+    features = np.array([[1.0, 2.0, 3.0], [0.5, -1.0, 4.0], [3.0, 0.0, -2.0], [2.0, 2.0, 2.0]])
+    model = LinearRegression().fit(features, features @ np.array([1.5, -2.0, 0.25]) + 3.0)
+    onnx_model = convert_sklearn(model, initial_types=[("x", FloatTensorType([None, 3]))])
+    tmp_path.chmod(0o755)
+    (tmp_path / "model.onnx").write_bytes(onnx_model.SerializeToString())
+    (tmp_path / "model.onnx").chmod(0o644)
+    script = (
+        "import json, sys, numpy, onnxruntime;"
+        "session = onnxruntime.InferenceSession('/models/model.onnx', providers=['CPUExecutionProvider']);"
+        "rows = numpy.array(json.loads(sys.argv[1]), dtype=numpy.float32);"
+        "print(json.dumps(session.run(None, {'x': rows})[0].ravel().tolist()))"
+    )
+    output = docker(
+        "run", "--rm", "--read-only", "--network", "none", "-v", f"{tmp_path}:/models:ro",
+        "--entrypoint", "python", runtime_image, "-c", script, json.dumps(features.tolist()),
+    ).stdout
+    assert np.allclose(json.loads(output), model.predict(features), atol=1e-4)

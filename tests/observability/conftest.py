@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from processes import Runtime
 
 OPERATOR_TESTS = Path(__file__).resolve().parents[1] / "operator"
@@ -36,7 +35,7 @@ kubeconfig = operator_fixtures.kubeconfig
 start_operator = operator_fixtures.start_operator
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def runtime(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
     """`mlmodel serve examples/sentiment/mlmodel.yaml` on a free loopback port, ready."""
     process = Runtime(repo_root / "examples" / "sentiment" / "mlmodel.yaml", tmp_path_factory.mktemp("runtime"))

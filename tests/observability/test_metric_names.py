@@ -11,10 +11,9 @@ import uuid
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-
 from load import REVIEWS, run_load, v2_body
 from processes import Runtime, await_until, free_port
+from prometheus_client.parser import text_string_to_metric_families
 
 ALLOWED_LABELS = {
     "model", "endpoint", "code", "label", "version", "digest", "format", "reason", "component",

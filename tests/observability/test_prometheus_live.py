@@ -13,10 +13,16 @@ from typing import Any
 
 import pytest
 import yaml
-
 from load import run_load
 from processes import Prometheus, Runtime, await_until, free_port
-from promql import RULES, dashboard_expressions, load_dashboard, load_rule_groups, substitute, value_terms
+from promql import (
+    RULES,
+    dashboard_expressions,
+    load_dashboard,
+    load_rule_groups,
+    substitute,
+    value_terms,
+)
 
 pytestmark = pytest.mark.prometheus
 

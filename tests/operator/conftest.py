@@ -17,7 +17,7 @@ from typing import Any
 import kmock
 import pytest
 import yaml
-from emulator import ClusterEmulator
+from emulator import ApiCall, ClusterEmulator
 
 SHA256 = "3f" * 32
 SERVICEMONITOR_CRD: dict[str, Any] = {
@@ -102,11 +102,22 @@ def mlmodel_crd(repo_root: Path) -> dict[str, Any]:
         )
 
 
+@pytest.fixture(scope="session")
+def session_requests() -> list[ApiCall]:
+    """Every request an operator process made to any emulator during this session (for RBAC)."""
+    return []
+
+
 @pytest.fixture()
-async def cluster(mlmodel_crd: dict[str, Any]) -> AsyncIterator[ClusterEmulator]:
+async def cluster(
+    mlmodel_crd: dict[str, Any], session_requests: list[ApiCall]
+) -> AsyncIterator[ClusterEmulator]:
     async with ClusterEmulator() as emulator, kmock.Server(emulator):
         emulator.install_crd(mlmodel_crd)
-        yield emulator
+        try:
+            yield emulator
+        finally:
+            session_requests.extend(emulator.operator_calls())
 
 
 @pytest.fixture()
@@ -175,7 +186,10 @@ def start_operator(
     """Start `mlmodel operator --all-namespaces --standalone` against the emulator; await the result."""
     started: list[OperatorProcess] = []
 
-    async def start(resync: float = 1.0, **env: str) -> OperatorProcess:
+    async def start(
+        resync: float = 1.0, *, args: list[str] | None = None, wait: bool = True, **env: str
+    ) -> OperatorProcess:
+        """`args` replace `--standalone` (e.g. `--peering=NAME`); `wait=False` returns at once."""
         metrics_port = free_port()
         environment = {
             key: value
@@ -194,7 +208,7 @@ def start_operator(
         environment.update(env)
         log_path = tmp_path / f"operator-{len(started)}.log"
         process = spawn(
-            [*operator_command(), "--all-namespaces", "--standalone", "--verbose"],
+            [*operator_command(), "--all-namespaces", *(args or ["--standalone"]), "--verbose"],
             environment,
             log_path,
         )
@@ -207,7 +221,10 @@ def start_operator(
             watched = {c.resource for c in cluster.operator_calls() if c.verb == "watch"}
             return {"mlmodels", "deployments"} <= watched
 
-        await wait_for(watching, timeout=30, what="the operator to watch mlmodels and deployments")
+        if wait:
+            await wait_for(
+                watching, timeout=30, what="the operator to watch mlmodels and deployments"
+            )
         return operator
 
     yield start

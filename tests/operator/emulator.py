@@ -164,6 +164,34 @@ class WatchEvent:
     old: dict[str, Any] | None
 
 
+def canonicalise_quantities(kind: Kind, obj: Any) -> Any:
+    """Rewrite the pod quantities as the API server stores them (1024Mi -> 1Gi, 0.5 -> 500m).
+
+    The operator's own canonicaliser is checked against apimachinery's spellings in
+    test_quantity.py; here it plays the API server, so an operator that sent non-canonical
+    quantities would see a difference on every resync."""
+    from mlmodel_operator.quantity import canonical_quantity, canonical_resources
+
+    if not isinstance(obj, dict):
+        return obj
+    if kind.kind == "Pod":
+        pod_spec = obj.get("spec")
+    elif kind.kind == "Deployment":
+        pod_spec = ((obj.get("spec") or {}).get("template") or {}).get("spec")
+    else:
+        return obj
+    if not isinstance(pod_spec, dict):
+        return obj
+    for container in [*(pod_spec.get("containers") or []), *(pod_spec.get("initContainers") or [])]:
+        if isinstance(container, dict) and isinstance(container.get("resources"), dict):
+            container["resources"] = canonical_resources(container["resources"])
+    for volume in pod_spec.get("volumes") or []:
+        empty_dir = volume.get("emptyDir") if isinstance(volume, dict) else None
+        if isinstance(empty_dir, dict) and "sizeLimit" in empty_dir:
+            empty_dir["sizeLimit"] = canonical_quantity(empty_dir["sizeLimit"])
+    return obj
+
+
 def now_iso() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -511,7 +539,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         return copy.deepcopy(current)
 
     def _create(self, kind: Kind, namespace: str | None, body: dict[str, Any]) -> dict[str, Any]:
-        obj = copy.deepcopy(body)
+        obj = canonicalise_quantities(kind, copy.deepcopy(body))
         meta = obj.setdefault("metadata", {})
         if kind.namespaced:
             namespace = namespace or meta.get("namespace")
@@ -560,7 +588,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             else:
                 result.pop("status", None)
         else:
-            result = copy.deepcopy(new)
+            result = canonicalise_quantities(kind, copy.deepcopy(new))
             result["apiVersion"], result["kind"] = kind.api_version, kind.kind
             if "status" in kind.subresources:  # the main resource ignores status changes
                 if "status" in old:

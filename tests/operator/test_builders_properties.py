@@ -156,6 +156,12 @@ _TOLERATION = st.fixed_dictionaries(
         "tolerationSeconds": st.integers(-(2**63), 2**63 - 1),
     },
 )
+# Units in the order the Prometheus Operator's Duration pattern wants (h, m, s, ms, each at most
+# once). The CRD's own pattern also lets "1s1m" and "5s5s" through, which a ServiceMonitor refuses:
+# widen this to the CRD's pattern once the CRD (and spec.DURATION_PATTERN) require that order.
+_INTERVALS = st.from_regex(r"([0-9]{1,3}h)?([0-9]{1,3}m)?([0-9]{1,3}s)?([0-9]{1,3}ms)?", fullmatch=True).filter(
+    bool
+)
 _SECRET_KEY_REF = st.builds(lambda name, key: {"secretRef": {"name": name, "key": key}}, _OBJECT_NAME, _NON_EMPTY)
 _MS = st.one_of(st.integers(0, 1000), st.floats(0, 1000, allow_nan=False))
 
@@ -179,7 +185,7 @@ def specs(draw) -> dict:
             {},
             optional={
                 "serviceMonitor": st.booleans(),
-                "interval": st.from_regex(r"([0-9]{1,3}(ms|s|m|h)){1,3}", fullmatch=True),
+                "interval": _INTERVALS,
                 "labels": st.dictionaries(_LABEL_KEY, _LABEL_VALUE, max_size=3),
             },
         ),

@@ -1,0 +1,159 @@
+"""`mlmodel serve` as a real process (uvicorn on a loopback port): both examples, tiny models from a
+YAML file and from MLMODEL_* variables, several workers, artifact failures, and SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import runtime_models
+from conftest import Models, free_port, write_mlmodel
+
+ECS_FIELDS = {"@timestamp", "log.level", "message", "ecs.version", "service.name", "labels.model"}
+
+
+def test_serves_a_yaml_file_with_a_relative_uri(models: Models, tmp_path: Path, start_server) -> None:
+    manifest = write_mlmodel(tmp_path / "model", "reviews", models.text)
+    server = start_server([str(manifest)])
+    server.wait_ready()
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        v2 = client.post(
+            "/v2/models/reviews/infer",
+            json={"id": "x", "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["great, wonderful"]}]},
+            headers={"X-Request-ID": "subprocess-1"},
+        )
+        assert v2.status_code == 200, v2.text
+        assert v2.json()["id"] == "x" and v2.json()["model_version"] == "2.0.0"
+        assert v2.json()["outputs"][0]["data"] == ["positive"]
+        v1 = client.post("/v1/models/reviews:predict", json={"instances": ["awful, boring"]})
+        assert v1.json() == {"predictions": ["negative"]}
+        assert client.get("/v2/models/reviews").json()["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
+        assert client.get("/v2/models/reviews/ready").status_code == 200
+        bad = client.post("/v2/models/reviews/infer", content=b"not json")
+        assert bad.status_code == 400 and "not valid JSON" in bad.json()["error"]
+        assert client.get("/docs").status_code == 200
+    lines = [json.loads(line) for line in server.logs().splitlines() if line.startswith("{")]
+    assert lines and all(ECS_FIELDS <= set(line) for line in lines)
+    access = [line for line in lines if line.get("http.request.id") == "subprocess-1"]
+    assert access and access[0]["http.response.status_code"] == 200
+    assert any(line["message"] == "model ready" for line in lines)
+
+
+def test_serves_both_examples(repo_root: Path, start_server) -> None:
+    for example, name, check in (
+        ("sentiment", "sentiment", lambda outputs: outputs[0]["data"] == ["positive", "negative"]),
+        ("house-prices", "house-prices", lambda outputs: 50_000 < outputs[0]["data"][0] < outputs[0]["data"][1]),
+    ):
+        folder = repo_root / "examples" / example
+        server = start_server([str(folder / "mlmodel.yaml")])
+        seconds = server.wait_ready()
+        print(f"{example}: ready {seconds:.2f}s after start")
+        request = json.loads((folder / "request.json").read_text())
+        response = httpx.post(f"{server.url}/v2/models/{name}/infer", json=request, timeout=10)
+        assert response.status_code == 200, response.text
+        assert response.json()["id"] == request["id"]
+        assert check(response.json()["outputs"]), response.text
+        assert "does not have valid feature names" not in server.logs()
+        server.process.send_signal(signal.SIGINT)
+        assert server.process.wait(15) == 0
+
+
+def _ready_pids(logs: str) -> set[int]:
+    lines = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
+    return {line["process.pid"] for line in lines if line["message"] == "model ready"}
+
+
+def test_env_only_serve_with_two_workers(models: Models, start_server) -> None:
+    server = start_server(
+        ["--workers", "2"],
+        env={
+            "MLMODEL_MODEL_NAME": "houses",
+            "MLMODEL_MODEL_URI": f"file://{models.tabular.path}",
+            "MLMODEL_MODEL_SHA256": models.tabular.sha256,
+        },
+    )
+    server.wait_ready()
+    deadline = time.monotonic() + 60
+    while len(_ready_pids(server.logs())) < 2:  # each worker loads its own copy
+        assert time.monotonic() < deadline, server.logs()
+        time.sleep(0.1)
+    rows = [[1.0, 2.0, 3.0, 4.0]]
+    expected = float(runtime_models.house_price(__import__("numpy").array(rows))[0])
+    for _ in range(6):
+        with httpx.Client(base_url=server.url, timeout=10) as client:  # new connection: any worker
+            response = client.post("/v1/models/houses:predict", json={"instances": rows})
+            assert response.status_code == 200, response.text
+            assert abs(response.json()["predictions"][0] - expected) < 1e-6
+    pids = _ready_pids(server.logs())
+    assert len(pids) == 2 and server.process.pid not in pids
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(30) == 0
+
+
+def test_unreachable_artifact_keeps_the_process_alive_and_not_ready(models: Models, start_server) -> None:
+    closed_port = free_port()
+    server = start_server(
+        [],
+        env={
+            "MLMODEL_MODEL_NAME": "gone",
+            "MLMODEL_MODEL_URI": f"http://127.0.0.1:{closed_port}/model.joblib",
+            "MLMODEL_MODEL_SHA256": models.text.sha256,
+        },
+    )
+    server.wait_listening()
+    deadline = time.monotonic() + 20
+    body: dict = {}
+    while time.monotonic() < deadline:
+        ready = httpx.get(f"{server.url}/v2/health/ready", timeout=5)
+        assert ready.status_code == 503
+        body = ready.json()
+        if body["reason"] != "Loading":
+            break
+        time.sleep(0.1)
+    assert body["reason"] == "ArtifactUnreachable", body
+    assert f"127.0.0.1:{closed_port}" in body["message"]
+    time.sleep(1.0)
+    assert server.process.poll() is None
+    assert httpx.get(f"{server.url}/v2/health/live", timeout=5).status_code == 200
+    metrics = httpx.get(f"{server.url}/metrics", timeout=5).text
+    assert 'mlmodel_artifact_errors_total{model="gone",reason="ArtifactUnreachable"}' in metrics
+
+
+def test_sigterm_flips_readiness_first_and_finishes_the_request(tmp_path: Path, start_server) -> None:
+    slow = runtime_models.slow_doubler(tmp_path / "slow.joblib", delay=2.0)
+    manifest = write_mlmodel(tmp_path / "model", "slow", slow)
+    server = start_server(
+        [str(manifest)],
+        env={"MLMODEL_SHUTDOWN_DRAIN_SECONDS": "0.5", "MLMODEL_SHUTDOWN_GRACE_SECONDS": "15"},
+    )
+    server.wait_ready()
+    result: dict = {}
+
+    def call() -> None:
+        request = {"inputs": [{"name": "input-0", "shape": [1, 1], "datatype": "FP64", "data": [21.0]}]}
+        result["response"] = httpx.post(f"{server.url}/v2/models/slow/infer", json=request, timeout=30)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    deadline = time.monotonic() + 10
+    while 'mlmodel_requests_in_flight{model="slow"} 1.0' not in httpx.get(f"{server.url}/metrics").text:
+        assert time.monotonic() < deadline, "the request never started"
+        time.sleep(0.02)
+    signalled = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    ready = httpx.get(f"{server.url}/v2/health/ready", timeout=5)
+    assert ready.status_code == 503
+    assert ready.json()["reason"] == "ShuttingDown"
+    caller.join(30)
+    assert result["response"].status_code == 200, result["response"].text
+    assert result["response"].json()["outputs"][0]["data"] == [42.0]
+    assert server.process.wait(15) == 0
+    assert time.monotonic() - signalled < 15
+    messages = [json.loads(line)["message"] for line in server.logs().splitlines() if line.startswith("{")]
+    assert "shutting down, readiness now false" in messages
+    assert messages.index("shutting down, readiness now false") < messages.index("draining done, stopping")
