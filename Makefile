@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8080
 
-.PHONY: help install serve test test-fast lint typecheck examples images clean
+.PHONY: help install serve test test-fast lint typecheck examples images bench bench-operator clean
 
 help:
 	@echo "make serve      serve the sentiment example locally (trains it first if needed)"
@@ -14,6 +14,8 @@ help:
 	@echo "make lint       ruff over the code"
 	@echo "make typecheck  mypy over the runtime and operator packages"
 	@echo "make examples   retrain both example models"
+	@echo "make bench      serving benchmark: ours vs MLServer, FastAPI, Flask (about 12 min; BENCH_ARGS=--quick)"
+	@echo "make bench-operator  the operator with 500 MLModels against the API emulator"
 	@echo "make images     build the runtime and operator images (BASE_IMAGE=... to change the base)"
 
 $(BIN)/mlmodel: pyproject.toml
@@ -32,6 +34,13 @@ serve: $(BIN)/mlmodel examples/sentiment/model.joblib
 examples: $(BIN)/mlmodel
 	$(BIN)/python examples/sentiment/train.py
 	$(BIN)/python examples/house-prices/train.py
+
+# Builds benchmarks/.venv-mlserver and .venv-baselines on first use; writes benchmarks/results/.
+bench: $(BIN)/mlmodel examples/sentiment/model.joblib
+	$(BIN)/python benchmarks/serving.py $(BENCH_ARGS)
+
+bench-operator: $(BIN)/mlmodel
+	$(BIN)/python benchmarks/operator_scale.py $(BENCH_ARGS)
 
 test: $(BIN)/mlmodel
 	bash .ci/system-packages.sh

@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None) -> Settings:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=500, help="MLModels to create (default 500)")
     parser.add_argument("--namespaces", type=int, default=5, help="spread over this many namespaces")
-    parser.add_argument("--resync", type=float, default=20.0,
+    parser.add_argument("--resync", type=float, default=60.0,
                         help="the operator's resync interval in seconds (MLMODEL_OPERATOR_RESYNC_INTERVAL_SECONDS)")
     parser.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
     parser.add_argument("--output-dir", type=Path, default=HERE / "results")

@@ -83,7 +83,13 @@ def removals(last: Any, wanted: Any, live: Any) -> dict[str, Any]:
         if key not in live:
             continue
         if key not in wanted:
-            patch[key] = None
+            if isinstance(before, dict) and isinstance(live[key], dict) and live[key].keys() - before.keys():
+                # A map we no longer want but others added keys to: remove only ours.
+                nested = removals(before, {}, live[key])
+                if nested:
+                    patch[key] = nested
+            else:
+                patch[key] = None
         else:
             nested = removals(before, wanted[key], live[key])
             if nested:

@@ -116,6 +116,8 @@ def register(registry: kopf.OperatorRegistry, ctx: Context, namespaces: Sequence
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
         await ctx.kube.close()
+        if ctx.diagnosis is not None:
+            await ctx.diagnosis.close()
 
     @kopf.on.resume(*MLMODELS, registry=registry)
     @kopf.on.create(*MLMODELS, registry=registry)

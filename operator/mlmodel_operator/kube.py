@@ -59,6 +59,7 @@ class ResourceType:
 MLMODEL = ResourceType("serving.mlmodel.io/v1alpha1", "MLModel", "mlmodels")
 DEPLOYMENT = ResourceType("apps/v1", "Deployment", "deployments")
 SERVICE = ResourceType("v1", "Service", "services")
+POD = ResourceType("v1", "Pod", "pods")  # only listed, to say why a model is not ready
 HPA = ResourceType("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers")
 PDB = ResourceType("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets")
 SERVICEMONITOR = ResourceType("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors")

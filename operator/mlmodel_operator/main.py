@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 import kopf
 
 from mlmodel_operator.handlers import register
 from mlmodel_operator.kube import KubeClient
+from mlmodel_operator.peering import DEFAULT_PEERING_NAME, Peering, own_identity
 from mlmodel_operator.reconcile import Context
 from mlmodel_operator.settings import OperatorSettings
 
@@ -54,6 +56,22 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _peering(
+    args: argparse.Namespace, identity: str, clusterwide: bool, namespaces: list[str]
+) -> Peering:
+    """What kopf's run() makes of the peering flags, for the resync loop to follow."""
+    if args.standalone:
+        return Peering(name=None, identity=identity)
+    plain = tuple(ns for ns in namespaces if not set(ns) & set("*?[!"))
+    return Peering(
+        name=args.peering or DEFAULT_PEERING_NAME,
+        identity=identity,
+        priority=666 if args.dev else (args.priority or 0),
+        mandatory=args.peering is not None,
+        namespaces=() if clusterwide else plain,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = OperatorSettings()
@@ -69,18 +87,22 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     namespaces = list(args.namespace) or ([settings.namespace] if settings.namespace else [])
+    clusterwide = args.all_namespaces or not namespaces
+    identity = own_identity(os.environ)
     ctx = Context(
         settings=settings,
         kube=KubeClient(
             timeout_seconds=settings.api_timeout_seconds,
             crd_check_interval_seconds=settings.crd_check_interval_seconds,
         ),
+        peering=_peering(args, identity, clusterwide, namespaces),
     )
     registry = kopf.OperatorRegistry()
     register(registry, ctx, namespaces)
     kopf.run(
         registry=registry,
-        clusterwide=args.all_namespaces or not namespaces,
+        identity=identity,  # type: ignore[arg-type]  # kopf.Identity is a NewType of str
+        clusterwide=clusterwide,
         namespaces=namespaces,
         standalone=args.standalone,
         priority=666 if args.dev else args.priority,

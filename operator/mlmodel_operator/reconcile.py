@@ -23,6 +23,7 @@ from mlmodel_operator.kube import (
     Applied,
     KubeClient,
 )
+from mlmodel_operator.diagnosis import PodDiagnosis
 from mlmodel_operator.peering import Peering
 from mlmodel_operator.settings import OperatorSettings
 from mlmodel_operator.status import compute_status
@@ -47,6 +48,11 @@ class Context:
     clock: Callable[[], datetime.datetime] = utc_now
     # Standalone unless `mlmodel operator` runs with kopf peering (the resync loop follows it).
     peering: Peering = dataclasses.field(default_factory=lambda: Peering(name=None, identity=""))
+    diagnosis: PodDiagnosis | None = None
+
+    def __post_init__(self) -> None:
+        if self.diagnosis is None:
+            self.diagnosis = PodDiagnosis(self.settings)
     # One lock per MLModel uid: event handlers and the resync loop never reconcile it at once.
     locks: dict[str, asyncio.Lock] = dataclasses.field(default_factory=dict)
 
@@ -55,6 +61,8 @@ class Context:
 
     def forget(self, uid: str) -> None:
         self.locks.pop(uid, None)
+        assert self.diagnosis is not None
+        self.diagnosis.forget(uid)
         self.census.forget(uid)
 
     def now(self) -> str:
@@ -119,11 +127,13 @@ async def sync_status(
             return
         if deployment is _UNREAD:
             deployment = await ctx.kube.get(DEPLOYMENT, namespace, name)
+        assert ctx.diagnosis is not None
         status = compute_status(
             mlmodel,
             deployment,
             servicemonitor_supported=await ctx.servicemonitor_supported(),
             now=ctx.now(),
+            artifact_problem=await ctx.diagnosis.problem(ctx.kube, mlmodel, deployment),
         )
         previous = mlmodel.get("status") or {}
         if status == previous:

@@ -44,6 +44,24 @@ class OperatorSettings(BaseSettings):
         le=65535,
         description="Port of the operator's own Prometheus /metrics endpoint; 0 turns it off.",
     )
+    pod_diagnosis_interval_seconds: float = Field(
+        30.0,
+        ge=0,
+        description=(
+            "While a model's Deployment is not fully available, how often its pods are examined "
+            "(container states, and the runtime's /v2/health/ready answer) to say why."
+        ),
+    )
+    pod_probe_enabled: bool = Field(
+        True,
+        description=(
+            "Ask not-ready runtime pods why over HTTP (GET /v2/health/ready on their http port); "
+            "turn off where network policies block operator-to-pod traffic."
+        ),
+    )
+    pod_probe_timeout_seconds: float = Field(
+        2.0, gt=0, description="Timeout of one readiness question to a runtime pod."
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level of the operator."
     )

@@ -32,8 +32,12 @@ JSON = "application/json"
 DOCS_STATIC = "/docs/static"
 
 
-def json_response(content: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(content), status_code=status_code, media_type=JSON, headers=headers)
+def json_response(
+    content: Any, status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(
+        orjson.dumps(content), status_code=status_code, media_type=JSON, headers=headers
+    )
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -47,7 +51,9 @@ async def read_body(request: Request, limit: int) -> bytes:
         except ValueError:
             raise BadRequest(f"Content-Length {declared!r} is not a number") from None
         if size > limit:
-            raise PayloadTooLarge(f"request body is {size} bytes, over the limit of {limit} bytes: {advice}")
+            raise PayloadTooLarge(
+                f"request body is {size} bytes, over the limit of {limit} bytes: {advice}"
+            )
     chunks: list[bytes] = []
     received = 0
     async for chunk in request.stream():
@@ -59,7 +65,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def _swagger_assets() -> Any:
-    from swagger_ui_bundle import swagger_ui_path
+    from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
     return swagger_ui_path
 
@@ -72,7 +78,11 @@ def create_app(
 ) -> FastAPI:
     """Build the app for one model. ``dataplane`` defaults to one that fetches and loads the model
     named in ``settings`` in the background once the app starts."""
-    plane = dataplane if dataplane is not None else DataPlane(settings, metrics=RuntimeMetrics(settings.model_name))
+    plane = (
+        dataplane
+        if dataplane is not None
+        else DataPlane(settings, metrics=RuntimeMetrics(settings.model_name))
+    )
     # One dict shared by every log line of this process; the data plane adds the digest once loaded.
     log_fields = plane.log_fields
     for key, value in base_fields(
@@ -94,7 +104,7 @@ def create_app(
         version=__version__,
         description=(
             f"Serves the model **{settings.model_name}** over the Open Inference Protocol (V2) and "
-            "the V1 protocol. Errors are JSON bodies `{\"error\": \"...\"}` saying what to fix."
+            'the V1 protocol. Errors are JSON bodies `{"error": "..."}` saying what to fix.'
         ),
         docs_url=None,
         redoc_url=None,
@@ -144,7 +154,9 @@ def create_app(
         body = plane.readiness()
         return json_response(body, 200 if body["ready"] else 503)
 
-    @app.get("/v2", name="v2_server_metadata", tags=["metadata"], response_model=schemas.ServerMetadata)
+    @app.get(
+        "/v2", name="v2_server_metadata", tags=["metadata"], response_model=schemas.ServerMetadata
+    )
     async def server_metadata() -> Response:
         return json_response(plane.server_metadata())
 
@@ -256,7 +268,9 @@ def create_app(
     app.openapi = openapi  # type: ignore[method-assign]
 
     access_log = (
-        AccessLog(log_fields, log_format=settings.log_format, stream=log_stream) if settings.access_log else None
+        AccessLog(log_fields, log_format=settings.log_format, stream=log_stream)
+        if settings.access_log
+        else None
     )
     app.add_middleware(ObservabilityMiddleware, metrics=metrics, access_log=access_log)
     return app

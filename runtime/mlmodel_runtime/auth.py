@@ -16,7 +16,11 @@ RECHECK_SECONDS = 5.0
 
 
 def parse_tokens(text: str) -> tuple[bytes, ...]:
-    return tuple(line.strip().encode() for line in text.splitlines() if line.strip() and not line.startswith("#"))
+    return tuple(
+        line.strip().encode()
+        for line in text.splitlines()
+        if line.strip() and not line.startswith("#")
+    )
 
 
 class BearerTokens:
@@ -34,16 +38,23 @@ class BearerTokens:
             if mtime != self._mtime:
                 self._tokens = parse_tokens(self.path.read_text())
                 self._mtime = mtime
-                logger.info("auth tokens loaded", extra={"path": str(self.path), "tokens": len(self._tokens)})
+                logger.info(
+                    "auth tokens loaded",
+                    extra={"path": str(self.path), "tokens": len(self._tokens)},
+                )
         except OSError as exc:
             # Keep the tokens we had: a Secret being re-mounted must not open the door.
-            logger.error("auth token file unreadable", extra={"path": str(self.path), "error": str(exc)})
+            logger.error(
+                "auth token file unreadable", extra={"path": str(self.path), "error": str(exc)}
+            )
 
     def check(self, authorization: str | None) -> None:
         if time.monotonic() - self._checked > RECHECK_SECONDS:
             self._reload()
         if not authorization or not authorization.lower().startswith("bearer "):
-            raise Unauthorized("missing bearer token: send the header 'Authorization: Bearer <token>'")
+            raise Unauthorized(
+                "missing bearer token: send the header 'Authorization: Bearer <token>'"
+            )
         offered = authorization[7:].strip().encode()
         # Compare against every token so the time taken does not reveal which one nearly matched.
         matched = False

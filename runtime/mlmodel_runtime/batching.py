@@ -80,7 +80,11 @@ class Batcher:
 
     async def _run(self) -> None:
         while self._queue:
-            if len(self._queue) > 1 and self._queued_rows < self.max_batch_size and self.max_wait_seconds > 0:
+            if (
+                len(self._queue) > 1
+                and self._queued_rows < self.max_batch_size
+                and self.max_wait_seconds > 0
+            ):
                 await self._wait_for_more()
             batch = self._take()
             await self._execute(batch)
@@ -110,7 +114,7 @@ class Batcher:
             return
         try:
             outputs = await self._predict(concatenate([item.rows for item in live]))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - handed to the waiting request, not swallowed
             if len(live) == 1:
                 _resolve(live[0], exc)
                 return
@@ -119,7 +123,7 @@ class Batcher:
             for item in live:
                 try:
                     _resolve(item, await self._predict(item.rows))
-                except Exception as single_exc:
+                except Exception as single_exc:  # noqa: BLE001 - handed to its request
                     _resolve(item, single_exc)
             return
         for item, result in zip(live, split(outputs, [item.n_rows for item in live]), strict=True):

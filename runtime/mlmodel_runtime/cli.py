@@ -11,7 +11,10 @@ from pathlib import Path
 
 # Subcommands implemented elsewhere: name -> (module, help). Their own parsers read the arguments.
 DELEGATED = {
-    "render": ("mlmodel_operator.render", "print the Kubernetes objects the operator creates for an MLModel"),
+    "render": (
+        "mlmodel_operator.render",
+        "print the Kubernetes objects the operator creates for an MLModel",
+    ),
     "operator": ("mlmodel_operator.main", "run the operator (kopf) against the current cluster"),
     "history": ("mlmodel_runtime.store.history", "show deployment history from the metadata store"),
 }
@@ -19,7 +22,8 @@ DELEGATED = {
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="mlmodel", description="Serve scikit-learn models over the Open Inference Protocol, on Kubernetes or locally."
+        prog="mlmodel",
+        description="Serve scikit-learn models over the Open Inference Protocol, on Kubernetes or locally.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     serve = commands.add_parser(
@@ -34,13 +38,23 @@ def _parser() -> argparse.ArgumentParser:
         ),
         epilog="example: mlmodel serve examples/sentiment/mlmodel.yaml --port 8080",
     )
-    serve.add_argument("file", nargs="?", type=Path, metavar="FILE.yaml", help="an MLModel YAML file")
+    serve.add_argument(
+        "file", nargs="?", type=Path, metavar="FILE.yaml", help="an MLModel YAML file"
+    )
     serve.add_argument("--host", help="address to listen on (default 0.0.0.0, MLMODEL_HOST)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8080, MLMODEL_PORT)")
-    serve.add_argument("--workers", type=int, help="worker processes (default: spec.runtime.workers or 1)")
-    serve.add_argument("--log-format", choices=["json", "text"], help="json (default) or text for a terminal")
-    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="default info")
-    serve.add_argument("--cache-dir", type=Path, help="where artifacts are downloaded (MLMODEL_CACHE_DIR)")
+    serve.add_argument(
+        "--workers", type=int, help="worker processes (default: spec.runtime.workers or 1)"
+    )
+    serve.add_argument(
+        "--log-format", choices=["json", "text"], help="json (default) or text for a terminal"
+    )
+    serve.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], help="default info"
+    )
+    serve.add_argument(
+        "--cache-dir", type=Path, help="where artifacts are downloaded (MLMODEL_CACHE_DIR)"
+    )
     for name, (_module, help_text) in DELEGATED.items():
         commands.add_parser(name, help=help_text, add_help=False)
     return parser
@@ -64,7 +78,9 @@ def _serve(args: argparse.Namespace) -> int:
         if args.file is not None:
             settings = load_settings(args.file, **overrides)
         else:
-            settings = RuntimeSettings(**{key: value for key, value in overrides.items() if value is not None})
+            settings = RuntimeSettings(
+                **{key: value for key, value in overrides.items() if value is not None}
+            )
     except ManifestError as exc:
         print(f"mlmodel serve: {exc}", file=sys.stderr)
         return 2

@@ -60,6 +60,10 @@ def _json_type(value: Any) -> str:
     return "object"
 
 
+def _a(kind: str) -> str:
+    return ("an " if kind[0] in "aeiou" else "a ") + kind
+
+
 def _names(names: tuple[str, ...] | list[str]) -> str:
     shown = ", ".join(names[:_MAX_NAMES_SHOWN])
     return shown + (f" ... ({len(names)} in all)" if len(names) > _MAX_NAMES_SHOWN else "")
@@ -88,14 +92,18 @@ def _tensor(index: int, raw: Any) -> _Tensor:
     if not isinstance(datatype, str):
         raise BadRequest(f"{where}: datatype is missing; use one of {', '.join(DATATYPES)}")
     if datatype not in NUMERIC_DATATYPES and datatype != "BYTES":
-        raise BadRequest(f'{where}: unknown datatype "{datatype}"; use one of {", ".join(DATATYPES)}')
+        raise BadRequest(
+            f'{where}: unknown datatype "{datatype}"; use one of {", ".join(DATATYPES)}'
+        )
     shape = raw.get("shape")
     if (
         not isinstance(shape, list)
         or not shape
         or not all(type(dim) is int and dim >= 0 for dim in shape)
     ):
-        raise BadRequest(f"{where}: shape must be a list of non-negative integers, e.g. [2] for two rows")
+        raise BadRequest(
+            f"{where}: shape must be a list of non-negative integers, e.g. [2] for two rows"
+        )
     data = raw.get("data")
     if not isinstance(data, list):
         raise BadRequest(f"{where}: data must be a list (row-major, flat or nested)")
@@ -110,7 +118,9 @@ def _rows_of(tensor: _Tensor, columns: int) -> int:
     if len(shape) == 2 and shape[1] == columns:
         return shape[0]
     expected = "[n] or [n, 1]" if columns == 1 else f"[n, {columns}]"
-    raise BadRequest(f'input "{tensor.name}": shape {shape} cannot be used; expected {expected} for n rows')
+    raise BadRequest(
+        f'input "{tensor.name}": shape {shape} cannot be used; expected {expected} for n rows'
+    )
 
 
 def _size_mismatch(tensor: _Tensor, found: int) -> BadRequest:
@@ -133,7 +143,7 @@ def _strings(tensor: _Tensor) -> list[str]:
     for position, value in enumerate(data):
         if type(value) is not str:
             raise BadRequest(
-                f'input "{tensor.name}": data[{position}] is a {_json_type(value)}; BYTES data must be strings'
+                f'input "{tensor.name}": data[{position}] is {_a(_json_type(value))}; BYTES data must be strings'
             )
     return data
 
@@ -207,7 +217,9 @@ def _tabular_rows(tensors: list[_Tensor], signature: Signature) -> tuple[np.ndar
         by_name[tensor.name] = tensor
     missing = [name for name in features if name not in by_name]
     if missing:
-        raise BadRequest(f"missing input{'s' if len(missing) > 1 else ''} {_names(missing)}; this model takes {expected}")
+        raise BadRequest(
+            f"missing input{'s' if len(missing) > 1 else ''} {_names(missing)}; this model takes {expected}"
+        )
     n_rows = -1
     matrix = np.empty((0, 0))
     for column, name in enumerate(features):
@@ -271,7 +283,9 @@ def _requested_outputs(raw: Any, signature: Signature) -> tuple[str, ...]:
         if not isinstance(name, str):
             raise BadRequest(f"outputs[{index}] must be an object with a name")
         if name not in available:
-            raise BadRequest(f'unknown output "{name}"; this model returns {_names(list(available))}')
+            raise BadRequest(
+                f'unknown output "{name}"; this model returns {_names(list(available))}'
+            )
         names.append(name)
     return tuple(names)
 
@@ -290,9 +304,18 @@ def encode_v2(
         if spec.name not in wanted:
             continue
         values = outputs[spec.name]
-        data: Any = values.ravel().tolist() if spec.datatype == "BYTES" else np.ascontiguousarray(values).ravel()
+        data: Any = (
+            values.ravel().tolist()
+            if spec.datatype == "BYTES"
+            else np.ascontiguousarray(values).ravel()
+        )
         encoded.append(
-            {"name": spec.name, "datatype": spec.datatype, "shape": list(values.shape), "data": data}
+            {
+                "name": spec.name,
+                "datatype": spec.datatype,
+                "shape": list(values.shape),
+                "data": data,
+            }
         )
     response: dict[str, Any] = {"model_name": model_name}
     if model_version:
@@ -326,7 +349,9 @@ def _v1_text(index: int, item: Any) -> str:
     if type(item) is list and len(item) == 1:
         item = item[0]
     if type(item) is not str:
-        raise BadRequest(f"instances[{index}] is a {_json_type(item)}; this model takes one string per instance")
+        raise BadRequest(
+            f"instances[{index}] is {_a(_json_type(item))}; this model takes one string per instance"
+        )
     return item
 
 
@@ -343,7 +368,9 @@ def _v1_row(index: int, item: Any, signature: Signature) -> list[Any]:
             raise BadRequest(f"instances[{index}] lacks {_names(missing)}")
         unknown = [name for name in item if name not in set(features)]
         if unknown:
-            raise BadRequest(f"instances[{index}] has unknown features {_names(unknown)}; expected {_names(features)}")
+            raise BadRequest(
+                f"instances[{index}] has unknown features {_names(unknown)}; expected {_names(features)}"
+            )
         item = [item[name] for name in features]
     if not isinstance(item, list) or len(item) != signature.n_features:
         raise BadRequest(
@@ -352,7 +379,9 @@ def _v1_row(index: int, item: Any, signature: Signature) -> list[Any]:
         )
     for value in item:
         if value is not None and (type(value) not in (int, float, bool)):
-            raise BadRequest(f"instances[{index}] holds a {_json_type(value)}; features must be numbers")
+            raise BadRequest(
+                f"instances[{index}] holds {_a(_json_type(value))}; features must be numbers"
+            )
     return item
 
 

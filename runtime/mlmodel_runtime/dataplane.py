@@ -137,7 +137,9 @@ class DataPlane:
         except ArtifactError:
             return  # reported by _artifact_failed; not retryable, so the server stays not-ready
         except Exception as exc:
-            self._failed("ModelLoadFailed", f"loading the model failed: {type(exc).__name__}: {exc}")
+            self._failed(
+                "ModelLoadFailed", f"loading the model failed: {type(exc).__name__}: {exc}"
+            )
             logger.exception("model load failed", extra={"reason": "ModelLoadFailed"})
             return
         seconds = time.monotonic() - self._started
@@ -148,7 +150,9 @@ class DataPlane:
         )
         self.log_fields["labels.digest"] = self.digest
         self.metrics.load_duration.set(seconds)
-        self.metrics.model_info(version=self.version, digest=self.digest, model_format=self.settings.model_format)
+        self.metrics.model_info(
+            version=self.version, digest=self.digest, model_format=self.settings.model_format
+        )
         self._loaded = True
         self.reason, self.message = "", ""
         if not self.shutting_down:
@@ -163,7 +167,9 @@ class DataPlane:
         )
         if self.recorder is not None:
             try:
-                self.recorder.model_loaded(digest=self.digest, version=self.version or None, load_duration_seconds=seconds)
+                self.recorder.model_loaded(
+                    digest=self.digest, version=self.version or None, load_duration_seconds=seconds
+                )
             except Exception:  # the metadata store must never cost us serving
                 logger.exception("metadata store unavailable")
 
@@ -184,14 +190,20 @@ class DataPlane:
         if self.ready:
             return {"ready": True}
         if self.shutting_down:
-            return {"ready": False, "reason": SHUTTING_DOWN, "message": "the server is stopping: finishing requests in flight"}
+            return {
+                "ready": False,
+                "reason": SHUTTING_DOWN,
+                "message": "the server is stopping: finishing requests in flight",
+            }
         return {"ready": False, "reason": self.reason, "message": self.message}
 
     def check_model(self, name: str, version: str | None = None) -> None:
         if name != self.name:
             raise ModelNotFound(f'model "{name}" not found; this server serves "{self.name}"')
         if version is not None and self.version and version != self.version:
-            raise ModelNotFound(f'model "{name}" has no version "{version}"; the version served is "{self.version}"')
+            raise ModelNotFound(
+                f'model "{name}" has no version "{version}"; the version served is "{self.version}"'
+            )
 
     def _signature_or_503(self):  # type: ignore[no-untyped-def]
         if not self._loaded or self._model is None:
@@ -218,7 +230,11 @@ class DataPlane:
         request = codec.decode_v2(body, signature)
         outputs = await self._infer(request, request_id)
         return codec.encode_v2(
-            model_name=self.name, model_version=self.version, request=request, outputs=outputs, signature=signature
+            model_name=self.name,
+            model_version=self.version,
+            request=request,
+            outputs=outputs,
+            signature=signature,
         )
 
     async def infer_v1(self, body: bytes, *, request_id: str | None = None) -> bytes:
@@ -244,7 +260,9 @@ class DataPlane:
             raise BadRequest(f"the model rejected the input: {exc}") from None
         except Exception as exc:
             logger.exception("inference failed", extra={"http.request.id": request_id})
-            raise InferenceFailed(f"the model failed on this request: {type(exc).__name__}: {exc}") from None
+            raise InferenceFailed(
+                f"the model failed on this request: {type(exc).__name__}: {exc}"
+            ) from None
         finally:
             self.in_flight -= 1
             self.metrics.in_flight.dec()
@@ -252,7 +270,13 @@ class DataPlane:
             self._record(request, outputs, request_id, time.perf_counter() - started)
         return outputs
 
-    def _record(self, request: codec.InferenceRequest, outputs: Outputs, request_id: str | None, seconds: float) -> None:
+    def _record(
+        self,
+        request: codec.InferenceRequest,
+        outputs: Outputs,
+        request_id: str | None,
+        seconds: float,
+    ) -> None:
         try:
             self.recorder.log_prediction(
                 request_id=request_id,
@@ -272,5 +296,10 @@ class DataPlane:
         labels = outputs.get(LABEL_OUTPUT)
         if labels is not None:
             values, counts = np.unique(labels, return_counts=True)
-            self.metrics.count_labels({str(value): int(count) for value, count in zip(values.tolist(), counts.tolist(), strict=True)})
+            self.metrics.count_labels(
+                {
+                    str(value): int(count)
+                    for value, count in zip(values.tolist(), counts.tolist(), strict=True)
+                }
+            )
         return outputs

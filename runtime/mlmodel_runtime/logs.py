@@ -16,11 +16,18 @@ ECS_VERSION = "8.11.0"
 SERVICE_NAME = "mlmodel-runtime"
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=`` and is context.
-_RECORD_FIELDS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
+_RECORD_FIELDS = frozenset(logging.makeLogRecord({}).__dict__) | {
+    "message",
+    "asctime",
+    "color_message",
+}
 
 
 def ecs_timestamp(seconds: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{int(seconds * 1000) % 1000:03d}Z"
+    return (
+        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        + f".{int(seconds * 1000) % 1000:03d}Z"
+    )
 
 
 def base_fields(*, model: str, namespace: str = "", pod_name: str = "") -> dict[str, Any]:
@@ -98,7 +105,9 @@ def configure_logging(
 class AccessLog:
     """Writes one line per HTTP request without LogRecords or formatters: a dict, orjson, one write."""
 
-    def __init__(self, fields: dict[str, Any], *, log_format: str = "json", stream: IO[str] | None = None) -> None:
+    def __init__(
+        self, fields: dict[str, Any], *, log_format: str = "json", stream: IO[str] | None = None
+    ) -> None:
         self.fields = fields
         self.json = log_format == "json"
         self._stream = stream or sys.stdout
@@ -110,7 +119,14 @@ class AccessLog:
             self._fd = None  # an in-memory stream (tests): write through it
 
     def log(
-        self, *, method: str, path: str, status: int, duration_ns: int, request_id: str, client: str | None
+        self,
+        *,
+        method: str,
+        path: str,
+        status: int,
+        duration_ns: int,
+        request_id: str,
+        client: str | None,
     ) -> None:
         if self.json:
             document = {

@@ -28,7 +28,9 @@ def read_mlmodel(text: str, source: str = "<input>") -> dict[str, Any]:
     if not mlmodels:
         raise ManifestError(f"{source} holds no document with kind: {KIND}")
     if len(mlmodels) > 1:
-        raise ManifestError(f"{source} holds {len(mlmodels)} MLModels; `mlmodel serve` serves one per file")
+        raise ManifestError(
+            f"{source} holds {len(mlmodels)} MLModels; `mlmodel serve` serves one per file"
+        )
     return mlmodels[0]
 
 
@@ -37,7 +39,11 @@ def resolve_uri(uri: str, base_dir: Path) -> str:
     URIs and absolute paths are returned as they are."""
     if uri.startswith("file:"):
         parts = urlsplit(uri)
-        path = unquote(parts.netloc + parts.path) if parts.netloc not in ("", "localhost") else unquote(parts.path)
+        path = (
+            unquote(parts.netloc + parts.path)
+            if parts.netloc not in ("", "localhost")
+            else unquote(parts.path)
+        )
         candidate = Path(path).expanduser()
         return str(candidate if candidate.is_absolute() else (base_dir / candidate).resolve())
     if "://" in uri:

@@ -42,13 +42,18 @@ class RuntimeMetrics:
             "mlmodel_model_info", "The model being served (always 1).",
             ["model", "version", "digest", "format"], registry=r,
         )  # fmt: skip
-        self.ready = Gauge("mlmodel_model_ready", "1 when the model is loaded and serving.", ["model"], registry=r).labels(model)
+        self.ready = Gauge(
+            "mlmodel_model_ready", "1 when the model is loaded and serving.", ["model"], registry=r
+        ).labels(model)
         self._artifact_errors = Counter(
             "mlmodel_artifact_errors", "Failed attempts to fetch or load the model artifact, by reason.",
             ["model", "reason"], registry=r,
         )  # fmt: skip
         self.in_flight = Gauge(
-            "mlmodel_requests_in_flight", "Prediction requests being handled.", ["model"], registry=r
+            "mlmodel_requests_in_flight",
+            "Prediction requests being handled.",
+            ["model"],
+            registry=r,
         ).labels(model)
         self.shed = Counter(
             "mlmodel_requests_shed", "Prediction requests refused with 503 because too many were in flight.",
@@ -64,11 +69,15 @@ class RuntimeMetrics:
         key = (endpoint, code)
         counter = self._request_children.get(key)
         if counter is None:
-            counter = self._request_children[key] = self.requests.labels(self.model, endpoint, str(code))
+            counter = self._request_children[key] = self.requests.labels(
+                self.model, endpoint, str(code)
+            )
         counter.inc()
         histogram = self._duration_children.get(endpoint)
         if histogram is None:
-            histogram = self._duration_children[endpoint] = self.request_duration.labels(self.model, endpoint)
+            histogram = self._duration_children[endpoint] = self.request_duration.labels(
+                self.model, endpoint
+            )
         histogram.observe(seconds)
 
     def count_labels(self, labels: dict[str, int]) -> None:

@@ -10,7 +10,7 @@ from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -18,7 +18,7 @@ logger = logging.getLogger("mlmodel_runtime.model")
 
 # What one request (or one batch of requests) hands the model: texts, or a float64 matrix with
 # one column per feature. Both concatenate cheaply, which is what batching needs.
-Rows = Union[list[str], np.ndarray]
+Rows = list[str] | np.ndarray
 Outputs = dict[str, np.ndarray]
 
 LABEL_OUTPUT = "label"
@@ -137,7 +137,9 @@ def derive_signature(estimator: Any) -> Signature:
         inputs: tuple[TensorSpec, ...] = (TensorSpec(TEXT_INPUT, "BYTES", (-1,)),)
     else:
         names = getattr(estimator, "feature_names_in_", None)
-        n_features = int(getattr(estimator, "n_features_in_", 0) or (len(names) if names is not None else 0))
+        n_features = int(
+            getattr(estimator, "n_features_in_", 0) or (len(names) if names is not None else 0)
+        )
         if n_features <= 0:
             raise ModelLoadError(
                 "UnknownInputs",
@@ -154,7 +156,9 @@ def derive_signature(estimator: Any) -> Signature:
     if is_classifier(estimator) and getattr(estimator, "classes_", None) is not None:
         classes = np.asarray(estimator.classes_)
         labels = tuple(classes.tolist())
-        outputs: tuple[TensorSpec, ...] = (TensorSpec(LABEL_OUTPUT, datatype_of(classes.dtype), (-1,)),)
+        outputs: tuple[TensorSpec, ...] = (
+            TensorSpec(LABEL_OUTPUT, datatype_of(classes.dtype), (-1,)),
+        )
         if hasattr(estimator, "predict_proba"):
             outputs += (TensorSpec(PROBABILITIES_OUTPUT, "FP64", (-1, len(labels))),)
     else:
@@ -237,7 +241,7 @@ class SKLearnModel(Model):
         rows: Rows = [""] if signature.takes_text else np.zeros((1, signature.n_features))
         try:
             self.predict_sync(rows)
-        except Exception as exc:  # a model may reject zeros; real requests will tell
+        except Exception as exc:  # noqa: BLE001 - a model may reject zeros; real requests will tell
             logger.info("model warm-up skipped", extra={"error": str(exc)})
 
     def predict_sync(self, rows: Rows) -> Outputs:
@@ -247,7 +251,7 @@ class SKLearnModel(Model):
             raise RuntimeError("model not loaded")
         features: Any = rows
         if signature.feature_names:
-            import pandas as pd
+            import pandas as pd  # type: ignore[import-untyped]
 
             # Fitted on a DataFrame: give it one with the same column names, as at fit time.
             features = pd.DataFrame(rows, columns=list(signature.feature_names), copy=False)

@@ -15,8 +15,12 @@ Datatype = Literal[
 
 
 class RequestInput(BaseModel):
-    name: str = Field(description="An input from the model's metadata, e.g. 'text' or a feature name.")
-    shape: list[int] = Field(description="[n] for n rows of one value; [n, k] for the 'input-0' matrix.")
+    name: str = Field(
+        description="An input from the model's metadata, e.g. 'text' or a feature name."
+    )
+    shape: list[int] = Field(
+        description="[n] for n rows of one value; [n, k] for the 'input-0' matrix."
+    )
     datatype: Datatype
     data: list[Any] = Field(description="Values in row-major order, flat or nested.")
     parameters: dict[str, Any] | None = None
@@ -31,7 +35,9 @@ class InferenceRequest(BaseModel):
     id: str | None = Field(None, description="Echoed in the response.")
     parameters: dict[str, Any] | None = Field(None, description="Echoed in the response.")
     inputs: list[RequestInput]
-    outputs: list[RequestOutput] | None = Field(None, description="Outputs wanted; all when absent.")
+    outputs: list[RequestOutput] | None = Field(
+        None, description="Outputs wanted; all when absent."
+    )
 
     model_config = {
         "json_schema_extra": {
@@ -39,7 +45,12 @@ class InferenceRequest(BaseModel):
                 {
                     "id": "42",
                     "inputs": [
-                        {"name": "text", "shape": [2], "datatype": "BYTES", "data": ["great film", "dull"]}
+                        {
+                            "name": "text",
+                            "shape": [2],
+                            "datatype": "BYTES",
+                            "data": ["great film", "dull"],
+                        }
                     ],
                 }
             ]
@@ -84,7 +95,9 @@ class ServerMetadata(BaseModel):
 
 class Readiness(BaseModel):
     ready: bool
-    reason: str | None = Field(None, description="CamelCase reason when not ready, e.g. ChecksumMismatch.")
+    reason: str | None = Field(
+        None, description="CamelCase reason when not ready, e.g. ChecksumMismatch."
+    )
     message: str | None = Field(None, description="What is wrong and what to do about it.")
 
 
@@ -118,7 +131,9 @@ def request_body(model: type[BaseModel]) -> dict[str, Any]:
     return {
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}},
+            "content": {
+                "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
+            },
         }
     }
 
@@ -126,7 +141,8 @@ def request_body(model: type[BaseModel]) -> dict[str, Any]:
 def add_request_schemas(openapi: dict[str, Any]) -> dict[str, Any]:
     """Put the request models (and what they refer to) into the document's components."""
     _, definitions = models_json_schema(
-        [(model, "validation") for model in REQUEST_MODELS], ref_template="#/components/schemas/{model}"
+        [(model, "validation") for model in REQUEST_MODELS],
+        ref_template="#/components/schemas/{model}",
     )
     schemas = openapi.setdefault("components", {}).setdefault("schemas", {})
     for name, schema in definitions.get("$defs", {}).items():

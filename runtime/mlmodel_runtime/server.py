@@ -31,7 +31,9 @@ class RuntimeServer(uvicorn.Server):
     keeps serving until requests in flight are done (and, for SIGTERM, ``shutdown_drain_seconds``
     have passed so load balancers have stopped routing here), all within ``shutdown_grace_seconds``."""
 
-    def __init__(self, config: uvicorn.Config, dataplane: DataPlane, settings: RuntimeSettings) -> None:
+    def __init__(
+        self, config: uvicorn.Config, dataplane: DataPlane, settings: RuntimeSettings
+    ) -> None:
         super().__init__(config)
         self.dataplane = dataplane
         self.settings = settings
@@ -43,7 +45,9 @@ class RuntimeServer(uvicorn.Server):
         # deadlock); logging and metrics happen on the next tick.
         if self._drain_started is None:
             self._drain_started = time.monotonic()
-            self._drain_minimum = self.settings.shutdown_drain_seconds if sig == signal.SIGTERM else 0.0
+            self._drain_minimum = (
+                self.settings.shutdown_drain_seconds if sig == signal.SIGTERM else 0.0
+            )
             self.dataplane.shutting_down = True
             return
         self.should_exit = True  # a second signal: stop draining
@@ -58,8 +62,11 @@ class RuntimeServer(uvicorn.Server):
             drained = self.dataplane.in_flight == 0 and elapsed >= min(self._drain_minimum, grace)
             if drained or elapsed >= grace:
                 # uvicorn now closes the socket and waits for open connections: what is left of the grace.
-                self.config.timeout_graceful_shutdown = max(grace - elapsed, 0.5)
-                logger.info("draining done, stopping", extra={"seconds": round(elapsed, 3), "in_flight": self.dataplane.in_flight})
+                self.config.timeout_graceful_shutdown = max(round(grace - elapsed), 1)
+                logger.info(
+                    "draining done, stopping",
+                    extra={"seconds": round(elapsed, 3), "in_flight": self.dataplane.in_flight},
+                )
                 self.should_exit = True
         return await super().on_tick(counter)
 
@@ -76,7 +83,7 @@ def _uvicorn_config(app: Any, settings: RuntimeSettings) -> uvicorn.Config:
         access_log=False,  # our access log (one JSON line per request) replaces uvicorn's
         server_header=False,
         proxy_headers=False,
-        timeout_graceful_shutdown=max(settings.shutdown_grace_seconds, 0.5),
+        timeout_graceful_shutdown=max(round(settings.shutdown_grace_seconds), 1),
         timeout_keep_alive=15,
         backlog=2048,
     )
@@ -85,9 +92,13 @@ def _uvicorn_config(app: Any, settings: RuntimeSettings) -> uvicorn.Config:
 def serve_one(settings: RuntimeSettings, sockets: list[socket.socket] | None = None) -> int:
     """Serve in this process; returns the exit code."""
     dataplane = DataPlane(settings)
-    fields = base_fields(model=settings.model_name, namespace=settings.namespace, pod_name=settings.pod_name)
+    fields = base_fields(
+        model=settings.model_name, namespace=settings.namespace, pod_name=settings.pod_name
+    )
     dataplane.log_fields.update(fields)
-    configure_logging(level=settings.log_level, log_format=settings.log_format, fields=dataplane.log_fields)
+    configure_logging(
+        level=settings.log_level, log_format=settings.log_format, fields=dataplane.log_fields
+    )
     app = create_app(settings, dataplane)
     server = RuntimeServer(_uvicorn_config(app, settings), dataplane, settings)
     server.run(sockets=sockets)
@@ -106,7 +117,9 @@ def serve(settings: RuntimeSettings) -> int:
     configure_logging(
         level=settings.log_level,
         log_format=settings.log_format,
-        fields=base_fields(model=settings.model_name, namespace=settings.namespace, pod_name=settings.pod_name),
+        fields=base_fields(
+            model=settings.model_name, namespace=settings.namespace, pod_name=settings.pod_name
+        ),
     )
     sock = _uvicorn_config("unused", settings).bind_socket()
     return Supervisor(settings, sock).run()
@@ -122,7 +135,9 @@ class Supervisor:
         self.signal_received = signal.SIGTERM
 
     def _start_worker(self) -> Any:
-        process = self.context.Process(target=_worker, args=(self.settings, self.sock), name="mlmodel-worker")
+        process = self.context.Process(
+            target=_worker, args=(self.settings, self.sock), name="mlmodel-worker"
+        )
         process.start()
         return process
 
@@ -138,7 +153,10 @@ class Supervisor:
         while not self.stopping.wait(0.5):
             for index, worker in enumerate(self.workers):
                 if not worker.is_alive() and not self.stopping.is_set():
-                    logger.error("worker died, restarting", extra={"pid": worker.pid, "exit_code": worker.exitcode})
+                    logger.error(
+                        "worker died, restarting",
+                        extra={"pid": worker.pid, "exit_code": worker.exitcode},
+                    )
                     self.workers[index] = self._start_worker()
         for worker in self.workers:
             if worker.is_alive() and worker.pid is not None:
@@ -146,7 +164,9 @@ class Supervisor:
                     os.kill(worker.pid, self.signal_received)
                 except ProcessLookupError:
                     pass
-        deadline = time.monotonic() + self.settings.shutdown_grace_seconds + SUPERVISOR_SLACK_SECONDS
+        deadline = (
+            time.monotonic() + self.settings.shutdown_grace_seconds + SUPERVISOR_SLACK_SECONDS
+        )
         for worker in self.workers:
             worker.join(max(deadline - time.monotonic(), 0.1))
             if worker.is_alive():

@@ -17,7 +17,8 @@ from types import ModuleType
 import pytest
 from container_tools import build_image, inspect_image, run
 
-BASE_IMAGE = os.environ.get("MLMODEL_TEST_BASE_IMAGE", "mlmodel-local/python:3.11-slim-bookworm")
+LOCAL_BASE_PREFIX = "mlmodel-local/"
+BASE_IMAGE = os.environ.get("MLMODEL_TEST_BASE_IMAGE", f"{LOCAL_BASE_PREFIX}python:3.11-slim-bookworm")
 RUNTIME_TAG = "mlmodel-runtime:test"
 OPERATOR_TAG = "mlmodel-operator:test"
 POSTGRES_TAG = "mlmodel-postgres:test"
@@ -51,8 +52,12 @@ def docker_engine(repo_root: Path) -> None:
 
 @pytest.fixture(scope="session")
 def base_image(repo_root: Path, docker_engine: None) -> str:
-    """The local stand-in for python:3.11-slim (debootstrap + docker import; reused when present)."""
-    timed_script(repo_root, "build-base-image.sh", BASE_IMAGE)
+    """The local stand-in for python:3.11-slim (debootstrap + docker import; reused when present),
+    or, where a registry is reachable, the real image named by MLMODEL_TEST_BASE_IMAGE."""
+    if BASE_IMAGE.startswith(LOCAL_BASE_PREFIX):
+        timed_script(repo_root, "build-base-image.sh", BASE_IMAGE)
+    elif run("docker", "image", "inspect", BASE_IMAGE, check=False).returncode != 0:
+        run("docker", "pull", "--quiet", BASE_IMAGE, timeout=600)
     SIZES[BASE_IMAGE] = inspect_image(BASE_IMAGE)["Size"]
     return BASE_IMAGE
 
@@ -110,7 +115,8 @@ def load_operator_fixtures(repo_root: Path) -> ModuleType:
 
 
 operator_fixtures = load_operator_fixtures(Path(__file__).resolve().parents[2])
-# Re-exported fixtures: the emulator on a loopback port with the CRD installed, and a kubeconfig.
-mlmodel_crd = operator_fixtures.mlmodel_crd
-cluster = operator_fixtures.cluster
-kubeconfig = operator_fixtures.kubeconfig
+# Every fixture of the operator tests (the emulator on a loopback port with the CRD installed, the
+# kubeconfig, and whatever those need) is re-exported here under its own name.
+for _name, _value in vars(operator_fixtures).items():
+    if hasattr(_value, "_pytestfixturefunction") or type(_value).__name__ == "FixtureFunctionDefinition":
+        globals().setdefault(_name, _value)

@@ -115,9 +115,15 @@ def test_compose_up_runs_runtime_and_postgres_healthy(repo_root: Path, compose_s
         assert answer.status_code == 200, answer.text
         assert answer.json()["predictions"] == ["positive"]
 
-    # The runtime reached PostgreSQL over the compose network and created its schema there.
-    tables = run(
-        "docker", "exec", containers["postgres"], "psql", "-U", "mlmodel", "-d", "mlmodel", "-tAc",
-        "select count(*) from information_schema.tables where table_schema = 'public'",
-    ).stdout.strip()
-    assert int(tables) > 0, container_logs(containers["runtime"])
+    # The runtime reached PostgreSQL over the compose network and recorded itself there (the
+    # metadata writer is asynchronous: give it a few seconds).
+    query = "select count(*) from information_schema.tables where table_schema = 'public'"
+    tables = 0
+    for _ in range(20):
+        tables = int(run(
+            "docker", "exec", containers["postgres"], "psql", "-U", "mlmodel", "-d", "mlmodel", "-tAc", query,
+        ).stdout.strip())
+        if tables:
+            break
+        time.sleep(0.5)
+    assert tables > 0, container_logs(containers["runtime"])

@@ -7,10 +7,11 @@ from container_tools import docker, inspect_image
 
 pytestmark = pytest.mark.docker
 
-# The targets, measured on the local Debian base (python:3.11-slim is ~15 MB larger).
-RUNTIME_MAX_BYTES = 400 * 10**6
-OPERATOR_MAX_BYTES = 250 * 10**6
-
+# The targets are 400 MB (runtime) and 250 MB (operator) in all. The base is the user's
+# choice (python:3.11-slim, or the ~111 MB debootstrap stand-in here), so what is asserted is what
+# these Dockerfiles add on top of it: the targets less a 111 MB base.
+RUNTIME_MAX_ADDED_BYTES = 289 * 10**6
+OPERATOR_MAX_ADDED_BYTES = 139 * 10**6
 
 def run_python(image: str, code: str) -> tuple[int, str]:
     result = docker("run", "--rm", "--read-only", "--entrypoint", "python", image, "-c", code, check=False)
@@ -72,12 +73,12 @@ def test_operator_image_has_no_scikit_learn(operator_image: str) -> None:
     assert code == 0 and output.strip() == "ok", output
 
 
-def test_image_sizes_meet_the_targets(runtime_image: str, operator_image: str) -> None:
-    runtime_size = inspect_image(runtime_image)["Size"]
-    operator_size = inspect_image(operator_image)["Size"]
-    assert runtime_size < RUNTIME_MAX_BYTES, f"runtime image {runtime_size / 1e6:.0f} MB"
-    assert operator_size < OPERATOR_MAX_BYTES, f"operator image {operator_size / 1e6:.0f} MB"
-
+def test_image_sizes_meet_the_targets(runtime_image: str, operator_image: str, base_image: str) -> None:
+    base_size = inspect_image(base_image)["Size"]
+    runtime_added = inspect_image(runtime_image)["Size"] - base_size
+    operator_added = inspect_image(operator_image)["Size"] - base_size
+    assert runtime_added < RUNTIME_MAX_ADDED_BYTES, f"runtime layers {runtime_added / 1e6:.0f} MB"
+    assert operator_added < OPERATOR_MAX_ADDED_BYTES, f"operator layers {operator_added / 1e6:.0f} MB"
 
 def test_cli_starts_on_a_read_only_root(image: str) -> None:
     result = docker("run", "--rm", "--read-only", image, "--help", check=False)

@@ -275,7 +275,11 @@ def test_resources_default_from_settings_and_user_resources_win():
         "requests": {"cpu": "100m", "memory": "64Mi"},
         "limits": {"memory": "128Mi"},
     }
-    assert _container(SAMPLES["full"], settings)["resources"] == SAMPLES["full"]["spec"]["runtime"]["resources"]
+    # The user's resources are taken whole, spelled as the API server stores them (cpu 2 -> "2").
+    given = SAMPLES["full"]["spec"]["runtime"]["resources"]
+    assert _container(SAMPLES["full"], settings)["resources"] == {
+        part: {name: str(amount) for name, amount in amounts.items()} for part, amounts in given.items()
+    }
 
 
 def test_image_from_spec_else_settings():

@@ -19,11 +19,10 @@ from typing import Any
 import httpx
 import pytest
 import runtime_models
-from runtime_models import Artifact
-
 from mlmodel_runtime.app import create_app
 from mlmodel_runtime.dataplane import DataPlane
 from mlmodel_runtime.settings import RuntimeSettings
+from runtime_models import Artifact
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -48,7 +47,9 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
     )
 
 
-def settings_for(artifact: Artifact, cache_dir: Path, name: str = "model", **values: Any) -> RuntimeSettings:
+def settings_for(
+    artifact: Artifact, cache_dir: Path, name: str = "model", **values: Any
+) -> RuntimeSettings:
     return RuntimeSettings(
         model_name=name,
         model_uri=str(artifact.path),
@@ -102,7 +103,9 @@ class ServerProcess:
         started = time.monotonic()
         while time.monotonic() - started < timeout:
             if self.process.poll() is not None:
-                raise AssertionError(f"server exited with {self.process.returncode}:\n{self.logs()}")
+                raise AssertionError(
+                    f"server exited with {self.process.returncode}:\n{self.logs()}"
+                )
             with contextlib.suppress(httpx.TransportError):
                 if httpx.get(f"{self.url}/v2/health/ready", timeout=2).status_code == 200:
                     return time.monotonic() - started
@@ -113,7 +116,9 @@ class ServerProcess:
         started = time.monotonic()
         while time.monotonic() - started < timeout:
             if self.process.poll() is not None:
-                raise AssertionError(f"server exited with {self.process.returncode}:\n{self.logs()}")
+                raise AssertionError(
+                    f"server exited with {self.process.returncode}:\n{self.logs()}"
+                )
             with contextlib.suppress(httpx.TransportError):
                 httpx.get(f"{self.url}/v2/health/live", timeout=2)
                 return
@@ -143,7 +148,9 @@ def start_server(tmp_path: Path) -> Iterator[Any]:
         environment.update(env or {})
         command = [sys.executable, "-m", "mlmodel_runtime.cli", "serve", *args]
         with log_path.open("wb") as log:
-            process = subprocess.Popen(command, env=environment, stdout=log, stderr=subprocess.STDOUT)
+            process = subprocess.Popen(
+                command, env=environment, stdout=log, stderr=subprocess.STDOUT
+            )
         server = ServerProcess(process, f"http://127.0.0.1:{port}", log_path)
         started.append(server)
         return server
@@ -159,7 +166,9 @@ def start_server(tmp_path: Path) -> Iterator[Any]:
                 server.process.wait()
 
 
-def write_mlmodel(folder: Path, name: str, artifact: Artifact, *, relative: bool = True, extra: str = "") -> Path:
+def write_mlmodel(
+    folder: Path, name: str, artifact: Artifact, *, relative: bool = True, extra: str = ""
+) -> Path:
     """An MLModel YAML beside a copy of the artifact, its uri relative to the YAML's folder."""
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / artifact.path.name

@@ -43,11 +43,11 @@ class SlowDoubler(RegressorMixin, BaseEstimator):
     def __init__(self, delay: float = 0.2) -> None:
         self.delay = delay
 
-    def fit(self, X, y=None):  # noqa: N803 - scikit-learn's argument name
+    def fit(self, X, y=None):
         self.n_features_in_ = np.asarray(X).shape[1]
         return self
 
-    def predict(self, X):  # noqa: N803
+    def predict(self, X):
         values = np.asarray(X, dtype=float)
         time.sleep(self.delay)
         if (values < 0).any():

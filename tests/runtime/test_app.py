@@ -8,10 +8,8 @@ import re
 from pathlib import Path
 
 import numpy as np
-import pytest
 import runtime_models
 from conftest import Models, running_app, settings_for
-
 from mlmodel_runtime.artifact import fetch_artifact_with_retry
 from mlmodel_runtime.dataplane import DataPlane
 
@@ -32,14 +30,21 @@ TEXT_REQUEST = {
 def tabular_request(rows: np.ndarray) -> dict:
     return {
         "inputs": [
-            {"name": name, "shape": [len(rows)], "datatype": "FP64", "data": rows[:, column].tolist()}
+            {
+                "name": name,
+                "shape": [len(rows)],
+                "datatype": "FP64",
+                "data": rows[:, column].tolist(),
+            }
             for column, name in enumerate(runtime_models.FEATURES)
         ]
     }
 
 
 async def test_v2_infer_text_classifier(models: Models, tmp_path: Path) -> None:
-    async with running_app(settings_for(models.text, tmp_path, "sentiment", model_version="1.2.0")) as rt:
+    async with running_app(
+        settings_for(models.text, tmp_path, "sentiment", model_version="1.2.0")
+    ) as rt:
         response = await rt.client.post("/v2/models/sentiment/infer", json=TEXT_REQUEST)
         assert response.status_code == 200, response.text
         assert response.headers["content-type"] == "application/json"
@@ -49,7 +54,12 @@ async def test_v2_infer_text_classifier(models: Models, tmp_path: Path) -> None:
         assert body["id"] == "req-1"
         assert body["parameters"] == {"trace": "abc"}
         label, probabilities = body["outputs"]
-        assert label == {"name": "label", "datatype": "BYTES", "shape": [2], "data": ["positive", "negative"]}
+        assert label == {
+            "name": "label",
+            "datatype": "BYTES",
+            "shape": [2],
+            "data": ["positive", "negative"],
+        }
         assert probabilities["name"] == "probabilities" and probabilities["shape"] == [2, 2]
         values = np.array(probabilities["data"]).reshape(2, 2)
         assert np.allclose(values.sum(axis=1), 1.0)
@@ -57,7 +67,9 @@ async def test_v2_infer_text_classifier(models: Models, tmp_path: Path) -> None:
 
         # Versioned path, nested [n, 1] data, and only the output asked for.
         nested = {
-            "inputs": [{"name": "text", "shape": [1, 1], "datatype": "BYTES", "data": [["great, lovely"]]}],
+            "inputs": [
+                {"name": "text", "shape": [1, 1], "datatype": "BYTES", "data": [["great, lovely"]]}
+            ],
             "outputs": [{"name": "label"}],
         }
         response = await rt.client.post("/v2/models/sentiment/versions/1.2.0/infer", json=nested)
@@ -76,12 +88,23 @@ async def test_v2_infer_tabular_regressor(models: Models, tmp_path: Path) -> Non
             response = await rt.client.post("/v2/models/houses/infer", json=tabular_request(rows))
         assert response.status_code == 200, response.text
         (output,) = response.json()["outputs"]
-        assert output["name"] == "predict" and output["datatype"] == "FP64" and output["shape"] == [3]
+        assert (
+            output["name"] == "predict" and output["datatype"] == "FP64" and output["shape"] == [3]
+        )
         assert np.allclose(output["data"], expected)
         assert "model_version" not in response.json()
 
         # The same rows as one [n, 4] matrix named input-0, row-major.
-        matrix = {"inputs": [{"name": "input-0", "shape": [3, 4], "datatype": "FP32", "data": rows.ravel().tolist()}]}
+        matrix = {
+            "inputs": [
+                {
+                    "name": "input-0",
+                    "shape": [3, 4],
+                    "datatype": "FP32",
+                    "data": rows.ravel().tolist(),
+                }
+            ]
+        }
         response = await rt.client.post("/v2/models/houses/infer", json=matrix)
         assert response.status_code == 200, response.text
         assert np.allclose(response.json()["outputs"][0]["data"], expected)
@@ -109,7 +132,16 @@ async def test_v2_infer_matrix_model_without_feature_names(models: Models, tmp_p
         metadata = (await rt.client.get("/v2/models/matrix")).json()
         assert metadata["inputs"] == [{"name": "input-0", "datatype": "FP64", "shape": [-1, 3]}]
         assert metadata["outputs"][0] == {"name": "label", "datatype": "INT64", "shape": [-1]}
-        request = {"inputs": [{"name": "input-0", "shape": [2, 3], "datatype": "FP64", "data": [[3, 0, 0], [-3, 0, 0]]}]}
+        request = {
+            "inputs": [
+                {
+                    "name": "input-0",
+                    "shape": [2, 3],
+                    "datatype": "FP64",
+                    "data": [[3, 0, 0], [-3, 0, 0]],
+                }
+            ]
+        }
         response = await rt.client.post("/v2/models/matrix/infer", json=request)
         assert response.status_code == 200, response.text
         assert response.json()["outputs"][0]["data"] == [1, 0]
@@ -118,7 +150,8 @@ async def test_v2_infer_matrix_model_without_feature_names(models: Models, tmp_p
 async def test_v1_predict_text_and_tabular(models: Models, tmp_path: Path) -> None:
     async with running_app(settings_for(models.text, tmp_path / "a", "sentiment")) as rt:
         response = await rt.client.post(
-            "/v1/models/sentiment:predict", json={"instances": ["loved it, wonderful", ["terrible, awful"]]}
+            "/v1/models/sentiment:predict",
+            json={"instances": ["loved it, wonderful", ["terrible, awful"]]},
         )
         assert response.status_code == 200, response.text
         assert response.json() == {"predictions": ["positive", "negative"]}
@@ -127,19 +160,30 @@ async def test_v1_predict_text_and_tabular(models: Models, tmp_path: Path) -> No
 
     rows = np.array([[1.0, 2.0, 3.0, 4.0], [2.0, 2.0, 2.0, 2.0]])
     async with running_app(settings_for(models.tabular, tmp_path / "b", "houses")) as rt:
-        instances = [rows[0].tolist(), dict(zip(runtime_models.FEATURES, rows[1].tolist(), strict=True))]
+        instances = [
+            rows[0].tolist(),
+            dict(zip(runtime_models.FEATURES, rows[1].tolist(), strict=True)),
+        ]
         response = await rt.client.post("/v1/models/houses:predict", json={"instances": instances})
         assert response.status_code == 200, response.text
         assert np.allclose(response.json()["predictions"], runtime_models.house_price(rows))
 
 
 async def test_metadata_endpoints(models: Models, tmp_path: Path) -> None:
-    async with running_app(settings_for(models.tabular, tmp_path, "houses", model_version="3")) as rt:
+    async with running_app(
+        settings_for(models.tabular, tmp_path, "houses", model_version="3")
+    ) as rt:
         server = (await rt.client.get("/v2")).json()
-        assert server["name"] == "mlmodel-runtime" and server["version"] and server["extensions"] == []
+        assert (
+            server["name"] == "mlmodel-runtime" and server["version"] and server["extensions"] == []
+        )
         assert (await rt.client.get("/v2/health/live")).json() == {"live": True}
         metadata = (await rt.client.get("/v2/models/houses")).json()
-        assert metadata["name"] == "houses" and metadata["versions"] == ["3"] and metadata["platform"] == "sklearn"
+        assert (
+            metadata["name"] == "houses"
+            and metadata["versions"] == ["3"]
+            and metadata["platform"] == "sklearn"
+        )
         assert metadata["inputs"] == [
             {"name": name, "datatype": "FP64", "shape": [-1]} for name in runtime_models.FEATURES
         ]
@@ -174,7 +218,9 @@ async def test_readiness_before_and_after_load(models: Models, tmp_path: Path) -
         assert infer.json()["error"].startswith('model "sentiment" is not ready (Loading)')
         assert (await rt.client.get("/v2/models/sentiment")).status_code == 503
         assert (await rt.client.get("/v2/health/live")).status_code == 200
-        assert 'mlmodel_model_ready{model="sentiment"} 0.0' in (await rt.client.get("/metrics")).text
+        assert (
+            'mlmodel_model_ready{model="sentiment"} 0.0' in (await rt.client.get("/metrics")).text
+        )
 
         release.set()
         await plane.wait_loaded()
@@ -185,12 +231,18 @@ async def test_readiness_before_and_after_load(models: Models, tmp_path: Path) -
             f'mlmodel_model_info{{digest="{models.text.sha256}",format="sklearn",model="sentiment",version=""}} 1.0'
             in metrics
         )
-        load = re.search(r'mlmodel_model_load_duration_seconds\{model="sentiment"\} ([0-9.e+-]+)', metrics)
+        load = re.search(
+            r'mlmodel_model_load_duration_seconds\{model="sentiment"\} ([0-9.e+-]+)', metrics
+        )
         assert load and float(load.group(1)) > 0
 
 
-async def test_checksum_mismatch_keeps_server_alive_and_not_ready(models: Models, tmp_path: Path) -> None:
-    settings = settings_for(models.text, tmp_path, "sentiment").model_copy(update={"model_sha256": "0" * 64})
+async def test_checksum_mismatch_keeps_server_alive_and_not_ready(
+    models: Models, tmp_path: Path
+) -> None:
+    settings = settings_for(models.text, tmp_path, "sentiment").model_copy(
+        update={"model_sha256": "0" * 64}
+    )
     async with running_app(settings, wait=False) as rt:
         await rt.dataplane.wait_loaded()
         response = await rt.client.get("/v2/health/ready")
@@ -200,7 +252,10 @@ async def test_checksum_mismatch_keeps_server_alive_and_not_ready(models: Models
         assert models.text.sha256 in body["message"] and "0" * 64 in body["message"]
         assert (await rt.client.get("/v2/health/live")).status_code == 200
         metrics = (await rt.client.get("/metrics")).text
-        assert 'mlmodel_artifact_errors_total{model="sentiment",reason="ChecksumMismatch"} 1.0' in metrics
+        assert (
+            'mlmodel_artifact_errors_total{model="sentiment",reason="ChecksumMismatch"} 1.0'
+            in metrics
+        )
 
 
 async def test_unreadable_model_file_is_reported(tmp_path: Path) -> None:
@@ -257,30 +312,45 @@ async def test_bad_requests_get_4xx_with_a_message(models: Models, tmp_path: Pat
     async with running_app(settings_for(models.text, tmp_path, "sentiment")) as rt:
         for body, status, fragment in TEXT_BAD_REQUESTS:
             response = await rt.client.post(
-                "/v2/models/sentiment/infer", content=body, headers={"content-type": "application/json"}
+                "/v2/models/sentiment/infer",
+                content=body,
+                headers={"content-type": "application/json"},
             )
             assert response.status_code == status, (body, response.text)
             assert fragment in response.json()["error"], (body, response.text)
         v1_cases = [
             ({"instances": []}, 'request must be {"instances": [...]}'),
-            ({"instances": [3]}, "instances[0] is a number; this model takes one string per instance"),
+            (
+                {"instances": [3]},
+                "instances[0] is a number; this model takes one string per instance",
+            ),
         ]
         for payload, fragment in v1_cases:
             response = await rt.client.post("/v1/models/sentiment:predict", json=payload)
-            assert response.status_code == 400 and fragment in response.json()["error"], response.text
+            assert response.status_code == 400 and fragment in response.json()["error"], (
+                response.text
+            )
 
         missing = await rt.client.post("/v2/models/nope/infer", json=TEXT_REQUEST)
         assert missing.status_code == 404
         assert missing.json() == {"error": 'model "nope" not found; this server serves "sentiment"'}
         assert (await rt.client.get("/v2/models/nope")).status_code == 404
-        assert (await rt.client.post("/v1/models/nope:predict", json={"instances": ["a"]})).status_code == 404
+        assert (
+            await rt.client.post("/v1/models/nope:predict", json={"instances": ["a"]})
+        ).status_code == 404
         version = await rt.client.post("/v2/models/sentiment/versions/9/infer", json=TEXT_REQUEST)
         assert version.status_code == 200  # no version configured: any version path is this model
 
         no_route = await rt.client.get("/v3/anything")
-        assert no_route.status_code == 404 and "no such endpoint: GET /v3/anything" in no_route.json()["error"]
+        assert (
+            no_route.status_code == 404
+            and "no such endpoint: GET /v3/anything" in no_route.json()["error"]
+        )
         wrong_method = await rt.client.get("/v2/models/sentiment/infer")
-        assert wrong_method.status_code == 405 and "method GET is not allowed" in wrong_method.json()["error"]
+        assert (
+            wrong_method.status_code == 405
+            and "method GET is not allowed" in wrong_method.json()["error"]
+        )
 
 
 async def test_bad_tabular_requests(models: Models, tmp_path: Path) -> None:
@@ -304,7 +374,9 @@ async def test_bad_tabular_requests(models: Models, tmp_path: Path) -> None:
     ]  # fmt: skip
     async with running_app(settings_for(models.tabular, tmp_path, "houses")) as rt:
         for payload, fragment in cases:
-            path = "/v1/models/houses:predict" if "instances" in payload else "/v2/models/houses/infer"
+            path = (
+                "/v1/models/houses:predict" if "instances" in payload else "/v2/models/houses/infer"
+            )
             response = await rt.client.post(path, json=payload)
             assert response.status_code == 400, (payload, response.text)
             assert fragment in response.json()["error"], (payload, response.text)
@@ -352,10 +424,22 @@ async def test_request_id_access_log_and_metrics(models: Models, tmp_path: Path)
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["@timestamp"])
 
         metrics = (await rt.client.get("/metrics")).text
-        assert 'mlmodel_requests_total{code="200",endpoint="v2_infer",model="sentiment"} 1.0' in metrics
-        assert 'mlmodel_requests_total{code="400",endpoint="v2_infer",model="sentiment"} 1.0' in metrics
-        assert 'mlmodel_requests_total{code="200",endpoint="v2_ready",model="sentiment"} 1.0' in metrics
-        assert 'mlmodel_request_duration_seconds_count{endpoint="v2_infer",model="sentiment"} 2.0' in metrics
+        assert (
+            'mlmodel_requests_total{code="200",endpoint="v2_infer",model="sentiment"} 1.0'
+            in metrics
+        )
+        assert (
+            'mlmodel_requests_total{code="400",endpoint="v2_infer",model="sentiment"} 1.0'
+            in metrics
+        )
+        assert (
+            'mlmodel_requests_total{code="200",endpoint="v2_ready",model="sentiment"} 1.0'
+            in metrics
+        )
+        assert (
+            'mlmodel_request_duration_seconds_count{endpoint="v2_infer",model="sentiment"} 2.0'
+            in metrics
+        )
         assert 'mlmodel_predictions_total{label="positive",model="sentiment"} 1.0' in metrics
         assert 'mlmodel_predictions_total{label="negative",model="sentiment"} 1.0' in metrics
         assert 'mlmodel_inference_duration_seconds_count{model="sentiment"}' in metrics
@@ -376,7 +460,13 @@ async def test_docs_work_offline(models: Models, tmp_path: Path) -> None:
         ref = infer["requestBody"]["content"]["application/json"]["schema"]["$ref"]
         assert ref == "#/components/schemas/InferenceRequest"
         schemas = openapi["components"]["schemas"]
-        assert {"InferenceRequest", "RequestInput", "InferenceResponse", "V1Request", "ErrorBody"} <= set(schemas)
+        assert {
+            "InferenceRequest",
+            "RequestInput",
+            "InferenceResponse",
+            "V1Request",
+            "ErrorBody",
+        } <= set(schemas)
         assert "/v1/models/{name}:predict" in openapi["paths"]
 
 
@@ -389,11 +479,15 @@ async def test_bearer_tokens_guard_predictions(models: Models, tmp_path: Path) -
         assert missing.status_code == 401 and "missing bearer token" in missing.json()["error"]
         assert missing.headers["www-authenticate"] == "Bearer"
         wrong = await rt.client.post(
-            "/v1/models/sentiment:predict", json={"instances": ["a"]}, headers={"Authorization": "Bearer nope"}
+            "/v1/models/sentiment:predict",
+            json={"instances": ["a"]},
+            headers={"Authorization": "Bearer nope"},
         )
         assert wrong.status_code == 401 and wrong.json() == {"error": "invalid bearer token"}
         right = await rt.client.post(
-            "/v2/models/sentiment/infer", json=TEXT_REQUEST, headers={"Authorization": "Bearer other"}
+            "/v2/models/sentiment/infer",
+            json=TEXT_REQUEST,
+            headers={"Authorization": "Bearer other"},
         )
         assert right.status_code == 200
         assert (await rt.client.get("/v2/health/ready")).status_code == 200  # probes need no token
@@ -410,7 +504,10 @@ async def test_overload_is_shed_with_retry_after(models: Models, tmp_path: Path)
         assert second.status_code == 503 and second.headers["retry-after"] == "1"
         assert "already in flight (limit 1)" in second.json()["error"]
         assert (await first).status_code == 200
-        assert 'mlmodel_requests_shed_total{model="slow"} 1.0' in (await rt.client.get("/metrics")).text
+        assert (
+            'mlmodel_requests_shed_total{model="slow"} 1.0'
+            in (await rt.client.get("/metrics")).text
+        )
 
 
 async def test_input_the_model_refuses_is_a_400(models: Models, tmp_path: Path) -> None:
@@ -418,4 +515,7 @@ async def test_input_the_model_refuses_is_a_400(models: Models, tmp_path: Path) 
     async with running_app(settings_for(models.slow, tmp_path, "slow")) as rt:
         response = await rt.client.post("/v2/models/slow/infer", json=request)
         assert response.status_code == 400
-        assert response.json()["error"] == "the model rejected the input: SlowDoubler takes non-negative values only"
+        assert (
+            response.json()["error"]
+            == "the model rejected the input: SlowDoubler takes non-negative values only"
+        )

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import Models, running_app, settings_for
-
 from mlmodel_runtime.batching import Batcher
 
 
@@ -72,7 +71,8 @@ async def test_batches_respect_the_maximum_size() -> None:
 async def test_one_bad_request_does_not_fail_the_others() -> None:
     model = RecordingModel()
     batcher = Batcher(model.predict, max_batch_size=64, max_wait_seconds=0.001)
-    blocker = asyncio.ensure_future(batcher.submit(rows(0), 1))  # keeps the model busy so the rest queue
+    # The first request keeps the model busy, so the next three queue up and share one call.
+    blocker = asyncio.ensure_future(batcher.submit(rows(0), 1))
     await asyncio.sleep(0)
     outcomes = await asyncio.gather(
         batcher.submit(rows(1), 1), batcher.submit(rows(-1), 1), batcher.submit(rows(3), 1),
@@ -108,7 +108,10 @@ async def test_http_requests_coalesce_in_the_runtime(models: Models, tmp_path: P
     settings = settings_for(models.slow, tmp_path, "slow", max_batch_size=64, max_batch_wait_ms=2)
 
     def body(value: float) -> dict:
-        return {"id": f"r{value}", "inputs": [{"name": "input-0", "shape": [1, 1], "datatype": "FP64", "data": [value]}]}
+        return {
+            "id": f"r{value}",
+            "inputs": [{"name": "input-0", "shape": [1, 1], "datatype": "FP64", "data": [value]}],
+        }
 
     async with running_app(settings) as rt:
         values = [float(i) for i in range(12)]
@@ -120,7 +123,10 @@ async def test_http_requests_coalesce_in_the_runtime(models: Models, tmp_path: P
             assert response.json()["id"] == f"r{value}"
             assert response.json()["outputs"][0]["data"] == [value * 2]
         metrics = (await rt.client.get("/metrics")).text
-        count = float(re.search(r'mlmodel_batch_size_count\{model="slow"\} (\S+)', metrics).group(1))
+        count = float(
+            re.search(r'mlmodel_batch_size_count\{model="slow"\} (\S+)', metrics).group(1)
+        )
         total = float(re.search(r'mlmodel_batch_size_sum\{model="slow"\} (\S+)', metrics).group(1))
         assert total == 12  # every row scored once (the warm-up call is not counted)
-        assert count < 12  # in fewer model calls than requests (0.2 s each: 12 calls would take 2.4 s)
+        # Fewer model calls than requests (0.2 s each: 12 calls in a row would take 2.4 s).
+        assert count < 12

@@ -7,8 +7,13 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from mlmodel_runtime.manifest import ManifestError, load_settings, read_mlmodel, resolve_uri, settings_values
+from mlmodel_runtime.manifest import (
+    ManifestError,
+    load_settings,
+    read_mlmodel,
+    resolve_uri,
+    settings_values,
+)
 
 FULL = """
 apiVersion: serving.mlmodel.io/v1alpha1
@@ -59,18 +64,24 @@ def test_settings_values_map_the_spec(tmp_path: Path) -> None:
         ("s3://bucket/key/model.joblib", "s3://bucket/key/model.joblib"),
     ],
 )
-def test_relative_uris_resolve_against_the_yaml_folder(tmp_path: Path, uri: str, expected: str) -> None:
+def test_relative_uris_resolve_against_the_yaml_folder(
+    tmp_path: Path, uri: str, expected: str
+) -> None:
     assert resolve_uri(uri, tmp_path) == expected.format(base=tmp_path.resolve())
 
 
-def test_load_settings_with_overrides_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_load_settings_with_overrides_and_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "m.yaml").write_text(FULL)
     monkeypatch.setenv("MLMODEL_MAX_REQUEST_BYTES", "1234")
     settings = load_settings(tmp_path / "m.yaml", port=9999, workers=None)
     assert settings.port == 9999
     assert settings.workers == 3  # None overrides nothing
     assert settings.max_request_bytes == 1234  # what the file does not set still comes from env
-    assert settings.model_sha256 == "abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789"
+    assert (
+        settings.model_sha256 == "abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789"
+    )
     assert settings.model_uri == str(tmp_path.resolve() / "models" / "model.joblib")
 
 
@@ -80,9 +91,15 @@ def test_load_settings_with_overrides_and_env(tmp_path: Path, monkeypatch: pytes
         ("kind: Deployment\n", "holds no document with kind: MLModel"),
         ("kind: MLModel\nspec: {model: {uri: a}}\n", "metadata.name is required"),
         ("kind: MLModel\nmetadata: {name: a}\nspec: {model: {}}\n", "spec.model.uri is required"),
-        ("kind: MLModel\nmetadata: {name: a}\nspec: {model: {uri: x}}\n---\nkind: MLModel\n", "holds 2 MLModels"),
+        (
+            "kind: MLModel\nmetadata: {name: a}\nspec: {model: {uri: x}}\n---\nkind: MLModel\n",
+            "holds 2 MLModels",
+        ),
         ("kind: [unclosed\n", "is not valid YAML"),
-        ("kind: MLModel\nmetadata: {name: a}\nspec: {model: {uri: x}, batching: 3}\n", "spec.batching must be a mapping"),
+        (
+            "kind: MLModel\nmetadata: {name: a}\nspec: {model: {uri: x}, batching: 3}\n",
+            "spec.batching must be a mapping",
+        ),
     ],
 )
 def test_bad_manifests_say_what_to_fix(text: str, message: str) -> None:
@@ -92,9 +109,19 @@ def test_bad_manifests_say_what_to_fix(text: str, message: str) -> None:
 
 def test_serve_help_documents_the_command() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "mlmodel_runtime.cli", "serve", "--help"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "mlmodel_runtime.cli", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
     )
-    for fragment in ("FILE.yaml", "--port", "--host", "--workers", "MLMODEL_", "/v2/models/NAME/infer"):
+    for fragment in (
+        "FILE.yaml",
+        "--port",
+        "--host",
+        "--workers",
+        "MLMODEL_",
+        "/v2/models/NAME/infer",
+    ):
         assert fragment in result.stdout
 
 
@@ -102,7 +129,7 @@ def test_serve_reports_a_bad_file_without_a_traceback(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("kind: MLModel\nmetadata: {name: a}\n")
     result = subprocess.run(
         [sys.executable, "-m", "mlmodel_runtime.cli", "serve", str(tmp_path / "bad.yaml")],
-        capture_output=True, text=True,
+        capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert result.returncode == 2
     assert "spec.model.uri is required" in result.stderr and "Traceback" not in result.stderr
@@ -110,7 +137,10 @@ def test_serve_reports_a_bad_file_without_a_traceback(tmp_path: Path) -> None:
 
 def test_delegated_subcommands_receive_their_arguments() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "mlmodel_runtime.cli", "render", "--help"], capture_output=True, text=True
+        [sys.executable, "-m", "mlmodel_runtime.cli", "render", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert "mlmodel render" in result.stdout  # the operator's own parser answered

@@ -16,14 +16,26 @@ from conftest import Models, free_port, write_mlmodel
 ECS_FIELDS = {"@timestamp", "log.level", "message", "ecs.version", "service.name", "labels.model"}
 
 
-def test_serves_a_yaml_file_with_a_relative_uri(models: Models, tmp_path: Path, start_server) -> None:
+def test_serves_a_yaml_file_with_a_relative_uri(
+    models: Models, tmp_path: Path, start_server
+) -> None:
     manifest = write_mlmodel(tmp_path / "model", "reviews", models.text)
     server = start_server([str(manifest)])
     server.wait_ready()
     with httpx.Client(base_url=server.url, timeout=10) as client:
         v2 = client.post(
             "/v2/models/reviews/infer",
-            json={"id": "x", "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["great, wonderful"]}]},
+            json={
+                "id": "x",
+                "inputs": [
+                    {
+                        "name": "text",
+                        "shape": [1],
+                        "datatype": "BYTES",
+                        "data": ["great, wonderful"],
+                    }
+                ],
+            },
             headers={"X-Request-ID": "subprocess-1"},
         )
         assert v2.status_code == 200, v2.text
@@ -31,7 +43,9 @@ def test_serves_a_yaml_file_with_a_relative_uri(models: Models, tmp_path: Path, 
         assert v2.json()["outputs"][0]["data"] == ["positive"]
         v1 = client.post("/v1/models/reviews:predict", json={"instances": ["awful, boring"]})
         assert v1.json() == {"predictions": ["negative"]}
-        assert client.get("/v2/models/reviews").json()["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
+        assert client.get("/v2/models/reviews").json()["inputs"] == [
+            {"name": "text", "datatype": "BYTES", "shape": [-1]}
+        ]
         assert client.get("/v2/models/reviews/ready").status_code == 200
         bad = client.post("/v2/models/reviews/infer", content=b"not json")
         assert bad.status_code == 400 and "not valid JSON" in bad.json()["error"]
@@ -46,7 +60,11 @@ def test_serves_a_yaml_file_with_a_relative_uri(models: Models, tmp_path: Path, 
 def test_serves_both_examples(repo_root: Path, start_server) -> None:
     for example, name, check in (
         ("sentiment", "sentiment", lambda outputs: outputs[0]["data"] == ["positive", "negative"]),
-        ("house-prices", "house-prices", lambda outputs: 50_000 < outputs[0]["data"][0] < outputs[0]["data"][1]),
+        (
+            "house-prices",
+            "house-prices",
+            lambda outputs: 50_000 < outputs[0]["data"][0] < outputs[0]["data"][1],
+        ),
     ):
         folder = repo_root / "examples" / example
         server = start_server([str(folder / "mlmodel.yaml")])
@@ -94,7 +112,9 @@ def test_env_only_serve_with_two_workers(models: Models, start_server) -> None:
     assert server.process.wait(30) == 0
 
 
-def test_unreachable_artifact_keeps_the_process_alive_and_not_ready(models: Models, start_server) -> None:
+def test_unreachable_artifact_keeps_the_process_alive_and_not_ready(
+    models: Models, start_server
+) -> None:
     closed_port = free_port()
     server = start_server(
         [],
@@ -123,7 +143,9 @@ def test_unreachable_artifact_keeps_the_process_alive_and_not_ready(models: Mode
     assert 'mlmodel_artifact_errors_total{model="gone",reason="ArtifactUnreachable"}' in metrics
 
 
-def test_sigterm_flips_readiness_first_and_finishes_the_request(tmp_path: Path, start_server) -> None:
+def test_sigterm_flips_readiness_first_and_finishes_the_request(
+    tmp_path: Path, start_server
+) -> None:
     slow = runtime_models.slow_doubler(tmp_path / "slow.joblib", delay=2.0)
     manifest = write_mlmodel(tmp_path / "model", "slow", slow)
     server = start_server(
@@ -134,13 +156,20 @@ def test_sigterm_flips_readiness_first_and_finishes_the_request(tmp_path: Path, 
     result: dict = {}
 
     def call() -> None:
-        request = {"inputs": [{"name": "input-0", "shape": [1, 1], "datatype": "FP64", "data": [21.0]}]}
-        result["response"] = httpx.post(f"{server.url}/v2/models/slow/infer", json=request, timeout=30)
+        request = {
+            "inputs": [{"name": "input-0", "shape": [1, 1], "datatype": "FP64", "data": [21.0]}]
+        }
+        result["response"] = httpx.post(
+            f"{server.url}/v2/models/slow/infer", json=request, timeout=30
+        )
 
     caller = threading.Thread(target=call)
     caller.start()
     deadline = time.monotonic() + 10
-    while 'mlmodel_requests_in_flight{model="slow"} 1.0' not in httpx.get(f"{server.url}/metrics").text:
+    while (
+        'mlmodel_requests_in_flight{model="slow"} 1.0'
+        not in httpx.get(f"{server.url}/metrics").text
+    ):
         assert time.monotonic() < deadline, "the request never started"
         time.sleep(0.02)
     signalled = time.monotonic()
@@ -154,6 +183,10 @@ def test_sigterm_flips_readiness_first_and_finishes_the_request(tmp_path: Path, 
     assert result["response"].json()["outputs"][0]["data"] == [42.0]
     assert server.process.wait(15) == 0
     assert time.monotonic() - signalled < 15
-    messages = [json.loads(line)["message"] for line in server.logs().splitlines() if line.startswith("{")]
+    messages = [
+        json.loads(line)["message"] for line in server.logs().splitlines() if line.startswith("{")
+    ]
     assert "shutting down, readiness now false" in messages
-    assert messages.index("shutting down, readiness now false") < messages.index("draining done, stopping")
+    assert messages.index("shutting down, readiness now false") < messages.index(
+        "draining done, stopping"
+    )

@@ -1,0 +1,152 @@
+"""Why a model's pods are not ready, read from the pods themselves (pure).
+
+The Deployment only says "unavailable"; the pods' container states say CrashLoopBackOff,
+ImagePullBackOff or OOMKilled, and the runtime's own readiness answer says which artifact
+problem keeps it from serving. These functions turn a pod list into such a problem.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from mlmodel_operator.builders.deployment import CONTAINER_NAME
+
+# Reasons a container waits that will not go away by waiting (kubelet's own reason strings).
+_STUCK_WAITING = {
+    "CrashLoopBackOff",
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+}
+# What the runtime reports while it is still on its way to ready: not a problem (yet).
+RUNTIME_TRANSIENT_REASONS = frozenset({"", "Loading", "ShuttingDown"})
+ARTIFACT_UNAVAILABLE = "ArtifactUnavailable"
+# A status message is for people: long runtime messages are cut.
+MAX_MESSAGE = 512
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeTarget:
+    """A running, not-ready runtime pod to ask why: GET http://ip:port/v2/health/ready."""
+
+    pod: str
+    ip: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.ip}]" if ":" in self.ip else self.ip
+        return f"http://{host}:{self.port}/v2/health/ready"
+
+
+def _name(pod: dict[str, Any]) -> str:
+    return str((pod.get("metadata") or {}).get("name", "?"))
+
+
+def _statuses(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    status = pod.get("status") or {}
+    return [
+        *(status.get("initContainerStatuses") or []),
+        *(status.get("containerStatuses") or []),
+    ]
+
+
+def container_problem(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
+    """The first stuck container or unschedulable pod, as (reason, message), else None.
+
+    OOMKilled wins over the CrashLoopBackOff it causes: it says what to change.
+    """
+    crash: tuple[str, str] | None = None
+    for pod in sorted(pods, key=_name):
+        if (pod.get("metadata") or {}).get("deletionTimestamp"):
+            continue  # a terminating pod is on its way out, whatever its state
+        for status in _statuses(pod):
+            container = status.get("name", "?")
+            where = f"container {container} of pod {_name(pod)}"
+            terminated = (status.get("state") or {}).get("terminated") or (
+                status.get("lastState") or {}
+            ).get("terminated") or {}
+            if terminated.get("reason") == "OOMKilled":
+                return (
+                    "OOMKilled",
+                    f"{where} was killed for using more memory than its limit "
+                    f"({status.get('restartCount', 0)} restarts); raise "
+                    "spec.runtime.resources.limits.memory",
+                )
+            waiting = (status.get("state") or {}).get("waiting") or {}
+            reason = waiting.get("reason")
+            if reason in _STUCK_WAITING and crash is None:
+                detail = waiting.get("message") or "no message from the kubelet"
+                reason = "ImagePullBackOff" if reason == "ErrImagePull" else reason
+                crash = (reason, f"{where}: {detail}")
+        if crash is None:
+            for condition in (pod.get("status") or {}).get("conditions") or []:
+                if (
+                    condition.get("type") == "PodScheduled"
+                    and condition.get("status") == "False"
+                    and condition.get("reason") == "Unschedulable"
+                ):
+                    crash = (
+                        "Unschedulable",
+                        f"pod {_name(pod)} cannot be scheduled: {condition.get('message', '')}",
+                    )
+    return crash
+
+
+def probe_targets(pods: list[dict[str, Any]]) -> list[ProbeTarget]:
+    """Runtime pods that run but are not ready, with the address of their `http` port."""
+    targets = []
+    for pod in sorted(pods, key=_name):
+        status = pod.get("status") or {}
+        if (pod.get("metadata") or {}).get("deletionTimestamp") or status.get("phase") != "Running":
+            continue
+        ip = status.get("podIP")
+        runtime = next(
+            (s for s in status.get("containerStatuses") or [] if s.get("name") == CONTAINER_NAME),
+            None,
+        )
+        if not ip or runtime is None or runtime.get("ready") or "running" not in (
+            runtime.get("state") or {}
+        ):
+            continue
+        port = _http_port(pod)
+        if port is not None:
+            targets.append(ProbeTarget(pod=_name(pod), ip=str(ip), port=port))
+    return targets
+
+
+def _http_port(pod: dict[str, Any]) -> int | None:
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        if container.get("name") != CONTAINER_NAME:
+            continue
+        for port in container.get("ports") or []:
+            if port.get("name") == "http" and isinstance(port.get("containerPort"), int):
+                return int(port["containerPort"])
+    return None
+
+
+def readiness_problem(target: ProbeTarget, code: int, body: Any) -> tuple[str, str] | None:
+    """An artifact problem from the runtime's /v2/health/ready answer, else None.
+
+    The runtime answers 503 with {"ready": false, "reason": "ChecksumMismatch", "message": ...}
+    while it cannot load its artifact; "Loading" and "ShuttingDown" are on their way.
+    """
+    if code == 200 or not isinstance(body, dict) or body.get("ready") is not False:
+        return None
+    reason = str(body.get("reason") or "")
+    if reason in RUNTIME_TRANSIENT_REASONS:
+        return None
+    message = str(body.get("message") or "no message from the runtime")[:MAX_MESSAGE]
+    return ARTIFACT_UNAVAILABLE, f"{reason[:64]}: {message} (pod {target.pod})"
+
+
+def not_fully_available(deployment: dict[str, Any] | None) -> bool:
+    """Whether some desired replica of the Deployment is not available (worth a diagnosis)."""
+    if deployment is None:
+        return False
+    desired = (deployment.get("spec") or {}).get("replicas", 1)
+    available = (deployment.get("status") or {}).get("availableReplicas") or 0
+    return isinstance(desired, int) and desired > 0 and available < desired
