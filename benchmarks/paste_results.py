@@ -18,17 +18,27 @@ def splice(readme: str, section: str, content: str) -> str:
     if not pattern.search(readme):
         raise ValueError(f"README has no {start} ... {end} markers")
     # Headings of the results file move two levels down, under the README's own.
-    body = re.sub(r"^(#+) ", lambda m: "#" * min(len(m[1]) + 2, 6) + " ", content.strip(), flags=re.MULTILINE)
+    body = re.sub(
+        r"^(#+) ", lambda m: "#" * min(len(m[1]) + 2, 6) + " ", content.strip(), flags=re.MULTILINE
+    )
     return pattern.sub(lambda _: f"{start}\n{body}\n{end}", readme)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("section", choices=["serving", "operator"])
-    parser.add_argument("results", type=Path, help="a .md file written by serving.py or operator_scale.py")
+    parser.add_argument(
+        "results", type=Path, help="a .md file written by serving.py or operator_scale.py"
+    )
     args = parser.parse_args(argv)
-    README.write_text(splice(README.read_text(encoding="utf-8"), args.section, args.results.read_text(encoding="utf-8")),
-                      encoding="utf-8")
+    README.write_text(
+        splice(
+            README.read_text(encoding="utf-8"),
+            args.section,
+            args.results.read_text(encoding="utf-8"),
+        ),
+        encoding="utf-8",
+    )
     return 0
 
 

@@ -25,13 +25,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchkit import ceiling, payloads, report, venvs  # noqa: E402
-from benchkit.procs import RssSampler, ServerProcess, free_port  # noqa: E402
-from benchkit.report import Cell, Scenario, ServerRun  # noqa: E402
-from benchkit.servers import (  # noqa: E402
-    ARTIFACT, BENCHMARKS, INFER_PATH, SERVERS, Layout, ServerSpec, server_environment,
+from benchkit import ceiling, payloads, report, venvs
+from benchkit.procs import RssSampler, ServerProcess, free_port
+from benchkit.report import Cell, Scenario, ServerRun
+from benchkit.servers import (
+    ARTIFACT,
+    BENCHMARKS,
+    INFER_PATH,
+    SERVERS,
+    Layout,
+    ServerSpec,
+    server_environment,
 )
-from benchkit.wrk import run_wrk, write_bodies  # noqa: E402
+from benchkit.wrk import run_wrk, write_bodies
 
 TEXT_POOL = 1024  # distinct review sentences the request bodies are cut from
 WARMUP_CONCURRENCY = 8
@@ -63,25 +69,66 @@ def _int_list(text: str) -> list[int]:
 
 
 def parse_args(argv: list[str] | None) -> Settings:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--servers", default=",".join(SERVERS),
-                        help=f"comma-separated, from: {', '.join(SERVERS)} (default: all)")
-    parser.add_argument("--concurrency", type=_int_list, default=None,
-                        help="connections for the one-text-per-request runs (default 1,8,32,128)")
-    parser.add_argument("--batch-sizes", type=_int_list, default=None,
-                        help="texts per request for the batch runs (default 1,16,128)")
-    parser.add_argument("--batch-concurrency", type=int, default=8, help="connections for the batch runs")
-    parser.add_argument("--duration", type=float, default=None, help="seconds per measurement (default 15, quick 3)")
-    parser.add_argument("--warmup", type=float, default=None, help="seconds of warm-up per server (default 5, quick 1)")
-    parser.add_argument("--quick", action="store_true", help="short runs: proves the harness, figures are rough")
-    parser.add_argument("--no-setup", dest="setup", action="store_false",
-                        help="do not create the MLServer/baseline virtual environments when missing")
-    parser.add_argument("--output-dir", type=Path, default=BENCHMARKS / "results",
-                        help="where to write <date>-<host>.md and .json (default benchmarks/results)")
-    parser.add_argument("--no-save", dest="output_dir", action="store_const", const=None,
-                        help="print only, write no result files")
-    parser.add_argument("--project-venv", type=Path, default=Path(sys.prefix),
-                        help="environment holding `mlmodel` (default: the one running this script)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--servers",
+        default=",".join(SERVERS),
+        help=f"comma-separated, from: {', '.join(SERVERS)} (default: all)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=_int_list,
+        default=None,
+        help="connections for the one-text-per-request runs (default 1,8,32,128)",
+    )
+    parser.add_argument(
+        "--batch-sizes",
+        type=_int_list,
+        default=None,
+        help="texts per request for the batch runs (default 1,16,128)",
+    )
+    parser.add_argument(
+        "--batch-concurrency", type=int, default=8, help="connections for the batch runs"
+    )
+    parser.add_argument(
+        "--duration", type=float, default=None, help="seconds per measurement (default 15, quick 3)"
+    )
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=None,
+        help="seconds of warm-up per server (default 5, quick 1)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="short runs: proves the harness, figures are rough"
+    )
+    parser.add_argument(
+        "--no-setup",
+        dest="setup",
+        action="store_false",
+        help="do not create the MLServer/baseline virtual environments when missing",
+    )
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        default=BENCHMARKS / "results",
+        help="where to write <date>-<host>.md and .json (default benchmarks/results)",
+    )
+    parser.add_argument(
+        "--no-save",
+        dest="output_dir",
+        action="store_const",
+        const=None,
+        help="print only, write no result files",
+    )
+    parser.add_argument(
+        "--project-venv",
+        type=Path,
+        default=Path(sys.prefix),
+        help="environment holding `mlmodel` (default: the one running this script)",
+    )
     args = parser.parse_args(argv)
     servers = [name.strip() for name in args.servers.split(",") if name.strip()]
     unknown = sorted(set(servers) - set(SERVERS))
@@ -119,14 +166,18 @@ def machine_facts(argv: list[str]) -> dict[str, object]:
         "cpu": cpu_model,
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(),
-        "wrk": (wrk_version.stdout or wrk_version.stderr).splitlines()[0] if (wrk_version.stdout or wrk_version.stderr) else "",
+        "wrk": (wrk_version.stdout or wrk_version.stderr or "wrk")
+        .splitlines()[0]
+        .split(" Copyright")[0],
         "command": " ".join(["benchmarks/serving.py", *argv]),
     }
 
 
 def smoke_test(url: str, body: str) -> None:
     """One request before the load: a server that answers 4xx would make every figure meaningless."""
-    request = urllib.request.Request(url, data=body.encode(), headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url, data=body.encode(), headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         answer = json.loads(response.read())
     if response.status != 200 or not answer.get("outputs"):
@@ -138,7 +189,11 @@ def bench_server(
 ) -> ServerRun:
     run = ServerRun(spec.name, spec.description, spec.is_ours)
     if spec.venv is not None and spec.requirements is not None and settings.setup:
-        venvs.ensure_venv(BENCHMARKS / spec.venv, BENCHMARKS / spec.requirements, layout.workdir / f"{spec.venv}.log")
+        venvs.ensure_venv(
+            BENCHMARKS / spec.venv,
+            BENCHMARKS / spec.requirements,
+            layout.workdir / f"{spec.venv}.log",
+        )
     bin_dir = spec.bin_dir(layout)
     port = free_port()
     server_dir = layout.workdir / spec.name
@@ -148,7 +203,10 @@ def bench_server(
         run.failure = f"{command[0]} not found (run without --no-setup, or install it)"
         return run
     server = ServerProcess.start(
-        spec.name, command, env=server_environment(spec, port), cwd=server_dir,
+        spec.name,
+        command,
+        env=server_environment(spec, port),
+        cwd=server_dir,
         log_path=layout.workdir / f"{spec.name}.log",
     )
     base = f"http://127.0.0.1:{port}"
@@ -160,11 +218,18 @@ def bench_server(
         run.idle_rss_mb = idle.peak_total_mb
         smoke_test(base + INFER_PATH, first_body)
         if settings.warmup > 0:
-            run_wrk(base + INFER_PATH, bodies[1], concurrency=WARMUP_CONCURRENCY, seconds=settings.warmup)
+            run_wrk(
+                base + INFER_PATH,
+                bodies[1],
+                concurrency=WARMUP_CONCURRENCY,
+                seconds=settings.warmup,
+            )
         for scenario in settings.scenarios:
             with RssSampler(server.pid) as sampler:
                 load = run_wrk(
-                    base + INFER_PATH, bodies[scenario.batch], concurrency=scenario.concurrency,
+                    base + INFER_PATH,
+                    bodies[scenario.batch],
+                    concurrency=scenario.concurrency,
                     seconds=settings.duration,
                 )
             run.cells.append(Cell(scenario, load, sampler.peak_total_mb, sampler.peak_single_mb))
@@ -174,7 +239,7 @@ def bench_server(
                 file=sys.stderr,
             )
             time.sleep(0.5)  # the closed connections drain before the next level
-    except Exception as error:  # one server failing must not lose the others' figures
+    except Exception as error:  # noqa: BLE001 - one server failing must not lose the others' figures
         run.failure = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
         print(f"{spec.name} failed: {error}", file=sys.stderr)
     finally:
@@ -182,29 +247,55 @@ def bench_server(
     return run
 
 
-def render(settings: Settings, meta: dict[str, object], runs: list[ServerRun], ceilings: list[ceiling.Ceiling]) -> str:
+def render(
+    settings: Settings,
+    meta: dict[str, object],
+    runs: list[ServerRun],
+    ceilings: list[ceiling.Ceiling],
+) -> str:
     scenarios = settings.scenarios
+    load_start = ", ".join(str(x) for x in meta["load_average_at_start"])  # type: ignore[attr-defined]
+    load_end = ", ".join(str(x) for x in meta.get("load_average_at_end", []))  # type: ignore[attr-defined]
     lines = [
         f"# Serving benchmark: sentiment example, {meta['date']}",
         "",
-        f"- host `{meta['host']}`: {meta['cores']} cores ({meta['cpu']}), load average at start "
-        f"{', '.join(str(x) for x in meta['load_average_at_start'])}; the load generator shares these cores",  # type: ignore[union-attr]
+        (
+            f"- host `{meta['host']}`: {meta['cores']} cores ({meta['cpu']}), load average {load_start} at "
+            f"start and {load_end} at the end; the load generator shares these cores"
+        ),
         f"- command: `{meta['command']}`",
-        f"- load: {meta['wrk']}, 1 thread, {settings.duration:g} s per measurement after {settings.warmup:g} s of "
-        f"warm-up; bodies are V2 infer requests of real one-sentence reviews (BYTES input, shape [n])",
-        "- RSS: VmRSS of the server and all its children, sampled every 0.2 s (the tree sum counts "
-        "pages shared by forked workers once per worker)",
+        (
+            f"- load: {meta['wrk']}, 1 thread, {settings.duration:g} s per measurement after "
+            f"{settings.warmup:g} s of warm-up; bodies are V2 infer requests of real one-sentence "
+            "reviews (BYTES input, shape [n])"
+        ),
+        (
+            "- RSS: VmRSS of the server and all its children, sampled every 0.2 s (the tree sum counts "
+            "pages shared by forked workers once per worker)"
+        ),
     ]
     if settings.quick:
-        lines.append("- **quick run**: short measurements that prove the harness; the figures are rough")
+        lines.append(
+            "- **quick run**: short measurements that prove the harness; the figures are rough"
+        )
     lines += ["", "## Servers", "", *report.startup_table(runs)]
     lines += ["", "## Results", "", *report.results_table(runs, scenarios)]
     ratios = report.ratio_table(runs, scenarios)
     if ratios:
-        lines += ["", "## Ours relative to the alternatives", "",
-                  "Throughput ratio (higher is better for ours) and p99 ratio (lower is better for ours).", "",
-                  *ratios]
-    lines += ["", "## Ceiling: the model alone", "", *report.ceiling_table(ceilings, runs, scenarios)]
+        lines += [
+            "",
+            "## Ours relative to the alternatives",
+            "",
+            "Throughput ratio (higher is better for ours) and p99 ratio (lower is better for ours).",
+            "",
+            *ratios,
+        ]
+    lines += [
+        "",
+        "## Ceiling: the model alone",
+        "",
+        *report.ceiling_table(ceilings, runs, scenarios),
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -223,14 +314,17 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="mlmodel-bench-") as scratch:
         layout = Layout(project_venv=settings.project_venv, workdir=Path(scratch))
         bodies = {
-            size: write_bodies(layout.workdir / f"bodies-{size}.jsonl",
-                               payloads.v2_bodies(texts, size, max(8, TEXT_POOL // size)))
+            size: write_bodies(
+                layout.workdir / f"bodies-{size}.jsonl",
+                payloads.v2_bodies(texts, size, max(8, TEXT_POOL // size)),
+            )
             for size in batch_sizes
         }
         first_body = payloads.v2_infer_body(texts[:2])
         print("measuring the model alone", file=sys.stderr)
-        ceilings = ceiling.measure_artifact(ARTIFACT, texts, sorted({1, 128} | set(settings.batch_sizes)),
-                                            settings.ceiling_seconds)
+        ceilings = ceiling.measure_artifact(
+            ARTIFACT, texts, sorted({1, 128} | set(settings.batch_sizes)), settings.ceiling_seconds
+        )
         runs = []
         for name in settings.servers:
             print(f"benchmarking {name}", file=sys.stderr)
@@ -240,7 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown)
     if settings.output_dir is not None:
         settings.output_dir.mkdir(parents=True, exist_ok=True)
-        stem = f"{datetime.date.today():%Y-%m-%d}-{meta['host']}{'-quick' if settings.quick else ''}"
+        stem = (
+            f"{datetime.date.today():%Y-%m-%d}-{meta['host']}{'-quick' if settings.quick else ''}"
+        )
         (settings.output_dir / f"{stem}.md").write_text(markdown, encoding="utf-8")
         (settings.output_dir / f"{stem}.json").write_text(
             json.dumps(report.to_json(runs, ceilings, meta), indent=2) + "\n", encoding="utf-8"

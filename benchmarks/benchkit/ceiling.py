@@ -29,7 +29,9 @@ def measure(model: Any, texts: list[str], batch_size: int, seconds: float) -> Ce
     return Ceiling(batch_size, calls * batch_size / elapsed, calls)
 
 
-def measure_artifact(artifact: Path, texts: list[str], batch_sizes: list[int], seconds: float) -> list[Ceiling]:
+def measure_artifact(
+    artifact: Path, texts: list[str], batch_sizes: list[int], seconds: float
+) -> list[Ceiling]:
     import joblib  # the project environment has it; imported here so --help stays instant
 
     model = joblib.load(artifact)

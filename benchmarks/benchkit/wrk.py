@@ -43,14 +43,26 @@ def write_bodies(path: Path, bodies: Sequence[str]) -> Path:
 
 
 def wrk_command(
-    url: str, bodies_file: Path, *, concurrency: int, seconds: float, threads: int = 1,
+    url: str,
+    bodies_file: Path,
+    *,
+    concurrency: int,
+    seconds: float,
+    threads: int = 1,
     timeout_seconds: float = 10.0,
 ) -> list[str]:
     # One thread is enough for these request rates and leaves the cores to the server.
     return [
-        "wrk", f"--threads={min(threads, concurrency)}", f"--connections={concurrency}",
-        f"--duration={max(1, round(seconds))}s", f"--timeout={timeout_seconds:g}s", "--latency",
-        f"--script={LUA_SCRIPT}", url, "--", str(bodies_file),
+        "wrk",
+        f"--threads={min(threads, concurrency)}",
+        f"--connections={concurrency}",
+        f"--duration={max(1, round(seconds))}s",
+        f"--timeout={timeout_seconds:g}s",
+        "--latency",
+        f"--script={LUA_SCRIPT}",
+        url,
+        "--",
+        str(bodies_file),
     ]
 
 
@@ -58,7 +70,7 @@ def parse_output(output: str) -> LoadResult:
     """The JSON line post_bodies.lua prints at the end of a run."""
     for line in output.splitlines():
         if line.startswith(RESULT_MARK):
-            data = json.loads(line[len(RESULT_MARK):])
+            data = json.loads(line[len(RESULT_MARK) :])
             break
     else:
         raise ValueError(f"no {RESULT_MARK.strip()} line in the wrk output:\n{output[-2000:]}")
@@ -87,5 +99,7 @@ def run_wrk(
         command, capture_output=True, text=True, timeout=seconds + timeout_seconds + 30, check=False
     )
     if completed.returncode != 0:
-        raise RuntimeError(f"wrk failed ({completed.returncode}): {completed.stderr or completed.stdout}")
+        raise RuntimeError(
+            f"wrk failed ({completed.returncode}): {completed.stderr or completed.stdout}"
+        )
     return parse_output(completed.stdout)

@@ -49,7 +49,11 @@ def request_bodies(texts_per_request: int) -> list[bytes]:
     bodies = []
     for _ in range(len(TEXTS)):
         data = [next(cycle) for _ in range(texts_per_request)]
-        body = {"inputs": [{"name": INPUT_NAME, "shape": [len(data)], "datatype": "BYTES", "data": data}]}
+        body = {
+            "inputs": [
+                {"name": INPUT_NAME, "shape": [len(data)], "datatype": "BYTES", "data": data}
+            ]
+        }
         bodies.append(json.dumps(body).encode())
     return bodies
 
@@ -69,8 +73,11 @@ class InferUser(FastHttpUser):
     @task
     def infer(self) -> None:
         with self.client.post(
-            f"/v2/models/{MODEL}/infer", data=next(self.next_body), headers=self.headers,
-            name="v2 infer", catch_response=True,
+            f"/v2/models/{MODEL}/infer",
+            data=next(self.next_body),
+            headers=self.headers,
+            name="v2 infer",
+            catch_response=True,
         ) as response:
             if response.status_code != 200:
                 response.failure(f"HTTP {response.status_code}: {(response.text or '')[:200]}")

@@ -14,7 +14,7 @@ import kopf
 from mlmodel_operator import metrics
 from mlmodel_operator.builders import InvalidSpec
 from mlmodel_operator.builders.common import ANNOTATION_PREFIX, MANAGED_BY
-from mlmodel_operator.kube import ApiError, NotOurs
+from mlmodel_operator.kube import MAX_RETRY_AFTER, ApiError, NotOurs
 from mlmodel_operator.reconcile import Context, reconcile, sync_status
 from mlmodel_operator.resync import resync_forever
 from mlmodel_operator.spec import API_GROUP, API_VERSION, KIND, PLURAL
@@ -43,6 +43,7 @@ def configure_kopf(settings: kopf.OperatorSettings, ctx: Context) -> None:
         f"{k}={v}" for k, v in MANAGED_LABELS.items()
     )
     settings.networking.request_timeout = ctx.settings.api_timeout_seconds
+    settings.peering.lifetime = ctx.settings.peering_lifetime_seconds
 
 
 def retry_delay(ctx: Context, retry: int) -> float:
@@ -71,6 +72,9 @@ async def reconcile_guarded(
         transient = error.transient
         metrics.RECONCILES.labels(result="retry" if transient else "error").inc()
         delay = retry_delay(ctx, retry) if transient else ctx.settings.resync_interval_seconds
+        if error.retry_after is not None:
+            # The server knows best when to come back (within reason).
+            delay = max(delay, min(error.retry_after, MAX_RETRY_AFTER))
         raise kopf.TemporaryError(str(error), delay=delay) from None
     else:
         metrics.RECONCILES.labels(result="success").inc()

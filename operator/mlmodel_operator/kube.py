@@ -7,6 +7,7 @@ a field the operator owns differs from the live object, and the status is patche
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import enum
 import json
@@ -30,6 +31,8 @@ USER_AGENT = f"mlmodel-operator/{__version__}"
 MERGE_PATCH = "application/merge-patch+json"
 # Codes worth retrying as they are: throttling, server trouble, a lost race on a precondition.
 TRANSIENT_CODES = frozenset({0, 401, 409, 429, 500, 502, 503, 504})
+# A Retry-After longer than this is taken as this: a confused server must not stall us for hours.
+MAX_RETRY_AFTER = 300.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,9 +88,13 @@ def resource_of(obj: dict[str, Any]) -> ResourceType:
 class ApiError(Exception):
     """A failed API request: `code` is the HTTP status (0 when no answer came)."""
 
-    def __init__(self, verb: str, code: int, reason: str, message: str) -> None:
+    def __init__(
+        self, verb: str, code: int, reason: str, message: str, retry_after: float | None = None
+    ) -> None:
         super().__init__(f"{verb} failed: {code} {reason}: {message}")
         self.verb, self.code, self.reason, self.message = verb, code, reason, message
+        # Seconds the server asked us to wait (Retry-After on 429 and 503), if it said.
+        self.retry_after = retry_after
 
     @property
     def transient(self) -> bool:
@@ -114,6 +121,8 @@ class KubeClient:
         self._info: kopf.ConnectionInfo | None = None
         self._session: aiohttp.ClientSession | None = None
         self._retired: list[aiohttp.ClientSession] = []
+        # When the server last said Retry-After, no request of ours goes out before this time.
+        self._not_before = 0.0
 
     def use_credentials(self, info: kopf.ConnectionInfo) -> None:
         """Called on every (re-)login; the next request opens a session with the new credentials."""
@@ -160,6 +169,9 @@ class KubeClient:
                 await retired.close()
             self._retired = []
         assert self._info is not None
+        wait = self._not_before - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
         url = self._info.server.rstrip("/") + path
         headers = {"Content-Type": content_type} if body is not None else {}
         try:
@@ -176,11 +188,17 @@ class KubeClient:
                 if response.status >= 400:
                     metrics.API_ERRORS.labels(verb=verb, code=str(response.status)).inc()
                     payload = payload if isinstance(payload, dict) else {}
+                    retry_after = _seconds(response.headers.get("Retry-After"))
+                    if retry_after:
+                        self._not_before = max(
+                            self._not_before, time.monotonic() + min(retry_after, MAX_RETRY_AFTER)
+                        )
                     raise ApiError(
                         verb,
                         response.status,
                         payload.get("reason") or response.reason or "",
                         payload.get("message") or "",
+                        retry_after=retry_after,
                     )
                 return payload if isinstance(payload, dict) else {}
         except (aiohttp.ClientError, TimeoutError, ValueError) as error:
@@ -312,6 +330,14 @@ def with_last_applied(desired: dict[str, Any]) -> dict[str, Any]:
     recorded = record_applied(owned_fields(desired))["metadata"]["annotations"]
     metadata = {**desired["metadata"], "annotations": recorded}
     return {**desired, "metadata": metadata}
+
+
+def _seconds(header: str | None) -> float | None:
+    """Retry-After in its delay-seconds form (the API server's); an HTTP date is ignored."""
+    try:
+        return max(0.0, float(header)) if header else None
+    except ValueError:
+        return None
 
 
 def _json_bytes(body: Any) -> bytes:

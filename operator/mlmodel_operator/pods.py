@@ -66,16 +66,18 @@ def container_problem(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
         for status in _statuses(pod):
             container = status.get("name", "?")
             where = f"container {container} of pod {_name(pod)}"
-            terminated = (status.get("state") or {}).get("terminated") or (
-                status.get("lastState") or {}
-            ).get("terminated") or {}
+            terminated = (
+                (status.get("state") or {}).get("terminated")
+                or (status.get("lastState") or {}).get("terminated")
+                or {}
+            )
             if terminated.get("reason") == "OOMKilled":
-                return (
-                    "OOMKilled",
-                    f"{where} was killed for using more memory than its limit "
-                    f"({status.get('restartCount', 0)} restarts); raise "
-                    "spec.runtime.resources.limits.memory",
+                restarts = status.get("restartCount", 0)
+                message = (
+                    f"{where} was killed for using more memory than its limit ({restarts} "
+                    "restarts); raise spec.runtime.resources.limits.memory"
                 )
+                return "OOMKilled", message
             waiting = (status.get("state") or {}).get("waiting") or {}
             reason = waiting.get("reason")
             if reason in _STUCK_WAITING and crash is None:
@@ -108,8 +110,11 @@ def probe_targets(pods: list[dict[str, Any]]) -> list[ProbeTarget]:
             (s for s in status.get("containerStatuses") or [] if s.get("name") == CONTAINER_NAME),
             None,
         )
-        if not ip or runtime is None or runtime.get("ready") or "running" not in (
-            runtime.get("state") or {}
+        if (
+            not ip
+            or runtime is None
+            or runtime.get("ready")
+            or "running" not in (runtime.get("state") or {})
         ):
             continue
         port = _http_port(pod)

@@ -8,7 +8,8 @@ every resync. Building with the canonical spelling keeps "no write when nothing 
 from __future__ import annotations
 
 import re
-from decimal import ROUND_UP, Decimal
+from decimal import MAX_EMAX, MIN_EMIN, ROUND_UP, Decimal, localcontext
+from typing import Any
 
 _QUANTITY = re.compile(
     r"^(?P<number>[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))"
@@ -16,7 +17,18 @@ _QUANTITY = re.compile(
 )
 _BINARY_POWERS = {"Ki": 1, "Mi": 2, "Gi": 3, "Ti": 4, "Pi": 5, "Ei": 6}
 _BINARY_SUFFIXES = ("", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei")
-_DECIMAL_EXPONENTS = {"n": -9, "u": -6, "m": -3, "": 0, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
+_DECIMAL_EXPONENTS = {
+    "n": -9,
+    "u": -6,
+    "m": -3,
+    "": 0,
+    "k": 3,
+    "M": 6,
+    "G": 9,
+    "T": 12,
+    "P": 15,
+    "E": 18,
+}
 _DECIMAL_SUFFIXES = {exponent: suffix for suffix, exponent in _DECIMAL_EXPONENTS.items()}
 _NANO = Decimal("1e-9")
 
@@ -28,6 +40,15 @@ def canonical_quantity(value: str | int) -> str:
     match = _QUANTITY.match(text)
     if match is None:
         return str(value)
+    try:
+        # Exact arithmetic: 10Ei counted in nano-units needs more than the default 28 digits.
+        with localcontext(prec=80, Emax=MAX_EMAX, Emin=MIN_EMIN):
+            return _canonical(match)
+    except (ArithmeticError, ValueError):  # an exponent beyond reason: the API server decides
+        return str(value)
+
+
+def _canonical(match: re.Match[str]) -> str:
     number = Decimal(match["number"])
     if match["binary"]:
         style, amount = "binary", number * 1024 ** _BINARY_POWERS[match["binary"]]
@@ -70,7 +91,7 @@ def _decimal(amount: Decimal, style: str) -> str:
     return text if exponent == 0 else f"{text}e{exponent}"
 
 
-def canonical_resources(resources: dict[str, dict[str, str | int]]) -> dict[str, dict[str, str]]:
+def canonical_resources(resources: dict[str, Any]) -> dict[str, Any]:
     """A container's `resources` (requests, limits, claims left as they are) in canonical form."""
     return {
         key: (

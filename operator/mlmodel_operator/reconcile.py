@@ -14,6 +14,7 @@ import kopf
 from mlmodel_operator import metrics
 from mlmodel_operator.builders import SERVICEMONITOR_CRD, InvalidSpec, build_children, child_names
 from mlmodel_operator.conditions import DEGRADED, READY, get_condition
+from mlmodel_operator.diagnosis import PodDiagnosis
 from mlmodel_operator.kube import (
     CHILD_TYPES,
     DEPLOYMENT,
@@ -23,7 +24,6 @@ from mlmodel_operator.kube import (
     Applied,
     KubeClient,
 )
-from mlmodel_operator.diagnosis import PodDiagnosis
 from mlmodel_operator.peering import Peering
 from mlmodel_operator.settings import OperatorSettings
 from mlmodel_operator.status import compute_status

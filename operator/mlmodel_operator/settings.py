@@ -62,6 +62,14 @@ class OperatorSettings(BaseSettings):
     pod_probe_timeout_seconds: float = Field(
         2.0, gt=0, description="Timeout of one readiness question to a runtime pod."
     )
+    peering_lifetime_seconds: int = Field(
+        60,
+        ge=2,
+        description=(
+            "With kopf peering: how long this operator counts as alive after its last keep-alive. "
+            "A replica that dies without saying goodbye blocks the others this long."
+        ),
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level of the operator."
     )

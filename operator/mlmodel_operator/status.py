@@ -198,8 +198,10 @@ def compute_status(
 ) -> dict:
     """The full desired `status`; equal to the stored one when nothing changed (no write needed).
 
-    `artifact_problem` is (reason, message) when the runtime reports it cannot fetch or verify
-    its artifact (e.g. ("ArtifactUnavailable", "...")); it makes the MLModel Degraded.
+    `artifact_problem` is (reason, message) when the pods say why they are not ready: the
+    runtime cannot fetch or verify its artifact (("ArtifactUnavailable", "ChecksumMismatch: ..."))
+    or a container is stuck (("CrashLoopBackOff", ...), ("OOMKilled", ...)); it makes the MLModel
+    Degraded.
     """
     try:
         spec = parse_spec(mlmodel)

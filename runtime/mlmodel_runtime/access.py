@@ -3,8 +3,8 @@ line and the request metrics, at a fraction of the cost of a BaseHTTPMiddleware.
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from typing import Any
 
 from mlmodel_runtime.logs import AccessLog
@@ -20,7 +20,7 @@ def _request_id(headers: list[tuple[bytes, bytes]]) -> str:
             if 0 < len(value) <= MAX_REQUEST_ID_LENGTH and value.isascii():
                 return value.decode()
             break
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # 32 hex digits like uuid4().hex, at a third of the cost
 
 
 class ObservabilityMiddleware:

@@ -13,17 +13,18 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, disable_created_metrics, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import HTMLResponse, Response
 
 from mlmodel_runtime import __version__, schemas
 from mlmodel_runtime.access import ObservabilityMiddleware
 from mlmodel_runtime.auth import BearerTokens
-from mlmodel_runtime.dataplane import DataPlane
-from mlmodel_runtime.errors import BadRequest, MLModelError, PayloadTooLarge
+from mlmodel_runtime.dataplane import DataPlane, build_dataplane, reserved_bytes
+from mlmodel_runtime.errors import MLModelError
+from mlmodel_runtime.fastpath import PredictionEndpoints
+from mlmodel_runtime.fastpath import read_body as read_asgi_body
 from mlmodel_runtime.logs import AccessLog, base_fields
-from mlmodel_runtime.metrics import RuntimeMetrics
 from mlmodel_runtime.settings import RuntimeSettings
 
 logger = logging.getLogger("mlmodel_runtime.app")
@@ -41,27 +42,8 @@ def json_response(
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes: from
-    Content-Length before reading anything, else while streaming."""
-    declared = request.headers.get("content-length")
-    advice = "send fewer rows per request, or raise the limit (MLMODEL_MAX_REQUEST_BYTES)"
-    if declared is not None:
-        try:
-            size = int(declared)
-        except ValueError:
-            raise BadRequest(f"Content-Length {declared!r} is not a number") from None
-        if size > limit:
-            raise PayloadTooLarge(
-                f"request body is {size} bytes, over the limit of {limit} bytes: {advice}"
-            )
-    chunks: list[bytes] = []
-    received = 0
-    async for chunk in request.stream():
-        received += len(chunk)
-        if received > limit:
-            raise PayloadTooLarge(f"request body is over the limit of {limit} bytes: {advice}")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    """The request body within ``limit`` bytes (413 otherwise), as the fast path reads it."""
+    return await read_asgi_body(request.headers.get("content-length"), request.receive, limit)
 
 
 def _swagger_assets() -> Any:
@@ -78,11 +60,9 @@ def create_app(
 ) -> FastAPI:
     """Build the app for one model. ``dataplane`` defaults to one that fetches and loads the model
     named in ``settings`` in the background once the app starts."""
-    plane = (
-        dataplane
-        if dataplane is not None
-        else DataPlane(settings, metrics=RuntimeMetrics(settings.model_name))
-    )
+    # X_created series double the series count for no use on a dashboard; one switch per process.
+    disable_created_metrics()
+    plane = dataplane if dataplane is not None else build_dataplane(settings)
     # One dict shared by every log line of this process; the data plane adds the digest once loaded.
     log_fields = plane.log_fields
     for key, value in base_fields(
@@ -208,8 +188,9 @@ def create_app(
     async def _infer_v2(request: Request, name: str, version: str | None) -> Response:
         plane.check_model(name, version)
         authorize(request)
-        body = await read_body(request, limit)
-        result = await plane.infer_v2(body, request_id=request.state.request_id)
+        with plane.admitted(reserved_bytes(request.headers.get("content-length"), limit)):
+            body = await read_body(request, limit)
+            result = await plane.infer_v2(body, request_id=request.state.request_id)
         return Response(result, media_type=JSON)
 
     @app.post("/v2/models/{name}/infer", name="v2_infer", **infer_docs)
@@ -235,8 +216,9 @@ def create_app(
     async def v1_predict(name: str, request: Request) -> Response:
         plane.check_model(name)
         authorize(request)
-        body = await read_body(request, limit)
-        result = await plane.infer_v1(body, request_id=request.state.request_id)
+        with plane.admitted(reserved_bytes(request.headers.get("content-length"), limit)):
+            body = await read_body(request, limit)
+            result = await plane.infer_v1(body, request_id=request.state.request_id)
         return Response(result, media_type=JSON)
 
     # --- metrics and docs -------------------------------------------------------------------
@@ -272,5 +254,10 @@ def create_app(
         if settings.access_log
         else None
     )
+    # Innermost first: the prediction endpoints answer ahead of FastAPI's router (the routes above
+    # document them and serve the rare request the fast path passes on, e.g. under a root_path);
+    # the observability middleware wraps everything.
+    routes = {route.name: route for route in reversed(app.router.routes) if hasattr(route, "name")}
+    app.add_middleware(PredictionEndpoints, plane=plane, tokens=tokens, limit=limit, routes=routes)
     app.add_middleware(ObservabilityMiddleware, metrics=metrics, access_log=access_log)
     return app

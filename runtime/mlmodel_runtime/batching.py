@@ -65,15 +65,16 @@ class Batcher:
         self._queue: deque[_Pending] = deque()
         self._queued_rows = 0
         self._runner: asyncio.Task[None] | None = None
-        self._filled: asyncio.Event | None = None
+        self._filled: asyncio.Future[None] | None = None  # set while the runner waits for more
 
     async def submit(self, rows: Rows, n_rows: int) -> Outputs:
         loop = asyncio.get_running_loop()
         pending = _Pending(rows, n_rows, loop.create_future())
         self._queue.append(pending)
         self._queued_rows += n_rows
-        if self._filled is not None and self._queued_rows >= self.max_batch_size:
-            self._filled.set()
+        filled = self._filled
+        if filled is not None and self._queued_rows >= self.max_batch_size and not filled.done():
+            filled.set_result(None)
         if self._runner is None or self._runner.done():
             self._runner = loop.create_task(self._run(), name="batcher")
         return await pending.future
@@ -90,12 +91,14 @@ class Batcher:
             await self._execute(batch)
 
     async def _wait_for_more(self) -> None:
-        self._filled = asyncio.Event()
+        # A bare future and a timer: asyncio.wait_for would add a task and two callbacks per batch.
+        loop = asyncio.get_running_loop()
+        filled = self._filled = loop.create_future()
+        timer = loop.call_later(self.max_wait_seconds, _set_if_pending, filled)
         try:
-            await asyncio.wait_for(self._filled.wait(), self.max_wait_seconds)
-        except TimeoutError:
-            pass
+            await filled
         finally:
+            timer.cancel()
             self._filled = None
 
     def _take(self) -> list[_Pending]:
@@ -128,6 +131,11 @@ class Batcher:
             return
         for item, result in zip(live, split(outputs, [item.n_rows for item in live]), strict=True):
             _resolve(item, result)
+
+
+def _set_if_pending(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _resolve(item: _Pending, outcome: Outputs | BaseException) -> None:

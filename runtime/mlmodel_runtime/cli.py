@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -60,7 +61,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Native math libraries size their thread pools to the node's cores by default; with several
+# requests (and workers) at once those pools oversubscribe the CPU and collapse. Workers are the
+# parallelism knob, so each gets one native thread unless the user says otherwise.
+NATIVE_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def limit_native_threads() -> None:
+    """Must run before numpy is imported (the pools are sized then); workers inherit it."""
+    for name in NATIVE_THREAD_VARIABLES:
+        os.environ.setdefault(name, "1")
+
+
 def _serve(args: argparse.Namespace) -> int:
+    limit_native_threads()
     from pydantic import ValidationError
 
     from mlmodel_runtime.manifest import ManifestError, load_settings

@@ -225,17 +225,19 @@ def _tabular_rows(tensors: list[_Tensor], signature: Signature) -> tuple[np.ndar
     for column, name in enumerate(features):
         tensor = by_name[name]
         rows = _rows_of(tensor, 1)
-        if n_rows < 0:
-            n_rows = rows
-            matrix = np.empty((n_rows, len(features)), dtype=np.float64)
-        elif rows != n_rows:
+        if n_rows >= 0 and rows != n_rows:
             raise BadRequest(
                 f'input "{name}" has {rows} rows but input "{features[0]}" has {n_rows}: every feature '
                 "needs one value per row"
             )
         values = _numbers(tensor)
-        if values.size != n_rows:
+        if values.size != rows:
             raise _size_mismatch(tensor, values.size)
+        if n_rows < 0:
+            # Sized from data already parsed, never from the declared shape alone (a shape of
+            # [10**12] must be a 400, not an allocation).
+            n_rows = rows
+            matrix = np.empty((n_rows, len(features)), dtype=np.float64)
         matrix[:, column] = values.reshape(n_rows)
     return matrix, n_rows
 

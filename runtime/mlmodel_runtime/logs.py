@@ -3,6 +3,7 @@ plus a cheap access-log writer that skips the logging machinery on the request p
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import os
@@ -24,10 +25,13 @@ _RECORD_FIELDS = frozenset(logging.makeLogRecord({}).__dict__) | {
 
 
 def ecs_timestamp(seconds: float) -> str:
-    return (
-        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-        + f".{int(seconds * 1000) % 1000:03d}Z"
-    )
+    return _second_prefix(int(seconds)) + f".{int(seconds * 1000) % 1000:03d}Z"
+
+
+@functools.lru_cache(maxsize=4)
+def _second_prefix(second: int) -> str:
+    # Formatted once per second instead of once per line: strftime shows in request profiles.
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
 
 
 def base_fields(*, model: str, namespace: str = "", pod_name: str = "") -> dict[str, Any]:
@@ -49,6 +53,42 @@ def _context(record: logging.LogRecord) -> dict[str, Any]:
     return {key: value for key, value in record.__dict__.items() if key not in _RECORD_FIELDS}
 
 
+def _duration_ns(seconds: Any) -> Any:
+    return round(seconds * 1e9) if isinstance(seconds, (int, float)) else seconds
+
+
+def _redacted_uri(uri: Any) -> str:
+    from mlmodel_runtime.artifacts.uris import redact_uri  # lazy: logs must import cheaply
+
+    return redact_uri(str(uri))
+
+
+# The short context keys our code passes in ``extra=`` and the ECS field each one is. Any other
+# key without a dot goes under ``mlmodel.``: at the top level it could clash with a future ECS field.
+_ECS_NAMES: dict[str, tuple[str, Any]] = {
+    "seconds": ("event.duration", _duration_ns),  # ECS durations are integer nanoseconds
+    "uri": ("url.original", _redacted_uri),
+    "path": ("file.path", str),
+    "bytes": ("file.size", None),
+    "reason": ("event.reason", None),
+    "error": ("error.message", str),
+}
+
+
+def ecs_context(context: dict[str, Any]) -> dict[str, Any]:
+    """``extra=`` context under ECS names: dotted keys (``url.path``) are already ECS and stay."""
+    fields: dict[str, Any] = {}
+    for key, value in context.items():
+        if "." in key:
+            fields[key] = value
+        elif key in _ECS_NAMES:
+            name, convert = _ECS_NAMES[key]
+            fields[name] = convert(value) if convert is not None else value
+        else:
+            fields[f"mlmodel.{key}"] = value
+    return fields
+
+
 class EcsJsonFormatter(logging.Formatter):
     """One JSON object per record; ``extra=`` keys are added as they are (fixed message, key-value context)."""
 
@@ -63,11 +103,12 @@ class EcsJsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             "log.logger": record.name,
             **self.fields,
-            **_context(record),
+            **ecs_context(_context(record)),
         }
         if record.exc_info and record.exc_info[0] is not None:
             document["error.type"] = record.exc_info[0].__name__
-            document["error.message"] = str(record.exc_info[1])
+            # An explicit error= (already scrubbed of secrets by the caller) wins over the raw text.
+            document.setdefault("error.message", str(record.exc_info[1]))
             document["error.stack_trace"] = self.formatException(record.exc_info)
         return orjson.dumps(document, default=str).decode()
 

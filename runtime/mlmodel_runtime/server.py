@@ -16,7 +16,7 @@ from typing import Any
 import uvicorn
 
 from mlmodel_runtime.app import create_app
-from mlmodel_runtime.dataplane import DataPlane
+from mlmodel_runtime.dataplane import DataPlane, build_dataplane
 from mlmodel_runtime.logs import base_fields, configure_logging
 from mlmodel_runtime.settings import RuntimeSettings
 
@@ -91,7 +91,7 @@ def _uvicorn_config(app: Any, settings: RuntimeSettings) -> uvicorn.Config:
 
 def serve_one(settings: RuntimeSettings, sockets: list[socket.socket] | None = None) -> int:
     """Serve in this process; returns the exit code."""
-    dataplane = DataPlane(settings)
+    dataplane = build_dataplane(settings)
     fields = base_fields(
         model=settings.model_name, namespace=settings.namespace, pod_name=settings.pod_name
     )

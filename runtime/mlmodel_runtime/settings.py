@@ -101,10 +101,27 @@ class RuntimeSettings(BaseSettings):
         ge=0,
         description="Longest a request waits for others to join its batch (a lone request never waits).",
     )
+    max_instances_per_request: int = Field(
+        10_000,
+        ge=1,
+        description=(
+            "Most rows (V2 tensor rows or V1 instances) one request may hold; more get 413 with a "
+            "message, so one client cannot monopolise the model or its memory."
+        ),
+    )
     max_concurrent_requests: int = Field(
         1024,
         ge=1,
         description="Predictions in flight beyond this are shed with 503 and Retry-After.",
+    )
+    max_request_bytes_in_flight: int = Field(
+        64 * 1024**2,
+        gt=0,
+        description=(
+            "Request bytes the prediction endpoints hold at once (a body of unknown length counts "
+            "as max_request_bytes); beyond it new requests are shed with 503 and Retry-After "
+            "before their bodies are read, which bounds memory under a flood of large requests."
+        ),
     )
     shutdown_grace_seconds: float = Field(
         20.0, ge=0, description="On SIGTERM, time allowed for in-flight requests before exit."
@@ -133,6 +150,9 @@ class RuntimeSettings(BaseSettings):
         description=(
             "PostgreSQL URL for deployment metadata (postgresql://...). Empty: SQLite in the cache dir."
         ),
+    )
+    metadata_heartbeat_seconds: float = Field(
+        30.0, gt=0, description="How often this process refreshes its last-seen time in the store."
     )
     prediction_log_sample_rate: float = Field(
         0.0, ge=0.0, le=1.0, description="Fraction of predictions recorded in the metadata store."

@@ -11,7 +11,7 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
-from benchkit.procs import ServerProcess, free_port  # noqa: E402
+from benchkit.procs import ServerProcess, free_port
 
 
 @pytest.fixture(scope="module")
@@ -21,8 +21,19 @@ def runtime_url(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     port = free_port()
     server = ServerProcess.start(
         "mlmodel serve",
-        [str(Path(sys.executable).with_name("mlmodel")), "serve", str(repo_root / "examples/sentiment/mlmodel.yaml"),
-         "--host", "127.0.0.1", "--port", str(port), "--cache-dir", str(workdir / "cache"), "--log-format", "text"],
+        [
+            str(Path(sys.executable).with_name("mlmodel")),
+            "serve",
+            str(repo_root / "examples/sentiment/mlmodel.yaml"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--cache-dir",
+            str(workdir / "cache"),
+            "--log-format",
+            "text",
+        ],
         env={"PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1"},
         cwd=workdir,
         log_path=workdir / "runtime.log",

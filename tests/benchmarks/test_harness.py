@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from benchkit import payloads, report
@@ -23,11 +24,11 @@ class Recorder(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as the servers under test do
     wbufsize = -1  # headers and body leave in one write (handle_one_request flushes)
     disable_nagle_algorithm = True
-    bodies: list[bytes] = []
-    failures = 0
-    lock = threading.Lock()
+    bodies: ClassVar[list[bytes]] = []
+    failures: ClassVar[int] = 0
+    lock: ClassVar[threading.Lock] = threading.Lock()
 
-    def do_POST(self) -> None:  # noqa: N802 - the http.server naming
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         failed = b"fail" in body
         with self.lock:
@@ -58,8 +59,14 @@ def recorder() -> Iterator[str]:
 
 
 def test_wrk_posts_every_body_in_turn_and_counts_error_answers(recorder, tmp_path):
-    bodies = ['{"inputs":[{"data":["a"]}]}', '{"inputs":[{"data":["b"]}]}', '{"inputs":[{"data":["fail"]}]}']
-    result = run_wrk(recorder, write_bodies(tmp_path / "bodies.jsonl", bodies), concurrency=2, seconds=1)
+    bodies = [
+        '{"inputs":[{"data":["a"]}]}',
+        '{"inputs":[{"data":["b"]}]}',
+        '{"inputs":[{"data":["fail"]}]}',
+    ]
+    result = run_wrk(
+        recorder, write_bodies(tmp_path / "bodies.jsonl", bodies), concurrency=2, seconds=1
+    )
 
     assert result.requests > 10
     assert {body.decode() for body in Recorder.bodies} == set(bodies)
@@ -88,7 +95,9 @@ def test_v2_bodies_hold_the_requested_number_of_texts():
     bodies = [json.loads(body) for body in payloads.v2_bodies(texts, per_request=16, count=3)]
     for body in bodies:
         (tensor,) = body["inputs"]
-        assert tensor["datatype"] == "BYTES" and tensor["shape"] == [16] and len(tensor["data"]) == 16
+        assert (
+            tensor["datatype"] == "BYTES" and tensor["shape"] == [16] and len(tensor["data"]) == 16
+        )
     assert bodies[0]["inputs"][0]["data"][:16] == texts[:16]
 
 
@@ -102,7 +111,10 @@ ALLOCATING_CHILD = (
 
 def test_rss_sampler_follows_the_whole_tree_and_stop_ends_it(tmp_path):
     server = ServerProcess.start(
-        "tree", [sys.executable, "-c", ALLOCATING_CHILD], env=dict(os.environ), cwd=tmp_path,
+        "tree",
+        [sys.executable, "-c", ALLOCATING_CHILD],
+        env=dict(os.environ),
+        cwd=tmp_path,
         log_path=tmp_path / "tree.log",
     )
     try:
@@ -135,14 +147,26 @@ def running(pid: int) -> bool:
 
 
 def load(rps: float, p99: float) -> LoadResult:
-    return LoadResult(requests=int(rps * 10), seconds=10.0, status_errors=0, socket_errors=0,
-                      p50_ms=p99 / 4, p90_ms=p99 / 2, p99_ms=p99, max_ms=p99 * 2)
+    return LoadResult(
+        requests=int(rps * 10),
+        seconds=10.0,
+        status_errors=0,
+        socket_errors=0,
+        p50_ms=p99 / 4,
+        p90_ms=p99 / 2,
+        p99_ms=p99,
+        max_ms=p99 * 2,
+    )
 
 
 def test_report_ratios_compare_ours_with_each_alternative():
     scenario = report.Scenario(concurrency=32, batch=1)
-    ours = report.ServerRun("ours-w1", "ours", True, cells=[report.Cell(scenario, load(2000, 20), 180, 180)])
-    theirs = report.ServerRun("fastapi", "tutorial", False, cells=[report.Cell(scenario, load(800, 80), 150, 150)])
+    ours = report.ServerRun(
+        "ours-w1", "ours", True, cells=[report.Cell(scenario, load(2000, 20), 180, 180)]
+    )
+    theirs = report.ServerRun(
+        "fastapi", "tutorial", False, cells=[report.Cell(scenario, load(800, 80), 150, 150)]
+    )
     lines = report.ratio_table([ours, theirs], [scenario])
     assert lines[0] == "| scenario | ours | vs fastapi |"
     assert lines[2] == "| c=32, 1 text/req | ours-w1 | 2.50x req/s, 0.25x p99 |"
@@ -155,7 +179,23 @@ def test_report_ceiling_gives_ours_as_a_fraction_of_the_model_alone():
     from benchkit.ceiling import Ceiling
 
     scenario = report.Scenario(concurrency=8, batch=16)
-    ours = report.ServerRun("ours-w2", "ours", True, cells=[report.Cell(scenario, load(500, 20), 300, 160)])
-    lines = report.ceiling_table([Ceiling(1, 1000.0, 10), Ceiling(128, 16000.0, 10)], [ours], [scenario])
+    ours = report.ServerRun(
+        "ours-w2", "ours", True, cells=[report.Cell(scenario, load(500, 20), 300, 160)]
+    )
+    lines = report.ceiling_table(
+        [Ceiling(1, 1000.0, 10), Ceiling(128, 16000.0, 10)], [ours], [scenario]
+    )
     assert "| batches of 128 | 16,000 |" in lines
     assert lines[-1] == "| c=8, 16 texts/req | ours-w2 | 8,000 | 50% |"
+
+
+def test_paste_results_replaces_only_the_marked_section():
+    import paste_results
+
+    readme = "intro\n<!-- results:serving -->\nold\n<!-- /results:serving -->\nafter\n"
+    spliced = paste_results.splice(readme, "serving", "# Title\n\n| a | b |\n")
+    assert spliced == (
+        "intro\n<!-- results:serving -->\n### Title\n\n| a | b |\n<!-- /results:serving -->\nafter\n"
+    )
+    with pytest.raises(ValueError, match="results:operator"):
+        paste_results.splice(readme, "operator", "x")

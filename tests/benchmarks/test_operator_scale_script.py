@@ -9,9 +9,24 @@ import sys
 
 def test_small_run_reports_settling_requests_and_a_write_free_resync(repo_root, tmp_path):
     completed = subprocess.run(
-        [sys.executable, str(repo_root / "benchmarks/operator_scale.py"), "--count", "6", "--namespaces", "2",
-         "--resync", "2", "--timeout", "60", "--output-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=180, check=False,
+        [
+            sys.executable,
+            str(repo_root / "benchmarks/operator_scale.py"),
+            "--count",
+            "6",
+            "--namespaces",
+            "2",
+            "--resync",
+            "4",
+            "--timeout",
+            "60",
+            "--output-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     (saved,) = tmp_path.glob("*-operator.json")

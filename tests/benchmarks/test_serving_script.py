@@ -9,10 +9,29 @@ import sys
 
 def test_quick_run_against_our_runtime_writes_the_tables(repo_root, tmp_path):
     completed = subprocess.run(
-        [sys.executable, str(repo_root / "benchmarks/serving.py"), "--quick", "--servers", "ours-w1",
-         "--concurrency", "4", "--batch-sizes", "16", "--batch-concurrency", "4", "--duration", "1",
-         "--warmup", "0", "--output-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=180, check=False,
+        [
+            sys.executable,
+            str(repo_root / "benchmarks/serving.py"),
+            "--quick",
+            "--servers",
+            "ours-w1",
+            "--concurrency",
+            "4",
+            "--batch-sizes",
+            "16",
+            "--batch-concurrency",
+            "4",
+            "--duration",
+            "1",
+            "--warmup",
+            "0",
+            "--output-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
     )
     assert completed.returncode == 0, completed.stderr[-4000:]
     (markdown,) = tmp_path.glob("*-quick.md")

@@ -14,7 +14,7 @@ from load import v2_body
 from processes import Runtime, wait_until
 
 # ECS fields the runtime may write (ECS 8.x reference, field sets base, ecs, log, service,
-# process, host, http, url, event, client, error, user_agent, trace); custom context goes under
+# process, host, http, url, event, client, error, user_agent, trace, file); custom context goes under
 # `labels.*` (keyword values) or our own `mlmodel.*` namespace, never at the top level where a
 # future ECS field of the same name (path, bytes, seconds...) would clash with it.
 ECS_FIELDS = {
@@ -25,7 +25,7 @@ ECS_FIELDS = {
     "http.request.method", "http.request.id", "http.request.body.bytes", "http.response.status_code",
     "http.response.body.bytes", "http.version", "url.path", "url.original", "url.query",
     "event.duration", "event.action", "event.outcome", "event.reason", "event.dataset", "event.kind", "event.category",
-    "client.address", "client.ip", "client.port", "user_agent.original",
+    "client.address", "client.ip", "client.port", "user_agent.original", "file.path", "file.size",
     "error.type", "error.message", "error.stack_trace", "error.code",
     "trace.id", "transaction.id", "span.id",
 }

@@ -120,10 +120,8 @@ async def cluster(
             session_requests.extend(emulator.operator_calls())
 
 
-@pytest.fixture()
-def kubeconfig(tmp_path: Path, cluster: ClusterEmulator) -> Path:
+def write_kubeconfig(path: Path, cluster: ClusterEmulator, token: str) -> Path:
     server = cluster.servers[0]
-    path = tmp_path / "kubeconfig"
     path.write_text(
         yaml.safe_dump(
             {
@@ -135,7 +133,7 @@ def kubeconfig(tmp_path: Path, cluster: ClusterEmulator) -> Path:
                         "cluster": {"server": f"http://{server.host}:{server.port}"},
                     }
                 ],
-                "users": [{"name": "operator", "user": {"token": "operator-test-token"}}],
+                "users": [{"name": "operator", "user": {"token": token}}],
                 "contexts": [
                     {"name": "emulator", "context": {"cluster": "emulator", "user": "operator"}}
                 ],
@@ -144,6 +142,11 @@ def kubeconfig(tmp_path: Path, cluster: ClusterEmulator) -> Path:
         )
     )
     return path
+
+
+@pytest.fixture()
+def kubeconfig(tmp_path: Path, cluster: ClusterEmulator) -> Path:
+    return write_kubeconfig(tmp_path / "kubeconfig", cluster, "operator-test-token")
 
 
 def operator_command() -> list[str]:
@@ -168,36 +171,48 @@ class OperatorProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def stop(self) -> int:
+    async def stop(self) -> int:
+        """SIGTERM, then SIGKILL after 15 s. Waits without blocking the event loop: the emulator
+        runs in it and must answer what the operator says on its way out (peering goodbye)."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
+            deadline = time.monotonic() + 15
+            while self.process.poll() is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            if self.process.poll() is None:
                 self.process.kill()
                 self.process.wait()
         return self.process.returncode
 
 
 @pytest.fixture()
-def start_operator(
+async def start_operator(
     cluster: ClusterEmulator, kubeconfig: Path, tmp_path: Path, request: pytest.FixtureRequest
-) -> Iterator[Callable[..., Any]]:
+) -> AsyncIterator[Callable[..., Any]]:
     """Start `mlmodel operator --all-namespaces --standalone` against the emulator; await the result."""
     started: list[OperatorProcess] = []
 
     async def start(
-        resync: float = 1.0, *, args: list[str] | None = None, wait: bool = True, **env: str
+        resync: float = 1.0,
+        *,
+        args: list[str] | None = None,
+        wait: bool = True,
+        token: str | None = None,
+        **env: str,
     ) -> OperatorProcess:
-        """`args` replace `--standalone` (e.g. `--peering=NAME`); `wait=False` returns at once."""
+        """`args` replace `--standalone` (e.g. `--peering=NAME`); `wait=False` returns at once;
+        `token` gives the process its own credentials (its requests then carry that token)."""
         metrics_port = free_port()
         environment = {
             key: value
             for key, value in os.environ.items()
             if not key.startswith(("MLMODEL_", "KUBERNETES_", "KOPF_"))
         }
+        config = kubeconfig
+        if token is not None:
+            config = write_kubeconfig(tmp_path / f"kubeconfig-{token}", cluster, token)
         environment.update(
-            KUBECONFIG=str(kubeconfig),
+            KUBECONFIG=str(config),
             MLMODEL_OPERATOR_RESYNC_INTERVAL_SECONDS=str(resync),
             MLMODEL_OPERATOR_CRD_CHECK_INTERVAL_SECONDS="0",
             MLMODEL_OPERATOR_METRICS_PORT=str(metrics_port),
@@ -231,7 +246,7 @@ def start_operator(
 
     failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
     for operator in started:
-        code = operator.stop()
+        code = await operator.stop()
         if failed:
             sys.stderr.write(f"--- operator log (exit {code}) ---\n{operator.log()[-20000:]}\n")
 

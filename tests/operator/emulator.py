@@ -37,6 +37,7 @@ class ApiError(Exception):
     def __init__(self, code: int, reason: str, message: str) -> None:
         super().__init__(message)
         self.code, self.reason, self.message = code, reason, message
+        self.retry_after: int | None = None
 
     def as_status(self) -> dict[str, Any]:
         return {
@@ -136,6 +137,7 @@ class ApiCall:
     body: Any
     content_type: str
     user_agent: str
+    user: str = ""  # the bearer token: tells two operator processes apart
     code: int = 0
     at: float = 0.0
 
@@ -149,9 +151,10 @@ class Fault:
     """An answer forced on the requests `matches` selects, `times` times (None: until removed)."""
 
     matches: Callable[[ApiCall], bool]
-    code: int
+    code: int  # 0: carry the request out, then hold the reply for `delay` seconds
     times: int | None = None
     delay: float = 0.0
+    retry_after: int | None = None  # a Retry-After header on the error answer
     hits: int = 0
 
 
@@ -368,15 +371,21 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         path = parse_api_path(request.url.path, self.kind_of)
         call = self._record(request, path)
+        held = 0.0  # a reply held back after the request was carried out (code 0 faults)
         try:
             for fault in self.faults:
                 if (fault.times is None or fault.hits < fault.times) and fault.matches(call):
                     fault.hits += 1
+                    if fault.code == 0:
+                        held = fault.delay
+                        break
                     if fault.delay:
                         await asyncio.sleep(fault.delay)
-                    raise ApiError(
+                    error = ApiError(
                         fault.code, "InjectedFault", f"fault injected by the test: {fault.code}"
                     )
+                    error.retry_after = fault.retry_after
+                    raise error
             if path is None:
                 # Discovery and /version: kmock's scaffold answers those.
                 response = await kmock.RawHandler._handle(self, request)
@@ -387,7 +396,12 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                 response = aiohttp.web.json_response(payload, status=code)
         except ApiError as error:
             response = aiohttp.web.json_response(error.as_status(), status=error.code)
+            if error.retry_after is not None:
+                response.headers["Retry-After"] = str(error.retry_after)
         call.code = response.status
+        if held:
+            # Done, but the answer is late: a client that gives up (or dies) never learns it.
+            await asyncio.sleep(held)
         return response
 
     def _record(self, request: kmock.Request, path: ApiPath | None) -> ApiCall:
@@ -422,6 +436,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             body=request.data,
             content_type=headers.get("Content-Type", ""),
             user_agent=headers.get("User-Agent", ""),
+            user=headers.get("Authorization", "").removeprefix("Bearer "),
             at=asyncio.get_running_loop().time(),
         )
         self.calls.append(call)
@@ -831,9 +846,13 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         *,
         times: int | None = None,
         delay: float = 0.0,
+        retry_after: int | None = None,
     ) -> Fault:
-        """Answer the matching requests with `code` (`times` times); remove with `faults.remove()`."""
-        fault = Fault(matches, code, times, delay)
+        """Answer the matching requests with `code` (`times` times); remove with `faults.remove()`.
+
+        `delay` answers late (longer than the client's timeout: a timeout); code 0 carries the
+        request out and then holds the reply for `delay` seconds."""
+        fault = Fault(matches, code, times, delay, retry_after)
         self.faults.append(fault)
         return fault
 

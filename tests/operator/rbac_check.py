@@ -17,8 +17,17 @@ from typing import Any
 DEFAULT_DISCOVERY_RULES: list[dict[str, Any]] = [
     {
         "nonResourceURLs": [
-            "/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/readyz",
-            "/openapi", "/openapi/*", "/version", "/version/",
+            "/api",
+            "/api/*",
+            "/apis",
+            "/apis/*",
+            "/healthz",
+            "/livez",
+            "/readyz",
+            "/openapi",
+            "/openapi/*",
+            "/version",
+            "/version/",
         ],
         "verbs": ["get"],
     }
@@ -105,7 +114,9 @@ def rule_grants(rule: dict[str, Any]) -> list[tuple[str, str, str]]:
     ]
 
 
-def grant_used(rule: dict[str, Any], grant: tuple[str, str, str], requests: Iterable[Request]) -> bool:
+def grant_used(
+    rule: dict[str, Any], grant: tuple[str, str, str], requests: Iterable[Request]
+) -> bool:
     """Whether some request is allowed by this one (group, resource, verb) of `rule`."""
     group, resource, verb = grant
     narrowed = dict(rule, verbs=[verb])

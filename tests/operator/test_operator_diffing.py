@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from mlmodel_operator.diffing import (
     LAST_APPLIED_ANNOTATION,
     apply_patch,

@@ -61,9 +61,16 @@ def make_pod(deployment: dict, name: str, port: int) -> dict:
     }
 
 
-def pod_status(*, ready: bool = False, waiting: dict | None = None, last: dict | None = None) -> dict:
+def pod_status(
+    *, ready: bool = False, waiting: dict | None = None, last: dict | None = None
+) -> dict:
     state = {"waiting": waiting} if waiting else {"running": {"startedAt": "2025-01-01T00:00:00Z"}}
-    status = {"name": "runtime", "ready": ready, "restartCount": 3 if waiting else 0, "state": state}
+    status = {
+        "name": "runtime",
+        "ready": ready,
+        "restartCount": 3 if waiting else 0,
+        "state": state,
+    }
     if last:
         status["lastState"] = last
     return {
@@ -101,14 +108,17 @@ class Runtimes:
         self.tmp_path = tmp_path
         self.processes: list[subprocess.Popen[bytes]] = []
 
-    async def start(self, environment: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-        log = open(self.tmp_path / f"runtime-{len(self.processes)}.log", "wb")  # noqa: SIM115
+    def spawn(self, environment: dict[str, str]) -> subprocess.Popen[bytes]:
         script = Path(sys.executable).with_name("mlmodel")
-        process = subprocess.Popen(
-            [str(script), "serve"], env=environment, stdout=log, stderr=subprocess.STDOUT
-        )
-        log.close()
+        with open(self.tmp_path / f"runtime-{len(self.processes)}.log", "wb") as log:
+            process = subprocess.Popen(
+                [str(script), "serve"], env=environment, stdout=log, stderr=subprocess.STDOUT
+            )
         self.processes.append(process)
+        return process
+
+    async def start(self, environment: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+        process = self.spawn(environment)
 
         def live() -> bool:
             if process.poll() is not None:
@@ -157,12 +167,16 @@ async def test_a_wrong_sha256_reported_by_the_runtime_degrades_then_recovers(
     artifact = repo_root / "examples" / "sentiment" / "model.joblib"
     good_sha = (repo_root / "examples" / "sentiment" / "model.joblib.sha256").read_text().split()[0]
     cluster.create(make_mlmodel(model={"uri": artifact.as_uri(), "sha256": WRONG_SHA}, replicas=1))
-    deployment = await wait_for(lambda: cluster.get(DEPLOYMENTS, NS, "sentiment"), what="deployment")
+    deployment = await wait_for(
+        lambda: cluster.get(DEPLOYMENTS, NS, "sentiment"), what="deployment"
+    )
     cluster.set_deployment_rollout(NS, "sentiment", ready=0)
 
     # The ReplicaSet's pod runs the real runtime with the env the operator gave it.
     port = free_port()
-    await runtimes.start(runtime_env(deployment, "sentiment-5d8f7c9b4-a", port, tmp_path / "c1"), port)
+    await runtimes.start(
+        runtime_env(deployment, "sentiment-5d8f7c9b4-a", port, tmp_path / "c1"), port
+    )
     cluster.create(make_pod(deployment, "sentiment-5d8f7c9b4-a", port))
     cluster.patch(PODS, NS, "sentiment-5d8f7c9b4-a", pod_status(), subresource="status")
 
@@ -188,7 +202,9 @@ async def test_a_wrong_sha256_reported_by_the_runtime_degrades_then_recovers(
     # Pods were listed by label, and only listed.
     pod_calls = [c for c in cluster.operator_calls() if c.resource == "pods"]
     assert pod_calls and {c.verb for c in pod_calls} == {"list"}
-    assert all("app.kubernetes.io/instance=sentiment" in c.query["labelSelector"] for c in pod_calls)
+    assert all(
+        "app.kubernetes.io/instance=sentiment" in c.query["labelSelector"] for c in pod_calls
+    )
 
     # The user fixes the sha256: new pods roll out with it, and the model recovers.
     cluster.patch(MLMODEL, NS, "sentiment", {"spec": {"model": {"sha256": good_sha}}})

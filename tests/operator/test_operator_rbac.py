@@ -82,7 +82,8 @@ async def run_every_kind_of_work(cluster: ClusterEmulator, start_operator, repo_
         cluster.patch(path, NS, "sentiment", {"metadata": {"labels": {MANAGED_BY: "someone-else"}}})
     await wait_for(
         lambda: all(
-            cluster.get(path, NS, "sentiment")["metadata"]["labels"][MANAGED_BY] == "mlmodel-operator"
+            cluster.get(path, NS, "sentiment")["metadata"]["labels"][MANAGED_BY]
+            == "mlmodel-operator"
             for path in CHILDREN.values()
         ),
         timeout=20,
@@ -107,14 +108,27 @@ async def run_every_kind_of_work(cluster: ClusterEmulator, start_operator, repo_
         what="the optional children removed",
     )
     await wait_for(
-        lambda: any(c.resource == "clusterkopfpeerings" and c.verb == "get" for c in cluster.operator_calls()),
+        lambda: any(
+            c.resource == "clusterkopfpeerings" and c.verb == "get"
+            for c in cluster.operator_calls()
+        ),
         what="the resync loop to consult the peering object",
     )
-    operator.stop()  # kopf leaves the peering object on the way out
+    assert await operator.stop() == 0  # kopf leaves the peering object on the way out
+    assert not (
+        cluster.get("kopf.dev/v1/clusterkopfpeerings", None, "mlmodel-operator").get("status") or {}
+    )
+
+
+def install_rules(repo_root: Path) -> list[dict]:
+    with open(repo_root / "operator" / "deploy" / "rbac.yaml", encoding="utf-8") as stream:
+        return cluster_roles(doc for doc in yaml.safe_load_all(stream) if doc)["mlmodel-operator"]
 
 
 def refused(rules: list[dict], requests: list[Request]) -> list[str]:
-    return sorted({r.describe() for r in requests if not allows([*rules, *DEFAULT_DISCOVERY_RULES], r)})
+    return sorted(
+        {r.describe() for r in requests if not allows([*rules, *DEFAULT_DISCOVERY_RULES], r)}
+    )
 
 
 def unused(rules: list[dict], requests: list[Request]) -> list[str]:
@@ -131,8 +145,7 @@ async def test_every_request_is_allowed_and_every_rule_is_used(
     cluster, start_operator, repo_root, session_requests
 ):
     await run_every_kind_of_work(cluster, start_operator, repo_root)
-    with open(repo_root / "operator" / "deploy" / "rbac.yaml", encoding="utf-8") as stream:
-        rules = cluster_roles(doc for doc in yaml.safe_load_all(stream) if doc)["mlmodel-operator"]
+    rules = install_rules(repo_root)
     requests = [as_request(call) for call in [*session_requests, *cluster.operator_calls()]]
     assert requests
 
@@ -147,8 +160,12 @@ def test_the_matcher_itself():
     rules = [
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
         {"apiGroups": ["serving.mlmodel.io"], "resources": ["mlmodels/status"], "verbs": ["patch"]},
-        {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings"], "verbs": ["get"],
-         "resourceNames": ["mlmodel-operator"]},
+        {
+            "apiGroups": ["kopf.dev"],
+            "resources": ["clusterkopfpeerings"],
+            "verbs": ["get"],
+            "resourceNames": ["mlmodel-operator"],
+        },
     ]
     ok = [
         Request("create", "", "events"),

@@ -26,8 +26,14 @@ async def test_dropped_map_keys_are_removed_and_others_kept(cluster, start_opera
         )
     )
     await wait_for(
-        lambda: (cluster.get(DEPLOYMENTS, NS, "sentiment") or {}).get("spec", {}).get("template", {})
-        .get("spec", {}).get("nodeSelector") == {"disk": "ssd", "zone": "eu-1a"},
+        lambda: (
+            (cluster.get(DEPLOYMENTS, NS, "sentiment") or {})
+            .get("spec", {})
+            .get("template", {})
+            .get("spec", {})
+            .get("nodeSelector")
+            == {"disk": "ssd", "zone": "eu-1a"}
+        ),
         what="the deployment with both nodeSelector keys",
     )
     deployment = cluster.get(DEPLOYMENTS, NS, "sentiment")
@@ -35,7 +41,10 @@ async def test_dropped_map_keys_are_removed_and_others_kept(cluster, start_opera
     assert recorded["spec"]["template"]["spec"]["nodeSelector"] == {"disk": "ssd", "zone": "eu-1a"}
     # Someone else's key in a map the operator writes to: never the operator's to remove.
     cluster.patch(
-        DEPLOYMENTS, NS, "sentiment", {"spec": {"template": {"spec": {"nodeSelector": {"gpu": "none"}}}}}
+        DEPLOYMENTS,
+        NS,
+        "sentiment",
+        {"spec": {"template": {"spec": {"nodeSelector": {"gpu": "none"}}}}},
     )
 
     cluster.patch(MLMODEL, NS, "sentiment", {"spec": {"nodeSelector": {"zone": None}}})

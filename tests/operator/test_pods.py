@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 
 import pytest
-
 from mlmodel_operator.peering import paused_by
 from mlmodel_operator.pods import (
     ProbeTarget,
@@ -16,8 +15,19 @@ from mlmodel_operator.pods import (
 )
 
 
-def pod(name="m-1", *, phase="Running", ip="10.0.0.7", ready=False, state=None, last=None,
-        restarts=0, port=8080, conditions=None, deleting=False) -> dict:
+def pod(
+    name="m-1",
+    *,
+    phase="Running",
+    ip="10.0.0.7",
+    ready=False,
+    state=None,
+    last=None,
+    restarts=0,
+    port=8080,
+    conditions=None,
+    deleting=False,
+) -> dict:
     status = {
         "name": "runtime",
         "ready": ready,
@@ -31,27 +41,89 @@ def pod(name="m-1", *, phase="Running", ip="10.0.0.7", ready=False, state=None, 
         meta["deletionTimestamp"] = "2025-01-01T00:00:00Z"
     return {
         "metadata": meta,
-        "spec": {"containers": [{"name": "runtime", "ports": [{"name": "http", "containerPort": port}]}]},
-        "status": {"phase": phase, "podIP": ip, "containerStatuses": [status], "conditions": conditions or []},
+        "spec": {
+            "containers": [{"name": "runtime", "ports": [{"name": "http", "containerPort": port}]}]
+        },
+        "status": {
+            "phase": phase,
+            "podIP": ip,
+            "containerStatuses": [status],
+            "conditions": conditions or [],
+        },
     }
 
 
 @pytest.mark.parametrize(
     ("pods", "reason", "words"),
     [
-        ([pod(state={"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 5m0s restarting"}})],
-         "CrashLoopBackOff", "back-off 5m0s"),
-        ([pod(state={"waiting": {"reason": "ErrImagePull", "message": "pull access denied"}})],
-         "ImagePullBackOff", "pull access denied"),
-        ([pod(state={"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling"}})],
-         "ImagePullBackOff", "Back-off pulling"),
-        ([pod(state={"waiting": {"reason": "CreateContainerConfigError", "message": 'secret "db" not found'}})],
-         "CreateContainerConfigError", 'secret "db" not found'),
+        (
+            [
+                pod(
+                    state={
+                        "waiting": {
+                            "reason": "CrashLoopBackOff",
+                            "message": "back-off 5m0s restarting",
+                        }
+                    }
+                )
+            ],
+            "CrashLoopBackOff",
+            "back-off 5m0s",
+        ),
+        (
+            [pod(state={"waiting": {"reason": "ErrImagePull", "message": "pull access denied"}})],
+            "ImagePullBackOff",
+            "pull access denied",
+        ),
+        (
+            [pod(state={"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling"}})],
+            "ImagePullBackOff",
+            "Back-off pulling",
+        ),
+        (
+            [
+                pod(
+                    state={
+                        "waiting": {
+                            "reason": "CreateContainerConfigError",
+                            "message": 'secret "db" not found',
+                        }
+                    }
+                )
+            ],
+            "CreateContainerConfigError",
+            'secret "db" not found',
+        ),
         # The crash loop an OOM kill causes is reported as the OOM kill: it says what to change.
-        ([pod(state={"waiting": {"reason": "CrashLoopBackOff"}}, last={"terminated": {"reason": "OOMKilled", "exitCode": 137}}, restarts=4)],
-         "OOMKilled", "limits.memory"),
-        ([pod(phase="Pending", state={}, conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/3 nodes: insufficient memory"}])],
-         "Unschedulable", "insufficient memory"),
+        (
+            [
+                pod(
+                    state={"waiting": {"reason": "CrashLoopBackOff"}},
+                    last={"terminated": {"reason": "OOMKilled", "exitCode": 137}},
+                    restarts=4,
+                )
+            ],
+            "OOMKilled",
+            "limits.memory",
+        ),
+        (
+            [
+                pod(
+                    phase="Pending",
+                    state={},
+                    conditions=[
+                        {
+                            "type": "PodScheduled",
+                            "status": "False",
+                            "reason": "Unschedulable",
+                            "message": "0/3 nodes: insufficient memory",
+                        }
+                    ],
+                )
+            ],
+            "Unschedulable",
+            "insufficient memory",
+        ),
     ],
 )
 def test_container_problem(pods, reason, words):
@@ -64,7 +136,10 @@ def test_no_container_problem_while_starting_or_terminating():
     assert container_problem([]) is None
     assert container_problem([pod(state={"waiting": {"reason": "ContainerCreating"}})]) is None
     assert container_problem([pod()]) is None
-    assert container_problem([pod(deleting=True, state={"waiting": {"reason": "CrashLoopBackOff"}})]) is None
+    assert (
+        container_problem([pod(deleting=True, state={"waiting": {"reason": "CrashLoopBackOff"}})])
+        is None
+    )
 
 
 def test_probe_targets_are_running_unready_runtimes_on_their_http_port():
@@ -77,15 +152,21 @@ def test_probe_targets_are_running_unready_runtimes_on_their_http_port():
         pod("m-waiting", state={"waiting": {"reason": "ContainerCreating"}}),
         pod("m-going", deleting=True),
     ]
-    assert probe_targets(pods) == [ProbeTarget("m-a", "10.0.0.1", 8080), ProbeTarget("m-b", "10.0.0.2", 9000)]
+    assert probe_targets(pods) == [
+        ProbeTarget("m-a", "10.0.0.1", 8080),
+        ProbeTarget("m-b", "10.0.0.2", 9000),
+    ]
     assert ProbeTarget("p", "fd00::1", 8080).url == "http://[fd00::1]:8080/v2/health/ready"
 
 
 @pytest.mark.parametrize(
     ("code", "body", "expected"),
     [
-        (503, {"ready": False, "reason": "ChecksumMismatch", "message": "sha256 differs"},
-         ("ArtifactUnavailable", "ChecksumMismatch: sha256 differs (pod m-1)")),
+        (
+            503,
+            {"ready": False, "reason": "ChecksumMismatch", "message": "sha256 differs"},
+            ("ArtifactUnavailable", "ChecksumMismatch: sha256 differs (pod m-1)"),
+        ),
         (503, {"ready": False, "reason": "Loading", "message": "fetching"}, None),
         (503, {"ready": False, "reason": "ShuttingDown", "message": "stopping"}, None),
         (200, {"ready": True}, None),
@@ -99,7 +180,9 @@ def test_readiness_problem(code, body, expected):
 
 def test_long_runtime_messages_are_cut():
     reason, message = readiness_problem(
-        ProbeTarget("m-1", "10.0.0.1", 8080), 503, {"ready": False, "reason": "X", "message": "y" * 10_000}
+        ProbeTarget("m-1", "10.0.0.1", 8080),
+        503,
+        {"ready": False, "reason": "X", "message": "y" * 10_000},
     )
     assert reason == "ArtifactUnavailable" and len(message) < 700
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from mlmodel_operator.quantity import canonical_quantity, canonical_resources
 
 
@@ -28,6 +27,8 @@ from mlmodel_operator.quantity import canonical_quantity, canonical_resources
         ("2048", "2048"),
         ("1500k", "1500k"),
         ("1.5M", "1500k"),
+        ("10Ei", "10Ei"),  # beyond 28 significant digits in nano-units: still exact
+        ("0.5Ei", "512Pi"),
         ("0.001", "1m"),
         ("0.0000000001", "1n"),  # below a nano-unit: rounded up
         ("1e3", "1e3"),
@@ -52,5 +53,13 @@ def test_unparsable_text_is_left_for_the_api_server_to_refuse():
 
 def test_canonical_resources_rewrites_requests_and_limits_only():
     assert canonical_resources(
-        {"requests": {"cpu": "0.5", "memory": "1024Mi"}, "limits": {"cpu": 2}, "claims": [{"name": "gpu"}]}
-    ) == {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "2"}, "claims": [{"name": "gpu"}]}
+        {
+            "requests": {"cpu": "0.5", "memory": "1024Mi"},
+            "limits": {"cpu": 2},
+            "claims": [{"name": "gpu"}],
+        }
+    ) == {
+        "requests": {"cpu": "500m", "memory": "1Gi"},
+        "limits": {"cpu": "2"},
+        "claims": [{"name": "gpu"}],
+    }

@@ -75,6 +75,7 @@ class RuntimeRecorder:
             model=settings.model_name,
             pod_name=settings.pod_name or socket.gethostname(),
             prediction_sample_rate=settings.prediction_log_sample_rate,
+            heartbeat_seconds=settings.metadata_heartbeat_seconds,
         )
 
     def start(self) -> None:
