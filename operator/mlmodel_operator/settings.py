@@ -145,7 +145,8 @@ class OperatorSettings(BaseSettings):
     )
     servicemonitor_interval: str = Field(
         "30s",
-        pattern=r"^([0-9]+(ms|s|m|h))+$",
+        pattern=r"^(0|(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$",
+        min_length=1,
         description="Scrape interval of a ServiceMonitor whose MLModel sets no spec.monitoring.interval.",
     )
 

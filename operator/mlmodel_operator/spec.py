@@ -24,7 +24,8 @@ SHA256_PATTERN = r"^[a-f0-9]{64}$"
 URI_PATTERN = r"^((https?|file)://[^ ]+|s3://[^/ ]+/[^ ]+|[^ :]+)$"
 REMOTE_OR_ABSOLUTE = re.compile(r"^((https?|s3|file)://|/)")
 DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-DURATION_PATTERN = r"^([0-9]+(ms|s|m|h))+$"
+# The Prometheus Operator accepts units only in this order; "1s1m" would be refused there.
+DURATION_PATTERN = r"^(0|(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"
 
 
 class InvalidSpec(ValueError):
@@ -102,7 +103,7 @@ class ServiceSpec(_Spec):
 
 class Monitoring(_Spec):
     service_monitor: bool = True
-    interval: str | None = Field(None, pattern=DURATION_PATTERN)
+    interval: str | None = Field(None, pattern=DURATION_PATTERN, min_length=1)
     labels: dict[str, str] = {}
 
 

@@ -179,6 +179,8 @@ INVALID = {
     ),
     "unknown-format": ({"spec.model.format": "pytorch"}, "is not one of"),
     "bad-interval": ({"spec.monitoring": {"interval": "30 seconds"}}, "does not match"),
+    "interval-units-out-of-order": ({"spec.monitoring": {"interval": "1s1m"}}, "does not match"),
+    "interval-unit-twice": ({"spec.monitoring": {"interval": "5s5s"}}, "does not match"),
     "sample-rate-over-1": ({"spec.predictionLogging": {"sampleRate": 2}}, "greater than the maximum"),
     "unknown-field": ({"spec.model.checksum": DIGEST}, "unknown field"),
     "no-model": ({"spec.model": None}, "'model' is a required property"),
