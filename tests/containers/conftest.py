@@ -6,16 +6,14 @@ registry is reachable here. Build times and image sizes are printed in the termi
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from container_tools import build_image, inspect_image, run
+from operator_fixture_loader import export_operator_fixtures
 
 LOCAL_BASE_PREFIX = "mlmodel-local/"
 BASE_IMAGE = os.environ.get("MLMODEL_TEST_BASE_IMAGE", f"{LOCAL_BASE_PREFIX}python:3.11-slim-bookworm")
@@ -97,26 +95,6 @@ def unique_name(request: pytest.FixtureRequest) -> Iterator[str]:
     yield f"mlmodel-test-{os.getpid()}-{abs(hash(request.node.nodeid)) % 10**8}"
 
 
-def load_operator_fixtures(repo_root: Path) -> ModuleType:
-    """The operator tests' conftest (API emulator, kubeconfig), loaded under its own module name.
-
-    Reused rather than copied: the operator container must meet the same emulator as the operator
-    process tests. Its folder goes on sys.path for its `from emulator import ...`.
-    """
-    folder = repo_root / "tests" / "operator"
-    if str(folder) not in sys.path:
-        sys.path.append(str(folder))
-    spec = importlib.util.spec_from_file_location("operator_test_fixtures", folder / "conftest.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-operator_fixtures = load_operator_fixtures(Path(__file__).resolve().parents[2])
 # Every fixture of the operator tests (the emulator on a loopback port with the CRD installed, the
 # kubeconfig, and whatever those need) is re-exported here under its own name.
-for _name, _value in vars(operator_fixtures).items():
-    if hasattr(_value, "_pytestfixturefunction") or type(_value).__name__ == "FixtureFunctionDefinition":
-        globals().setdefault(_name, _value)
+operator_fixtures = export_operator_fixtures(globals())
