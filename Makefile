@@ -29,6 +29,9 @@ examples/sentiment/model.joblib: | $(BIN)/mlmodel
 	$(BIN)/python examples/sentiment/train.py
 
 serve: $(BIN)/mlmodel examples/sentiment/model.joblib
+	@echo "Serving the sentiment example on http://127.0.0.1:$(PORT). In another terminal, try:"
+	@echo "  curl -s http://127.0.0.1:$(PORT)/v2/models/sentiment/infer -H 'content-type: application/json' -d @examples/sentiment/request.json"
+	@echo "  curl -s http://127.0.0.1:$(PORT)/v1/models/sentiment:predict -d '{\"instances\": [\"a wonderful, moving film\"]}'"
 	$(BIN)/mlmodel serve examples/sentiment/mlmodel.yaml --port $(PORT)
 
 examples: $(BIN)/mlmodel
