@@ -15,6 +15,7 @@ from mlmodel_operator import metrics
 from mlmodel_operator.builders import InvalidSpec
 from mlmodel_operator.builders.common import ANNOTATION_PREFIX, MANAGED_BY
 from mlmodel_operator.kube import MAX_RETRY_AFTER, ApiError, NotOurs
+from mlmodel_operator.metadata import Metadata
 from mlmodel_operator.reconcile import Context, reconcile, sync_status
 from mlmodel_operator.resync import resync_forever
 from mlmodel_operator.spec import API_GROUP, API_VERSION, KIND, PLURAL
@@ -104,6 +105,15 @@ def register(registry: kopf.OperatorRegistry, ctx: Context, namespaces: Sequence
         if ctx.settings.metrics_port:
             metrics.serve_metrics(ctx.settings.metrics_port)
             logger.info("metrics served: port=%s", ctx.settings.metrics_port)
+        # No connection is made here: the writer connects (and migrates) in the background, so
+        # a database that is down delays the history, never the reconciling.
+        ctx.metadata = Metadata.from_settings(ctx.settings)
+        ctx.metadata.start()
+        logger.info(
+            "metadata store configured: backend=%s%s",
+            ctx.metadata.backend,
+            "" if ctx.settings.database_url else f" path={ctx.settings.cache_dir}",
+        )
 
     @kopf.on.login(registry=registry)
     def on_login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -122,6 +132,7 @@ def register(registry: kopf.OperatorRegistry, ctx: Context, namespaces: Sequence
         await ctx.kube.close()
         if ctx.diagnosis is not None:
             await ctx.diagnosis.close()
+        await ctx.metadata.close(ctx.settings.metadata_flush_timeout_seconds)
 
     @kopf.on.resume(*MLMODELS, registry=registry)
     @kopf.on.create(*MLMODELS, registry=registry)
@@ -157,6 +168,9 @@ def register(registry: kopf.OperatorRegistry, ctx: Context, namespaces: Sequence
         if not uid:
             return
         if type == "DELETED":
+            # No finalizer holds the MLModel for this: a deletion while the operator is down
+            # is caught by the resync's comparison with the store instead.
+            ctx.metadata.deleted(body)
             ctx.forget(uid)
         else:
             ctx.census.observe(uid, (body.get("status") or {}).get("conditions"))

@@ -24,6 +24,7 @@ from mlmodel_operator.kube import (
     Applied,
     KubeClient,
 )
+from mlmodel_operator.metadata import Metadata
 from mlmodel_operator.peering import Peering
 from mlmodel_operator.settings import OperatorSettings
 from mlmodel_operator.status import compute_status
@@ -49,6 +50,8 @@ class Context:
     # Standalone unless `mlmodel operator` runs with kopf peering (the resync loop follows it).
     peering: Peering = dataclasses.field(default_factory=lambda: Peering(name=None, identity=""))
     diagnosis: PodDiagnosis | None = None
+    # The metadata store; replaced by the enabled one at operator start-up.
+    metadata: Metadata = dataclasses.field(default_factory=Metadata)
 
     def __post_init__(self) -> None:
         if self.diagnosis is None:
@@ -64,6 +67,7 @@ class Context:
         assert self.diagnosis is not None
         self.diagnosis.forget(uid)
         self.census.forget(uid)
+        self.metadata.forget(uid)
 
     def now(self) -> str:
         return self.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -83,6 +87,7 @@ async def reconcile(ctx: Context, mlmodel: dict[str, Any], logger: logging.Logge
     try:
         children = build_children(mlmodel, ctx.settings, servicemonitor_supported=monitoring)
     except InvalidSpec:  # the status says what to fix; the children of the last good spec stay
+        ctx.metadata.invalid(mlmodel)
         await sync_status(ctx, namespace, meta["name"], logger)
         raise
 
@@ -95,6 +100,7 @@ async def reconcile(ctx: Context, mlmodel: dict[str, Any], logger: logging.Logge
             )
         if child["kind"] == DEPLOYMENT.kind:
             deployment = live
+    ctx.metadata.applied(mlmodel)
 
     wanted = {(child["apiVersion"], child["kind"]) for child in children}
     names = child_names(mlmodel)
@@ -137,6 +143,7 @@ async def sync_status(
         )
         previous = mlmodel.get("status") or {}
         if status == previous:
+            ctx.metadata.status(mlmodel, status)
             return
         try:
             await ctx.kube.patch_status(mlmodel, status)
@@ -147,6 +154,7 @@ async def sync_status(
             deployment = _UNREAD
             continue
         _announce_transitions(ctx, mlmodel, previous, status, logger)
+        ctx.metadata.status(mlmodel, status)
         return
     raise ApiError(
         "patch",

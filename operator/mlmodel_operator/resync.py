@@ -2,7 +2,8 @@
 
 This is a loop of the operator rather than a kopf timer because kopf puts a finalizer on every
 object that has a timer, and a finalizer would block `kubectl delete mlmodel` whenever the
-operator is not running. Without external state to clean up, the operator needs no finalizer.
+operator is not running. The one piece of external state, the metadata store's deployment rows,
+needs none either: each pass marks deleted the rows whose MLModel is no longer listed.
 """
 
 from __future__ import annotations
@@ -76,9 +77,14 @@ async def resync_once(ctx: Context, namespaces: Sequence[str]) -> None:
     # Plain namespace names are listed one by one, so a namespaced install needs no cluster-wide
     # list permission; patterns (globs, exclusions) need the cluster-wide list.
     plain = namespaces and not any(set(ns) & set("*?[!") for ns in namespaces)
+    # Read before listing: a model created in between must not look deleted.
+    recorded = await ctx.metadata.live_deployments()
     items: list[dict[str, Any]] = []
     for namespace in namespaces if plain else [None]:
         items += (await ctx.kube.list(MLMODEL, namespace)).get("items") or []
+    # The listing is complete (an error would have ended the pass): models deleted while the
+    # operator was down, or while its watch was reconnecting, are recorded as deleted now.
+    ctx.metadata.sweep(recorded, items, lambda namespace: served(namespace, namespaces))
     gate = asyncio.Semaphore(CONCURRENCY)
 
     async def one(mlmodel: dict[str, Any]) -> None:

@@ -5,9 +5,12 @@ Built once by ``mlmodel operator`` (or ``mlmodel render``) and passed down to ev
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from mlmodel_runtime.settings import default_cache_dir
+from mlmodel_runtime.store.urls import url_scheme
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "MLMODEL_OPERATOR_"
@@ -18,7 +21,10 @@ QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"
 class OperatorSettings(BaseSettings):
     """Defaults the operator applies to every MLModel that does not say otherwise."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+    # hide_input_in_errors: a rejected database URL must not be echoed with its password.
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", hide_input_in_errors=True
+    )
 
     # --- what the operator watches ---------------------------------------------------------
     namespace: str = Field(
@@ -69,6 +75,26 @@ class OperatorSettings(BaseSettings):
             "With kopf peering: how long this operator counts as alive after its last keep-alive. "
             "A replica that dies without saying goodbye blocks the others this long."
         ),
+    )
+    # --- the metadata store (deployments and rollout history) -----------------------------
+    database_url: SecretStr | None = Field(
+        None,
+        description=(
+            "PostgreSQL URL (postgresql://user:password@host:5432/db) of the metadata store; "
+            "unset: an SQLite file in cache_dir. Never logged."
+        ),
+    )
+    cache_dir: Path = Field(
+        default_factory=default_cache_dir,
+        description=(
+            "Holds the SQLite metadata file when no database_url is set; the default is the one "
+            "`mlmodel history` reads, so a local operator and the CLI share it."
+        ),
+    )
+    metadata_flush_timeout_seconds: float = Field(
+        10.0,
+        ge=0,
+        description="At shutdown, how long queued metadata writes may take to reach the store.",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level of the operator."
@@ -149,6 +175,20 @@ class OperatorSettings(BaseSettings):
         min_length=1,
         description="Scrape interval of a ServiceMonitor whose MLModel sets no spec.monitoring.interval.",
     )
+
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, url: SecretStr | None) -> SecretStr | None:
+        """A wrong scheme stops the operator at start-up, not at the first write, and the
+        message names the scheme only: the URL holds a password."""
+        if url is None or not url.get_secret_value().strip():
+            return None
+        scheme = url_scheme(url.get_secret_value().strip())
+        if scheme not in ("postgresql", "postgres", "sqlite"):
+            raise ValueError(
+                f"unsupported scheme {scheme[:20]!r}: use postgresql://user:password@host/db"
+            )
+        return url
 
     @property
     def termination_grace_period_seconds(self) -> int:

@@ -63,21 +63,25 @@ def build_model(settings: RuntimeSettings) -> Model:
     )
 
 
-def build_dataplane(settings: RuntimeSettings) -> DataPlane:
+def build_dataplane(
+    settings: RuntimeSettings, *, log_fields: dict[str, Any] | None = None
+) -> DataPlane:
     """The data plane of a serving process: metrics, and the metadata recorder (PostgreSQL at
     ``database_url``, else SQLite in the cache dir) exporting its own metrics in the same registry."""
     metrics = RuntimeMetrics(settings.model_name)
     recorder = None
-    try:
-        from mlmodel_runtime.store.runtime_recorder import RuntimeRecorder
+    from mlmodel_runtime.store.runtime_recorder import RuntimeRecorder
+    from mlmodel_runtime.store.urls import resolve_database_url, scrub
 
+    try:
         recorder = RuntimeRecorder.from_settings(settings, registry=metrics.registry)
-    except Exception as exc:  # a bad URL must not stop serving: say so and serve without a store
+    except Exception as exc:  # noqa: BLE001 - a bad URL must not stop serving: say so, serve on
+        url = resolve_database_url(settings.database_url, settings.cache_dir)
         logger.error(
             "metadata store disabled",
-            extra={"reason": "StoreMisconfigured", "error": type(exc).__name__},
+            extra={"reason": "StoreMisconfigured", "error": scrub(str(exc), url)},
         )
-    return DataPlane(settings, metrics=metrics, recorder=recorder)
+    return DataPlane(settings, metrics=metrics, recorder=recorder, log_fields=log_fields)
 
 
 def reserved_bytes(declared_length: str | None, limit: int) -> int:
@@ -150,7 +154,9 @@ class DataPlane:
             await self._model.unload()
         if self.recorder is not None:
             # Marks this instance stopped; bounded so a database outage cannot eat the grace period.
-            flush_seconds = min(METADATA_FLUSH_SECONDS, max(self.settings.shutdown_grace_seconds, 0.5))
+            flush_seconds = min(
+                METADATA_FLUSH_SECONDS, max(self.settings.shutdown_grace_seconds, 0.5)
+            )
             await self.recorder.close(timeout=flush_seconds)
 
     def begin_shutdown(self) -> None:
@@ -282,7 +288,10 @@ class DataPlane:
                 f"{self.in_flight} predictions already in flight (limit "
                 f"{settings.max_concurrent_requests}): retry shortly"
             )
-        if self.in_flight and self.bytes_in_flight + body_bytes > settings.max_request_bytes_in_flight:
+        if (
+            self.in_flight
+            and self.bytes_in_flight + body_bytes > settings.max_request_bytes_in_flight
+        ):
             self._shed(
                 f"requests holding {self.bytes_in_flight} bytes are already being served (limit "
                 f"{settings.max_request_bytes_in_flight}): retry shortly, or send smaller requests"

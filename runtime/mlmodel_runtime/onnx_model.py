@@ -57,7 +57,9 @@ def _width(shape: Any) -> int:
     return 0
 
 
-def _inputs(session_inputs: list[Any]) -> tuple[tuple[TensorSpec, ...], _Feeds, bool, int, tuple[str, ...]]:
+def _inputs(
+    session_inputs: list[Any],
+) -> tuple[tuple[TensorSpec, ...], _Feeds, bool, int, tuple[str, ...]]:
     """(input specs, feeds, takes_text, n_features, feature names) from the graph's inputs."""
     if len(session_inputs) == 1:
         only = session_inputs[0]
@@ -159,7 +161,9 @@ class OnnxModel(Model):
             ) from exc
         specs, feeds, takes_text, n_features, feature_names = _inputs(session.get_inputs())
         self._session, self._feeds = session, feeds
-        self._signature = self._derive_outputs(session, specs, takes_text, n_features, feature_names)
+        self._signature = self._derive_outputs(
+            session, specs, takes_text, n_features, feature_names
+        )
 
     def _derive_outputs(
         self,
@@ -189,8 +193,8 @@ class OnnxModel(Model):
             if sample is not None:
                 width = int(np.asarray(sample[0]).reshape(1, -1).shape[1])
             shape = (-1,) if width in (0, 1) else (-1, width)
-            outputs = (TensorSpec(PREDICT_OUTPUT, "FP64", shape),)
-            return Signature(inputs, outputs, takes_text, n_features, feature_names)
+            predict = (TensorSpec(PREDICT_OUTPUT, "FP64", shape),)
+            return Signature(inputs, predict, takes_text, n_features, feature_names)
         self._zipmap = probability.type.startswith("seq(map(")
         self._outputs = {LABEL_OUTPUT: first.name, PROBABILITIES_OUTPUT: probability.name}
         labels: tuple[Any, ...] = ()
@@ -201,7 +205,7 @@ class OnnxModel(Model):
         elif sample is not None:
             width = int(np.asarray(sample[1]).shape[1])
         label_type = _TENSOR_DATATYPES.get(first.type, "BYTES")
-        outputs = (
+        outputs: tuple[TensorSpec, ...] = (
             TensorSpec(LABEL_OUTPUT, label_type, (-1,)),
             TensorSpec(PROBABILITIES_OUTPUT, "FP64", (-1, width or -1)),
         )
@@ -241,5 +245,7 @@ class OnnxModel(Model):
             probabilities = [[row[label] for label in classes] for row in probabilities]
         return {
             LABEL_OUTPUT: labels,
-            PROBABILITIES_OUTPUT: np.asarray(probabilities, dtype=np.float64).reshape(len(labels), -1),
+            PROBABILITIES_OUTPUT: np.asarray(probabilities, dtype=np.float64).reshape(
+                len(labels), -1
+            ),
         }

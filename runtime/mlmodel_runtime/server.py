@@ -91,14 +91,12 @@ def _uvicorn_config(app: Any, settings: RuntimeSettings) -> uvicorn.Config:
 
 def serve_one(settings: RuntimeSettings, sockets: list[socket.socket] | None = None) -> int:
     """Serve in this process; returns the exit code."""
-    dataplane = build_dataplane(settings)
+    # One dict shared by every log line; the data plane adds the digest once the model is loaded.
     fields = base_fields(
         model=settings.model_name, namespace=settings.namespace, pod_name=settings.pod_name
     )
-    dataplane.log_fields.update(fields)
-    configure_logging(
-        level=settings.log_level, log_format=settings.log_format, fields=dataplane.log_fields
-    )
+    configure_logging(level=settings.log_level, log_format=settings.log_format, fields=fields)
+    dataplane = build_dataplane(settings, log_fields=fields)  # after logging: it may log
     app = create_app(settings, dataplane)
     server = RuntimeServer(_uvicorn_config(app, settings), dataplane, settings)
     server.run(sockets=sockets)

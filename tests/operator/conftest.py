@@ -218,6 +218,8 @@ async def start_operator(
             MLMODEL_OPERATOR_METRICS_PORT=str(metrics_port),
             MLMODEL_OPERATOR_LOG_FORMAT="text",
             MLMODEL_OPERATOR_RUNTIME_IMAGE="registry.example.com/mlmodel/runtime:test",
+            # The metadata store's default SQLite file (~/.cache/mlmodel) stays with the test.
+            HOME=str(tmp_path / "home"),
             PYTHONUNBUFFERED="1",
         )
         environment.update(env)

@@ -21,18 +21,29 @@ def columns(rows: int, declared: int | None = None) -> dict:
     """One FP64 input per feature of the tabular model, ``declared`` rows in each shape."""
     return {
         "inputs": [
-            {"name": name, "shape": [declared if declared is not None else rows], "datatype": "FP64", "data": [1.0] * rows}
+            {
+                "name": name,
+                "shape": [declared if declared is not None else rows],
+                "datatype": "FP64",
+                "data": [1.0] * rows,
+            }
             for name in FEATURES
         ]
     }
 
 
 def texts(data: list, shape: list[int] | None = None) -> dict:
-    return {"inputs": [{"name": "text", "datatype": "BYTES", "shape": shape or [len(data)], "data": data}]}
+    return {
+        "inputs": [
+            {"name": "text", "datatype": "BYTES", "shape": shape or [len(data)], "data": data}
+        ]
+    }
 
 
 async def expect(rt: InProcess, path: str, body: bytes, status: int, *fragments: str) -> None:
-    response = await rt.client.post(path, content=body, headers={"content-type": "application/json"})
+    response = await rt.client.post(
+        path, content=body, headers={"content-type": "application/json"}
+    )
     assert response.status_code == status, response.text
     message = response.json()["error"]
     for fragment in fragments:
@@ -60,7 +71,13 @@ async def houses_app(models: Models, tmp_path: Path):
 async def test_deeply_nested_json_is_a_400(text_app: InProcess) -> None:
     # 100,000 levels: past orjson's depth limit of 1024, which refuses it without recursing.
     await expect(text_app, TEXT, b"[" * 100_000 + b"]" * 100_000, 400, "not valid JSON", "depth")
-    nested_data = b'{"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ' + b"[" * 1000 + b'"x"' + b"]" * 1000 + b"}]}"
+    nested_data = (
+        b'{"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": '
+        + b"[" * 1000
+        + b'"x"'
+        + b"]" * 1000
+        + b"}]}"
+    )
     await expect(text_app, TEXT, nested_data, 400, "BYTES data must be strings")
     await still_serving(text_app)
 
@@ -74,7 +91,9 @@ async def test_nan_and_infinity_literals_are_refused(houses_app: InProcess, lite
 
 
 async def test_a_number_too_large_for_a_double_is_refused(houses_app: InProcess) -> None:
-    await expect(houses_app, HOUSES_V1, b'{"instances": [[1e999, 3, 20, 1.5]]}', 400, "not valid JSON")
+    await expect(
+        houses_app, HOUSES_V1, b'{"instances": [[1e999, 3, 20, 1.5]]}', 400, "not valid JSON"
+    )
 
 
 async def test_empty_batches_are_a_400(text_app: InProcess, houses_app: InProcess) -> None:
@@ -86,18 +105,34 @@ async def test_empty_batches_are_a_400(text_app: InProcess, houses_app: InProces
 
 
 async def test_more_rows_than_allowed_is_a_413(text_app: InProcess) -> None:
-    await expect(text_app, TEXT, orjson.dumps(texts(["fine"] * 101)), 413, "101 rows", "limit of 100")
     await expect(
-        text_app, TEXT_V1, orjson.dumps({"instances": ["fine"] * 101}), 413, "MAX_INSTANCES_PER_REQUEST"
+        text_app, TEXT, orjson.dumps(texts(["fine"] * 101)), 413, "101 rows", "limit of 100"
+    )
+    await expect(
+        text_app,
+        TEXT_V1,
+        orjson.dumps({"instances": ["fine"] * 101}),
+        413,
+        "MAX_INSTANCES_PER_REQUEST",
     )
     response = await text_app.client.post(TEXT_V1, json={"instances": ["fine"] * 100})
     assert response.status_code == 200 and len(response.json()["predictions"]) == 100
 
 
-async def test_a_shape_claiming_more_rows_than_the_data_holds_is_a_400(houses_app: InProcess) -> None:
+async def test_a_shape_claiming_more_rows_than_the_data_holds_is_a_400(
+    houses_app: InProcess,
+) -> None:
     # Sized from the data, never from the declared shape: 10**12 rows must not be allocated.
-    await expect(houses_app, HOUSES, orjson.dumps(columns(1, declared=10**12)), 400, "make shape match the data")
-    await expect(houses_app, HOUSES, orjson.dumps(columns(3, declared=2)), 400, "make shape match the data")
+    await expect(
+        houses_app,
+        HOUSES,
+        orjson.dumps(columns(1, declared=10**12)),
+        400,
+        "make shape match the data",
+    )
+    await expect(
+        houses_app, HOUSES, orjson.dumps(columns(3, declared=2)), 400, "make shape match the data"
+    )
     response = await houses_app.client.post(HOUSES, json=columns(2))
     assert response.status_code == 200
 

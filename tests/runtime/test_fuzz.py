@@ -9,16 +9,15 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import schemathesis
-from schemathesis import GenerationMode
 from conftest import HERE, Models, ServerProcess, free_port, write_mlmodel
+from hypothesis import HealthCheck, settings
 from mlmodel_runtime.app import create_app
 from mlmodel_runtime.dataplane import DataPlane
 from mlmodel_runtime.settings import RuntimeSettings
-from hypothesis import HealthCheck, settings
+from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -38,13 +37,17 @@ MODEL = "reviews"
 
 
 @pytest.fixture(scope="module")
-def fuzz_server(models: Models, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def fuzz_server(
+    models: Models, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
     """One server for every operation (start_server is per test): the text model, a small body
     limit so the fuzzer also meets 413s."""
     folder = tmp_path_factory.mktemp("fuzz")
     manifest = write_mlmodel(folder / "model", MODEL, models.text)
     port = free_port()
-    environment = {key: value for key, value in os.environ.items() if not key.startswith("MLMODEL_")}
+    environment = {
+        key: value for key, value in os.environ.items() if not key.startswith("MLMODEL_")
+    }
     environment.update(
         {
             "PYTHONPATH": os.pathsep.join([str(HERE), environment.get("PYTHONPATH", "")]),

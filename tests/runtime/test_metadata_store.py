@@ -110,13 +110,16 @@ def test_registers_heartbeats_survives_a_postgres_outage_and_stops(
                 slowest = max(slowest, time.perf_counter() - started)
                 assert response.status_code == 200, response.text
                 time.sleep(0.02)
-            assert client.get("/v2/health/ready").status_code == 200  # the store is not a dependency
+            assert (
+                client.get("/v2/health/ready").status_code == 200
+            )  # the store is not a dependency
             metrics = client.get("/metrics").text
             assert 'mlmodel_metadata_writes_total{component="runtime",result="retried"}' in metrics
         assert slowest < 1.0, f"a request took {slowest:.2f}s while the database was down"
         # Back up: everything queued during the outage arrives, nothing dropped.
         wait_for(
-            lambda: prediction_count(url) == 5 + during_outage, "the predictions queued during the outage"
+            lambda: prediction_count(url) == 5 + during_outage,
+            "the predictions queued during the outage",
         )
         metrics = client.get("/metrics").text
     assert 'mlmodel_metadata_writes_dropped_total{component="runtime"} 0.0' in metrics

@@ -22,7 +22,10 @@ TEXTS = [
 
 
 def v2_texts(texts: list[str]) -> dict:
-    return {"id": "cmp", "inputs": [{"name": "text", "shape": [len(texts)], "datatype": "BYTES", "data": texts}]}
+    return {
+        "id": "cmp",
+        "inputs": [{"name": "text", "shape": [len(texts)], "datatype": "BYTES", "data": texts}],
+    }
 
 
 def test_the_onnx_example_agrees_with_the_joblib_one(repo_root: Path, start_server) -> None:
@@ -66,10 +69,15 @@ def test_the_onnx_example_agrees_with_the_joblib_one(repo_root: Path, start_serv
     assert 'format="onnx"' in metrics and 'mlmodel_predictions_total{label="positive"' in metrics
 
 
-async def test_onnx_needs_no_sha256_but_joblib_does(repo_root: Path, models: Models, tmp_path: Path) -> None:
+async def test_onnx_needs_no_sha256_but_joblib_does(
+    repo_root: Path, models: Models, tmp_path: Path
+) -> None:
     onnx_file = repo_root / "examples" / "sentiment" / "onnx" / "model.onnx"
     settings = RuntimeSettings(
-        model_name="reviews", model_uri=str(onnx_file), model_format="onnx", cache_dir=tmp_path / "a"
+        model_name="reviews",
+        model_uri=str(onnx_file),
+        model_format="onnx",
+        cache_dir=tmp_path / "a",
     )
     assert settings.model_sha256 is None
     async with running_app(settings) as rt:
@@ -127,7 +135,9 @@ async def test_a_tabular_graph_takes_a_float_matrix(
         assert metadata["outputs"][0] == {"name": "label", "datatype": "INT64", "shape": [-1]}
         v2 = await rt.client.post(
             "/v2/models/matrix/infer",
-            json={"inputs": [{"name": "input-0", "shape": [2, 3], "datatype": "FP32", "data": rows}]},
+            json={
+                "inputs": [{"name": "input-0", "shape": [2, 3], "datatype": "FP32", "data": rows}]
+            },
         )
         assert v2.status_code == 200, v2.text
         assert v2.json()["outputs"][0]["data"] == expected == [1, 0]
@@ -141,11 +151,16 @@ async def test_a_file_that_is_not_onnx_keeps_the_server_not_ready(tmp_path: Path
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"this is not a protobuf graph")
     settings = RuntimeSettings(
-        model_name="broken", model_uri=str(broken), model_format="onnx", cache_dir=tmp_path / "cache"
+        model_name="broken",
+        model_uri=str(broken),
+        model_format="onnx",
+        cache_dir=tmp_path / "cache",
     )
     async with running_app(settings, wait=False) as rt:
         await rt.dataplane.wait_loaded()
         ready = (await rt.client.get("/v2/health/ready")).json()
-        assert ready["reason"] == "ModelLoadFailed" and "onnxruntime cannot load" in ready["message"]
+        assert (
+            ready["reason"] == "ModelLoadFailed" and "onnxruntime cannot load" in ready["message"]
+        )
         live = await rt.client.get("/v2/health/live")
         assert live.status_code == 200

@@ -17,7 +17,7 @@ from conftest import Models, ServerProcess, write_mlmodel
 
 CLIENTS = 600
 MAX_CONCURRENT = 64
-LOAD_SECONDS = 3.0
+LOAD_SECONDS = 2.0
 
 
 def rss_bytes(pid: int) -> int:
@@ -75,7 +75,9 @@ async def client(port: int, request: bytes, deadline: float, observed: Observed)
             writer.close()
 
 
-async def hammer(server: ServerProcess, body: bytes, clients: int, seconds: float, observed: Observed) -> None:
+async def hammer(
+    server: ServerProcess, body: bytes, clients: int, seconds: float, observed: Observed
+) -> None:
     port = int(server.url.rsplit(":", 1)[1])
     request = (
         f"POST /v1/models/slow:predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
@@ -88,7 +90,9 @@ async def hammer(server: ServerProcess, body: bytes, clients: int, seconds: floa
             observed.rss.append(rss_bytes(server.process.pid))
             await asyncio.sleep(0.1)
 
-    await asyncio.gather(sample_rss(), *(client(port, request, deadline, observed) for _ in range(clients)))
+    await asyncio.gather(
+        sample_rss(), *(client(port, request, deadline, observed) for _ in range(clients))
+    )
 
 
 # Probes like the kubelet's, from their own process so the load generator cannot delay them:
@@ -142,7 +146,9 @@ def start_slow_server(models: Models, tmp_path: Path, start_server) -> tuple[Ser
         },
     )
     server.wait_ready()
-    warm = httpx.post(f"{server.url}/v1/models/slow:predict", json={"instances": [[1.0]]}, timeout=10)
+    warm = httpx.post(
+        f"{server.url}/v1/models/slow:predict", json={"instances": [[1.0]]}, timeout=10
+    )
     assert warm.json() == {"predictions": [2.0]}
     return server, rss_bytes(server.process.pid)
 
@@ -169,7 +175,9 @@ def test_sustained_overload_is_shed_while_liveness_answers(
     assert {status for status, _ in ready} == {"200"}, ready
     assert max(observed.rss) - baseline < 100 * 2**20
     metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
-    shed = next(line for line in metrics.splitlines() if line.startswith("mlmodel_requests_shed_total"))
+    shed = next(
+        line for line in metrics.splitlines() if line.startswith("mlmodel_requests_shed_total")
+    )
     assert float(shed.split()[-1]) == observed.statuses[503]
 
 
@@ -180,7 +188,7 @@ def test_a_flood_of_near_limit_bodies_keeps_memory_bounded(
     # 9 MiB each (the limit is 10 MiB): 24 at once would hold 216 MiB if all were read.
     body = b'{"instances": [[1.0]], "padding": "' + b"x" * (9 * 2**20) + b'"}'
     observed = Observed()
-    probes = run_with_probes(server, body, 24, 2.0, observed)
+    probes = run_with_probes(server, body, 24, 1.5, observed)
     print(
         f"statuses {dict(observed.statuses)}, errors {dict(observed.errors)}, "
         f"RSS {baseline >> 20} -> {max(observed.rss) >> 20} MiB"
