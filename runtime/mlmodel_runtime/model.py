@@ -4,9 +4,11 @@ with the model's signature (inputs, outputs, datatypes, shapes) read from the fi
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -241,7 +243,14 @@ class SKLearnModel(Model):
         rows: Rows = [""] if signature.takes_text else np.zeros((1, signature.n_features))
         try:
             self.predict_sync(rows)
-        except Exception as exc:  # noqa: BLE001 - a model may reject zeros; real requests will tell
+        except Exception as exc:  # a model may reject zeros; real requests will tell
+            if signature.feature_names and not _pandas_available():
+                # Fitted on a DataFrame and refusing a plain array: it selects columns by name.
+                raise ModelLoadError(
+                    "MissingDependency",
+                    "this model was fitted on a pandas DataFrame and selects its columns by name; "
+                    "install pandas in the runtime (pip install pandas) to serve it",
+                ) from exc
             logger.info("model warm-up skipped", extra={"error": str(exc)})
 
     def predict_sync(self, rows: Rows) -> Outputs:
@@ -251,10 +260,7 @@ class SKLearnModel(Model):
             raise RuntimeError("model not loaded")
         features: Any = rows
         if signature.feature_names:
-            import pandas as pd  # type: ignore[import-untyped]
-
-            # Fitted on a DataFrame: give it one with the same column names, as at fit time.
-            features = pd.DataFrame(rows, columns=list(signature.feature_names), copy=False)
+            features = _named_columns(rows, signature.feature_names)
         if not signature.labels:
             return {PREDICT_OUTPUT: np.asarray(estimator.predict(features), dtype=np.float64)}
         final, transformed = _final_step(estimator, features)
@@ -264,6 +270,29 @@ class SKLearnModel(Model):
                 final.predict_proba(transformed), dtype=np.float64
             )
         return outputs
+
+
+@functools.cache
+def _pandas_available() -> bool:
+    try:
+        import pandas  # type: ignore[import-untyped]  # noqa: F401
+    except ImportError:
+        # The runtime image leaves pandas out (it is large). Rows then go as an array in the
+        # fitted column order, which is what a model using its columns by position sees at fit
+        # time; the warning about the missing names says nothing new, so it is silenced once.
+        warnings.filterwarnings("ignore", message="X does not have valid feature names")
+        return False
+    return True
+
+
+def _named_columns(rows: Rows, names: Sequence[str]) -> Any:
+    """Rows shaped as the model saw them at fit time: a DataFrame with its column names when
+    pandas is installed, otherwise an array with the columns in the fitted order."""
+    if not _pandas_available():
+        return np.asarray(rows, dtype=np.float64)
+    import pandas as pd  # type: ignore[import-untyped]
+
+    return pd.DataFrame(rows, columns=list(names), copy=False)
 
 
 def _final_step(estimator: Any, features: Any) -> tuple[Any, Any]:
