@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 # The real PostgreSQL server fixtures (postgres_server, postgres_url) for every test area.
-from postgres_server import postgres_server, postgres_url  # noqa: E402,F401
+from postgres_server import postgres_server, postgres_url  # noqa: F401
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -221,8 +221,9 @@ def postgres_server() -> Iterator[PostgresServer]:
 
 def create_database_at(server_url: str) -> str:
     """Make a fresh database on an external server (CI's service container); return its URL."""
-    import psycopg2
     from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg2
 
     name = f"test_{secrets.token_hex(6)}"
     connection = psycopg2.connect(server_url, connect_timeout=10)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 import kopf
+import pydantic
 
 from mlmodel_operator.handlers import register
 from mlmodel_operator.kube import KubeClient
@@ -74,7 +76,12 @@ def _peering(
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    settings = OperatorSettings()
+    try:
+        settings = OperatorSettings()
+    except pydantic.ValidationError as error:
+        # Inputs are hidden from these messages (a database URL holds a password).
+        print(f"mlmodel operator: invalid MLMODEL_OPERATOR_* settings: {error}", file=sys.stderr)
+        return 2
 
     log_format = args.log_format or ("json" if settings.log_format == "json" else "full")
     kopf.configure(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import orjson
@@ -17,7 +17,7 @@ from mlmodel_runtime.errors import BadRequest, MLModelError, PayloadTooLarge
 
 logger = logging.getLogger("mlmodel_runtime.app")
 
-Receive = Callable[[], Awaitable[dict[str, Any]]]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 
 # The same paths as the FastAPI routes ({name} matches one path segment, as in Starlette).
 V2_INFER = re.compile(r"/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer")

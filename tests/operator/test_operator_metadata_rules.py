@@ -3,8 +3,12 @@ and a database URL that is refused without being echoed."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+
 import pydantic
 import pytest
+from conftest import operator_command
 from mlmodel_operator.metadata import Health, health_of, stale_deployments
 from mlmodel_operator.settings import OperatorSettings
 
@@ -65,3 +69,19 @@ def test_database_url_settings(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setenv("MLMODEL_OPERATOR_DATABASE_URL", "")  # an empty optional Secret key
     assert OperatorSettings().database_url is None
+
+
+def test_the_operator_refuses_an_unsupported_database_at_start_up() -> None:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MLMODEL_")}
+    environment["MLMODEL_OPERATOR_DATABASE_URL"] = "mysql://app:hunter2@db/meta"
+    result = subprocess.run(
+        [*operator_command(), "--standalone"],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "unsupported scheme 'mysql'" in result.stderr
+    assert "hunter2" not in result.stdout + result.stderr

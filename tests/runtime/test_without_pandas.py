@@ -50,6 +50,7 @@ def run_without_pandas(model_path: Path, rows: list[list[float]]) -> dict:
         capture_output=True,
         text=True,
         timeout=120,
+        check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
