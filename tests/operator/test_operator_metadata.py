@@ -6,11 +6,12 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from conftest import condition, make_mlmodel, wait_for
+from conftest import condition, free_port, make_mlmodel, wait_for
 from emulator import ClusterEmulator
 from mlmodel_runtime.store.database import Database
 from mlmodel_runtime.store.queries import Deployment, Rollout, get_deployments, rollout_history
@@ -361,3 +362,37 @@ async def test_without_a_database_url_the_operator_and_history_share_sqlite(
         assert [row["GENERATION"] for row in table(result.stdout)] == ["2", "1"]
     finally:
         store.close()
+
+
+async def test_an_unreachable_database_costs_the_operator_nothing_but_counted_writes(
+    cluster: ClusterEmulator, start_operator: Any
+) -> None:
+    # Nothing listens on this port: every write fails until shutdown gives up on them.
+    url = f"postgresql://mlmodel:hunter2@127.0.0.1:{free_port()}/mlmodel"
+    operator = await start_operator(
+        resync=1,
+        MLMODEL_OPERATOR_DATABASE_URL=url,
+        MLMODEL_OPERATOR_METADATA_FLUSH_TIMEOUT_SECONDS="1",
+    )
+    cluster.create(make_mlmodel())
+    await wait_for(lambda: cluster.get(DEPLOYMENTS, NS, "sentiment"), what="deployment")
+    await wait_for(lambda: status_of(cluster, "sentiment"), what="status")
+    cluster.set_deployment_rollout(NS, "sentiment")
+    await wait_for(
+        lambda: condition(cluster.get(MLMODEL, NS, "sentiment"), "Ready").get("status") == "True",
+        what="Ready=True with the database unreachable",
+    )
+    queued = await wait_for(
+        lambda: metric(
+            scrape(operator.metrics_port), "mlmodel_metadata_writes_queued", component="operator"
+        ),
+        what="writes queued",
+    )
+
+    started = time.monotonic()
+    assert await operator.stop() == 0
+    assert time.monotonic() - started < 10  # the flush timeout, not the writer's backoff
+    log = operator.log()
+    assert "metadata writes lost at shutdown" in log
+    assert "hunter2" not in log
+    assert queued >= 3  # rollout, deployment row, health
