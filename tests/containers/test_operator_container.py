@@ -36,6 +36,8 @@ async def operator_container(
         docker,
         "run", "-d", "--name", container, "--network", "host",
         "--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+        # As the install's emptyDir: the metadata store's SQLite file when no database is named.
+        "--tmpfs", "/var/cache/mlmodel",
         "-v", f"{kubeconfig}:/etc/mlmodel/kubeconfig:ro",
         "-e", "KUBECONFIG=/etc/mlmodel/kubeconfig",
         "-e", "MLMODEL_OPERATOR_RESYNC_INTERVAL_SECONDS=1",
