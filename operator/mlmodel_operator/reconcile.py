@@ -12,7 +12,13 @@ from typing import Any
 import kopf
 
 from mlmodel_operator import metrics
-from mlmodel_operator.builders import SERVICEMONITOR_CRD, InvalidSpec, build_children, child_names
+from mlmodel_operator.builders import (
+    SERVICEMONITOR_CRD,
+    InvalidSpec,
+    build_children,
+    child_names,
+    spec_refusal,
+)
 from mlmodel_operator.conditions import DEGRADED, READY, get_condition
 from mlmodel_operator.diagnosis import PodDiagnosis
 from mlmodel_operator.kube import (
@@ -27,7 +33,7 @@ from mlmodel_operator.kube import (
 from mlmodel_operator.metadata import Metadata
 from mlmodel_operator.peering import Peering
 from mlmodel_operator.settings import OperatorSettings
-from mlmodel_operator.status import compute_status
+from mlmodel_operator.status import compute_status, invalid_spec_status
 
 # Status writes race with other writers (kopf's annotations, the Deployment watcher): re-read
 # and recompute this many times before leaving it to kopf's retry.
@@ -134,13 +140,17 @@ async def sync_status(
         if deployment is _UNREAD:
             deployment = await ctx.kube.get(DEPLOYMENT, namespace, name)
         assert ctx.diagnosis is not None
-        status = compute_status(
-            mlmodel,
-            deployment,
-            servicemonitor_supported=await ctx.servicemonitor_supported(),
-            now=ctx.now(),
-            artifact_problem=await ctx.diagnosis.problem(ctx.kube, mlmodel, deployment),
-        )
+        refusal = spec_refusal(mlmodel, ctx.settings)
+        if refusal is not None:
+            status = invalid_spec_status(mlmodel, refusal, now=ctx.now())
+        else:
+            status = compute_status(
+                mlmodel,
+                deployment,
+                servicemonitor_supported=await ctx.servicemonitor_supported(),
+                now=ctx.now(),
+                artifact_problem=await ctx.diagnosis.problem(ctx.kube, mlmodel, deployment),
+            )
         previous = mlmodel.get("status") or {}
         if status == previous:
             ctx.metadata.status(mlmodel, status)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 
 import kubernetes_validate
 import pytest
@@ -20,10 +21,12 @@ from mlmodel_operator.builders import (
     build_servicemonitor,
     child_names,
     selector_string,
+    spec_refusal,
 )
 from mlmodel_operator.builders.common import ROLLOUT_HASH_ANNOTATION
 from mlmodel_operator.builders.deployment import MANAGED_ENV
 from mlmodel_operator.settings import OperatorSettings
+from mlmodel_operator.status import invalid_spec_status
 from mlmodel_runtime.settings import RuntimeSettings
 
 SETTINGS = OperatorSettings()
@@ -393,6 +396,25 @@ def test_rollout_hash_changes_exactly_when_pods_must_change(change, rolls):
 def test_specs_the_cluster_cannot_serve_raise_invalid_spec(changes, message):
     with pytest.raises(InvalidSpec, match=message):
         build_children(with_changes(SAMPLES["minimal"], changes), SETTINGS, servicemonitor_supported=True)
+
+
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        ({"spec.model.uri": "model.joblib"}, "relative path"),
+        ({"spec.runtime": {"env": [{"name": "MLMODEL_PORT", "value": "9000"}]}}, "MLMODEL_PORT"),
+        ({"spec.autoscaling": {"maxReplicas": 3}, "spec.runtime": {"resources": {"limits": {"memory": "1Gi"}}}},
+         "requests.cpu"),
+    ],
+)
+def test_spec_refusal_names_what_the_builders_refuse_and_the_status_says_it(changes, message):
+    refused = with_changes(SAMPLES["minimal"], changes)
+    reason = spec_refusal(refused, SETTINGS)
+    assert reason is not None and re.search(message, reason)
+    status = invalid_spec_status(refused, reason, now="2026-01-01T00:00:00Z")
+    degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    assert (degraded["status"], degraded["reason"], degraded["message"]) == ("True", "InvalidSpec", reason)
+    assert spec_refusal(SAMPLES["minimal"], SETTINGS) is None
 
 
 def test_version_label_is_a_valid_label_value():

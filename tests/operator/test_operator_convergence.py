@@ -251,3 +251,40 @@ async def test_transient_api_errors_are_retried_without_duplicates(cluster, star
         ),
         what="status after recovery",
     )
+
+
+async def test_a_spec_the_builders_refuse_stays_degraded_whatever_wakes_the_status(
+    cluster, start_operator
+):
+    await start_operator(resync=1)
+    cluster.create(make_mlmodel())
+    await wait_for(lambda: cluster.get(DEPLOYMENTS, NS, "sentiment"), what="deployment")
+    cluster.set_deployment_rollout(NS, "sentiment", ready=2)
+    await wait_for(
+        lambda: condition(cluster.get(MLMODEL, NS, "sentiment"), "Ready").get("status") == "True",
+        what="Ready=True",
+    )
+
+    # The schema accepts any env name; the builders refuse one the operator sets itself.
+    cluster.patch(
+        MLMODEL,
+        NS,
+        "sentiment",
+        {"spec": {"runtime": {"env": [{"name": "MLMODEL_PORT", "value": "9000"}]}}},
+    )
+    await wait_for(
+        lambda: condition(cluster.get(MLMODEL, NS, "sentiment"), "Degraded").get("reason")
+        == "InvalidSpec",
+        what="Degraded=InvalidSpec",
+    )
+    # A Deployment event and a few resyncs later, the status still says what to fix.
+    cluster.set_deployment_rollout(NS, "sentiment", ready=1)
+    await asyncio.sleep(3.0)
+    stored = cluster.get(MLMODEL, NS, "sentiment")
+    degraded, ready = condition(stored, "Degraded"), condition(stored, "Ready")
+    assert (degraded["status"], degraded["reason"]) == ("True", "InvalidSpec")
+    assert "MLMODEL_PORT" in degraded["message"]
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+    # The children of the last good spec keep running, untouched.
+    env = cluster.get(DEPLOYMENTS, NS, "sentiment")["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert not any(item["name"] == "MLMODEL_PORT" and item.get("value") == "9000" for item in env)

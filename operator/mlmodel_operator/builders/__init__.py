@@ -35,6 +35,7 @@ __all__ = [
     "child_names",
     "selector_string",
     "service_url",
+    "spec_refusal",
 ]
 
 
@@ -81,3 +82,16 @@ def build_children(
         build_servicemonitor_from_spec(mlmodel, spec, settings) if servicemonitor_supported else None,
     ]
     return [child for child in candidates if child is not None]
+
+
+def spec_refusal(mlmodel: dict, settings: OperatorSettings) -> str | None:
+    """What is wrong with a spec the schema let through but the builders refuse, or None.
+
+    The status must say so whatever wakes it up (a Deployment event, a resync), not only the
+    reconcile that first tried to build the children.
+    """
+    try:
+        build_children(mlmodel, settings, servicemonitor_supported=True)
+    except InvalidSpec as error:
+        return str(error)
+    return None
