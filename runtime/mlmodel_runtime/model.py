@@ -177,24 +177,17 @@ def derive_signature(estimator: Any) -> Signature:
     )
 
 
-class SKLearnModel(Model):
-    """A scikit-learn estimator or pipeline saved with joblib; predictions run in one worker thread
-    so CPU-bound work never blocks the event loop."""
-
-    platform = "sklearn"
+class ThreadedModel(Model):
+    """A model whose loading and predictions run in order on one worker thread of its own, so
+    CPU-bound work never blocks the event loop. Subclasses write the blocking halves."""
 
     def __init__(self, name: str, version: str = "") -> None:
         self.name = name
         self.version = version
-        self._estimator: Any = None
         self._signature: Signature | None = None
-        # One thread: scikit-learn calls do not gain from running side by side under the GIL, and
-        # a single queue keeps batches in order.
+        # One thread: model calls do not gain from running side by side under the GIL (and the
+        # native ones get one thread per worker process), and a single queue keeps batches in order.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
-
-    @property
-    def ready(self) -> bool:
-        return self._estimator is not None
 
     @property
     def signature(self) -> Signature:
@@ -203,20 +196,45 @@ class SKLearnModel(Model):
         return self._signature
 
     async def load(self, path: Path) -> None:
-        loop = asyncio.get_running_loop()
-        estimator, signature = await loop.run_in_executor(self._executor, self._load_sync, path)
-        self._signature = signature
-        self._estimator = estimator
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._load_sync, path)
 
     async def predict(self, rows: Rows) -> Outputs:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.predict_sync, rows)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, self.predict_sync, rows
+        )
 
     async def unload(self) -> None:
-        self._estimator = None
+        self._release()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    def _load_sync(self, path: Path) -> tuple[Any, Signature]:
+    @abstractmethod
+    def _load_sync(self, path: Path) -> None:
+        """Load the artifact and set the signature; raise ModelLoadError saying what is wrong."""
+
+    @abstractmethod
+    def predict_sync(self, rows: Rows) -> Outputs: ...
+
+    @abstractmethod
+    def _release(self) -> None: ...
+
+
+class SKLearnModel(ThreadedModel):
+    """A scikit-learn estimator or pipeline saved with joblib."""
+
+    platform = "sklearn"
+
+    def __init__(self, name: str, version: str = "") -> None:
+        super().__init__(name, version)
+        self._estimator: Any = None
+
+    @property
+    def ready(self) -> bool:
+        return self._estimator is not None
+
+    def _release(self) -> None:
+        self._estimator = None
+
+    def _load_sync(self, path: Path) -> None:
         import joblib
 
         with warnings.catch_warnings(record=True) as caught:
@@ -236,7 +254,6 @@ class SKLearnModel(Model):
         self._estimator = estimator
         self._signature = signature
         self._warm_up(signature)
-        return estimator, signature
 
     def _warm_up(self, signature: Signature) -> None:
         # The first call pays for lazy imports and caches inside scikit-learn; pay it before ready.

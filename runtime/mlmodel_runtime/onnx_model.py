@@ -4,9 +4,7 @@ graph and the outputs renamed to the scikit-learn class's, so clients see no dif
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,12 +16,12 @@ from mlmodel_runtime.model import (
     MATRIX_INPUT,
     PREDICT_OUTPUT,
     PROBABILITIES_OUTPUT,
-    Model,
     ModelLoadError,
     Outputs,
     Rows,
     Signature,
     TensorSpec,
+    ThreadedModel,
 )
 
 logger = logging.getLogger("mlmodel_runtime.onnx_model")
@@ -102,43 +100,25 @@ def _inputs(
     )
 
 
-class OnnxModel(Model):
+class OnnxModel(ThreadedModel):
     """An ONNX graph run by onnxruntime with one intra-op thread per worker process (workers scale
     across cores; threads inside one process would fight them) on one executor thread, in order."""
 
     platform = "onnxruntime"
 
     def __init__(self, name: str, version: str = "") -> None:
-        self.name = name
-        self.version = version
+        super().__init__(name, version)
         self._session: Any = None
-        self._signature: Signature | None = None
         self._feeds: _Feeds | None = None
         self._outputs: dict[str, str] = {}  # our output name -> the graph's
         self._zipmap = False  # probabilities come as one {label: p} dict per row
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
 
     @property
     def ready(self) -> bool:
         return self._session is not None
 
-    @property
-    def signature(self) -> Signature:
-        if self._signature is None:
-            raise RuntimeError("model not loaded")
-        return self._signature
-
-    async def load(self, path: Path) -> None:
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._load_sync, path)
-
-    async def predict(self, rows: Rows) -> Outputs:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.predict_sync, rows)
-
-    async def unload(self) -> None:
+    def _release(self) -> None:
         self._session = None
-        self._executor.shutdown(wait=False, cancel_futures=True)
 
     def _load_sync(self, path: Path) -> None:
         import onnxruntime
