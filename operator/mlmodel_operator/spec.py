@@ -94,7 +94,7 @@ class Autoscaling(_Spec):
 
 class Batching(_Spec):
     max_batch_size: int = Field(64, ge=1, le=4096)
-    max_wait_ms: float = Field(1.0, ge=0, le=1000)
+    max_wait_ms: float = Field(0.0, ge=0, le=1000)
 
 
 class ServiceSpec(_Spec):

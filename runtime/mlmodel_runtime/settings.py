@@ -97,9 +97,13 @@ class RuntimeSettings(BaseSettings):
         64, ge=1, le=4096, description="Most rows coalesced into one model call by adaptive batching."
     )
     max_batch_wait_ms: float = Field(
-        1.0,
+        0.0,
         ge=0,
-        description="Longest a request waits for others to join its batch (a lone request never waits).",
+        description=(
+            "Longest the batcher waits for more requests to fill a batch once several are queued. "
+            "0 (the default): a batch is whatever queued while the model was busy, which measured "
+            "best on CPU models (docs/performance.md)."
+        ),
     )
     max_instances_per_request: int = Field(
         10_000,

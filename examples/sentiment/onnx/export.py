@@ -71,7 +71,7 @@ spec:
     targetCPUUtilizationPercentage: 70
   batching:
     maxBatchSize: 64
-    maxWaitMs: 1
+    maxWaitMs: 0
   service:
     port: 80
   monitoring:
