@@ -116,13 +116,17 @@ def _reuseport_listener(settings: RuntimeSettings) -> socket.socket:
     load test landed on one of two workers in 2 runs out of 3, halving throughput. With
     SO_REUSEPORT the kernel spreads new connections over the workers' sockets.
     """
-    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = _bind_reuseport(settings.host, settings.port)
+    sock.listen(BACKLOG)
+    return sock
+
+
+def _bind_reuseport(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((settings.host, settings.port))
-    sock.listen(BACKLOG)
-    sock.set_inheritable(True)
+    sock.bind((host, port))
     return sock
 
 
@@ -142,11 +146,7 @@ def serve(settings: RuntimeSettings) -> int:
         # The supervisor binds first without listening: it claims the port (an error shows here,
         # once) and fixes it when settings say 0; only the workers' listening sockets get
         # connections.
-        family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-        claim = socket.socket(family, socket.SOCK_STREAM)
-        claim.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        claim.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        claim.bind((settings.host, settings.port))
+        claim = _bind_reuseport(settings.host, settings.port)
         port = claim.getsockname()[1]
         return Supervisor(settings.model_copy(update={"port": port}), claim, shared=False).run()
     sock = _uvicorn_config("unused", settings).bind_socket()
