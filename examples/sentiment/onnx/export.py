@@ -7,7 +7,6 @@ The ONNX file is a protobuf graph: loading it runs no Python code, unlike a jobl
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 import time
 from pathlib import Path
@@ -27,6 +26,10 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent.parent))  # examples/artifact_digest.py
+
+from artifact_digest import sha256_of, write_digest_file
+
 SOURCE = HERE.parent / "model.joblib"
 ARTIFACT = "model.onnx"
 INPUT = "text"
@@ -197,10 +200,6 @@ def predict(session: onnxruntime.InferenceSession, texts: list[str]) -> tuple[np
     return labels, probabilities
 
 
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--output-dir", type=Path, default=HERE)
@@ -226,8 +225,7 @@ def main(argv: list[str] | None = None) -> int:
 
     artifact = out / ARTIFACT
     artifact.write_bytes(model_bytes)
-    digest = sha256_of(artifact)
-    (out / f"{ARTIFACT}.sha256").write_text(f"{digest}  {ARTIFACT}\n", encoding="utf-8")
+    digest = write_digest_file(artifact)
     (out / "mlmodel.yaml").write_text(MANIFEST.format(artifact=ARTIFACT, digest=digest), encoding="utf-8")
     print(f"wrote {artifact} sha256 {digest}")
     return 0
