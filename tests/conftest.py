@@ -9,6 +9,9 @@ import pytest
 # The real PostgreSQL server fixtures (postgres_server, postgres_url) for every test area.
 from postgres_server import postgres_server, postgres_url  # noqa: F401
 
+# The local control plane (tests/cluster) and the operator process run against it.
+pytest_plugins = ["support.cluster", "support.operator"]
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -1,0 +1,161 @@
+"""The real API server refuses invalid MLModels with the CRD's messages at `kubectl apply`.
+
+Every CEL rule and every pattern in crds/mlmodel.yaml has a case that must be refused and a near
+miss that must be accepted, checked with a server-side dry run (nothing is stored).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from controlplane.models import SHA256, mlmodel
+from support.cluster import Cluster, KubectlError
+
+pytestmark = pytest.mark.cluster
+NAMESPACE = "default"
+
+
+def with_changes(body: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """`body` with dotted paths set (None removes the key)."""
+    changed = copy.deepcopy(body)
+    for path, value in changes.items():
+        *parents, last = path.split(".")
+        node = changed
+        for part in parents:
+            node = node.setdefault(part, {})
+        if value is None:
+            node.pop(last, None)
+        else:
+            node[last] = value
+    return changed
+
+
+BASE = mlmodel("sentiment", NAMESPACE)
+NAME_RULE = "must be a DNS-1035 label"
+URI_RULE = "other schemes are not supported"
+PATTERN = "should match"
+
+# case: (changes, what the server's answer must say)
+REFUSED: dict[str, tuple[dict[str, Any], str]] = {
+    # root rule: metadata.name names the Service, so it must be a DNS-1035 label
+    "name-with-dot": ({"metadata.name": "sentiment.v2"}, NAME_RULE),
+    "name-starts-with-digit": ({"metadata.name": "1sentiment"}, NAME_RULE),
+    "name-too-long": ({"metadata.name": "m" * 64}, NAME_RULE),
+    # spec rule
+    "replicas-and-autoscaling": (
+        {"spec.replicas": 2, "spec.autoscaling": {"maxReplicas": 3}},
+        "set spec.replicas or spec.autoscaling, not both",
+    ),
+    # spec.model rule
+    "sha256-missing": ({"spec.model.sha256": None}, "spec.model.sha256 is required"),
+    "unverified-false": (
+        {"spec.model.sha256": None, "spec.model.allowUnverified": False},
+        "spec.model.sha256 is required",
+    ),
+    # spec.model.uri rule
+    "scheme-ftp": ({"spec.model.uri": "ftp://host/m.joblib"}, URI_RULE),
+    "s3-without-key": ({"spec.model.uri": "s3://bucket"}, URI_RULE),
+    "uri-with-space": ({"spec.model.uri": "https://host/a b.joblib"}, URI_RULE),
+    # spec.autoscaling rule
+    "min-over-max": (
+        {"spec.replicas": None, "spec.autoscaling": {"minReplicas": 5, "maxReplicas": 2}},
+        "minReplicas must not exceed maxReplicas",
+    ),
+    # patterns
+    "sha256-too-short": ({"spec.model.sha256": "abc123"}, PATTERN),
+    "sha256-uppercase": ({"spec.model.sha256": SHA256.upper()}, PATTERN),
+    "s3-endpoint-without-scheme": ({"spec.model.s3EndpointUrl": "minio:9000"}, PATTERN),
+    "interval-words": ({"spec.monitoring": {"interval": "30 seconds"}}, PATTERN),
+    "interval-units-out-of-order": ({"spec.monitoring": {"interval": "1s1m"}}, PATTERN),
+    "interval-unit-twice": ({"spec.monitoring": {"interval": "5s5s"}}, PATTERN),
+    # bounds and enums, as the schema states them
+    "negative-replicas": ({"spec.replicas": -1}, "should be greater than or equal to 0"),
+    "port-zero": ({"spec.service": {"port": 0}}, "should be greater than or equal to 1"),
+    "unknown-format": ({"spec.model.format": "pytorch"}, "Unsupported value"),
+    "sample-rate-over-1": (
+        {"spec.predictionLogging": {"sampleRate": 2}}, "should be less than or equal to 1"
+    ),
+    "no-model": ({"spec.model": None}, "Required value"),
+}
+
+# The near miss of each rule: as close to a refused case as possible, and valid.
+ACCEPTED: dict[str, dict[str, Any]] = {
+    "name-63-chars": {"metadata.name": "m" * 63},
+    "name-with-dashes": {"metadata.name": "sentiment-v2"},
+    "autoscaling-without-replicas": {"spec.replicas": None, "spec.autoscaling": {"maxReplicas": 3}},
+    "unverified-opt-out": {"spec.model.sha256": None, "spec.model.allowUnverified": True},
+    "scheme-http": {"spec.model.uri": "http://host/m.joblib"},
+    "scheme-file": {"spec.model.uri": "file:///models/m.joblib"},
+    "s3-with-key": {"spec.model.uri": "s3://bucket/m.joblib"},
+    "relative-path": {"spec.model.uri": "model.joblib"},
+    "min-equals-max": {"spec.replicas": None, "spec.autoscaling": {"minReplicas": 2, "maxReplicas": 2}},
+    "s3-endpoint": {"spec.model.s3EndpointUrl": "http://minio.minio.svc:9000"},
+    "interval-composite": {"spec.monitoring": {"interval": "1m30s"}},
+    "interval-zero": {"spec.monitoring": {"interval": "0"}},
+    "interval-ms": {"spec.monitoring": {"interval": "500ms"}},
+    "zero-replicas": {"spec.replicas": 0},
+    "sample-rate-1": {"spec.predictionLogging": {"sampleRate": 1}},
+    "format-onnx": {"spec.model.format": "onnx"},
+}
+
+
+def dry_run(cluster: Cluster, body: dict[str, Any]) -> str:
+    import yaml
+
+    return cluster.kubectl(
+        "apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(body)
+    ).stdout
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_refused_with_the_crd_message(installed_cluster: Cluster, case: str):
+    changes, expected = REFUSED[case]
+    with pytest.raises(KubectlError) as refused:
+        dry_run(installed_cluster, with_changes(BASE, changes))
+    assert "is invalid" in refused.value.stderr, refused.value.stderr
+    assert expected in " ".join(refused.value.stderr.split()), refused.value.stderr
+
+
+@pytest.mark.parametrize("case", sorted(ACCEPTED))
+def test_near_miss_accepted(installed_cluster: Cluster, case: str):
+    assert "(server dry run)" in dry_run(installed_cluster, with_changes(BASE, ACCEPTED[case]))
+
+
+def test_every_rule_and_pattern_of_the_crd_has_a_case():
+    """The cases above cover what the CRD declares: a new rule needs a new case here."""
+    from support.cluster import REPO_ROOT
+    import yaml
+
+    crd = yaml.safe_load((REPO_ROOT / "crds" / "mlmodel.yaml").read_text())
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    found: list[str] = []
+
+    def walk(node: dict[str, Any], path: str) -> None:
+        for rule in node.get("x-kubernetes-validations", []):
+            found.append(f"{path or '.'}: {rule['rule']}")
+        if "pattern" in node:
+            found.append(f"{path}: pattern")
+        for key, child in (node.get("properties") or {}).items():
+            walk(child, f"{path}.{key}")
+        if isinstance(node.get("items"), dict):
+            walk(node["items"], f"{path}[]")
+
+    walk(schema, "")
+    covered_paths = {
+        ".": "name-with-dot",
+        ".spec": "replicas-and-autoscaling",
+        ".spec.model": "sha256-missing",
+        ".spec.model.uri": "scheme-ftp",
+        ".spec.autoscaling": "min-over-max",
+        ".spec.model.sha256": "sha256-too-short",
+        ".spec.model.s3EndpointUrl": "s3-endpoint-without-scheme",
+        ".spec.monitoring.interval": "interval-words",
+    }
+    for entry in found:
+        path = entry.split(":", 1)[0]
+        assert path in covered_paths, f"no refused case for {entry}"
+        assert covered_paths[path] in REFUSED
+    assert len(found) == len(covered_paths), found
