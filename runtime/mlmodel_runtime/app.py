@@ -21,8 +21,8 @@ from mlmodel_runtime import __version__, schemas
 from mlmodel_runtime.access import ObservabilityMiddleware
 from mlmodel_runtime.auth import BearerTokens
 from mlmodel_runtime.dataplane import DataPlane, build_dataplane, reserved_bytes
-from mlmodel_runtime.errors import MLModelError
-from mlmodel_runtime.fastpath import PredictionEndpoints
+from mlmodel_runtime.errors import MLModelError, NotSupported
+from mlmodel_runtime.fastpath import INFERENCE_HEADER, PredictionEndpoints, binary_headers
 from mlmodel_runtime.fastpath import read_body as read_asgi_body
 from mlmodel_runtime.logs import AccessLog, base_fields
 from mlmodel_runtime.settings import RuntimeSettings
@@ -90,8 +90,6 @@ def create_app(
         redoc_url=None,
         lifespan=lifespan,
     )
-    app.state.dataplane = plane
-    app.state.settings = settings
 
     def authorize(request: Request) -> None:
         if tokens is not None:
@@ -125,6 +123,14 @@ def create_app(
     @app.get("/v2/health/live", name="v2_live", tags=["health"], response_model=schemas.Liveness)
     async def live() -> Response:
         return json_response({"live": True})
+
+    @app.get("/", name="v1_live", tags=["v1"], response_model=schemas.ServerAlive)
+    async def v1_live() -> Response:
+        return json_response({"status": "alive"})
+
+    @app.get("/v1/models", name="v1_models", tags=["v1"], response_model=schemas.V1Models)
+    async def v1_models() -> Response:
+        return json_response({"models": [plane.name]})
 
     @app.get(
         "/v2/health/ready", name="v2_ready", tags=["health"], response_model=schemas.Readiness,
@@ -176,6 +182,43 @@ def create_app(
     async def model_version_ready(name: str, version: str) -> Response:
         return await _model_ready(name, version)
 
+    # --- Triton extensions: statistics and the model repository -------------------------------
+
+    @app.get(
+        "/v2/models/{name}/stats", name="v2_model_stats", tags=["metadata"],
+        response_model=schemas.Statistics, responses=schemas.error_responses(404),
+    )  # fmt: skip
+    async def model_stats(name: str) -> Response:
+        plane.check_model(name)
+        return json_response(plane.statistics())
+
+    @app.get(
+        "/v2/models/{name}/versions/{version}/stats", name="v2_model_stats", tags=["metadata"],
+        response_model=schemas.Statistics, responses=schemas.error_responses(404),
+    )  # fmt: skip
+    async def model_version_stats(name: str, version: str) -> Response:
+        plane.check_model(name, version)
+        return json_response(plane.statistics())
+
+    @app.post(
+        "/v2/repository/index", name="v2_repository_index", tags=["metadata"],
+        response_model=list[schemas.RepositoryModel],
+    )  # fmt: skip
+    async def repository_index() -> Response:
+        return json_response(plane.repository_index())
+
+    @app.post(
+        "/v2/repository/models/{name}/{action}", name="v2_repository_control", tags=["metadata"],
+        responses=schemas.error_responses(404, 501),
+    )  # fmt: skip
+    async def repository_control(name: str, action: str) -> Response:
+        if action not in ("load", "unload"):
+            raise StarletteHTTPException(404)
+        raise NotSupported(
+            f'cannot {action} "{name}": this runtime serves one model, "{plane.name}", loaded at '
+            "start. To serve another model, deploy another MLModel (or change spec.model)."
+        )
+
     # --- inference --------------------------------------------------------------------------
 
     infer_docs: dict[str, Any] = {
@@ -190,8 +233,14 @@ def create_app(
         authorize(request)
         with plane.admitted(reserved_bytes(request.headers.get("content-length"), limit)):
             body = await read_body(request, limit)
-            result = await plane.infer_v2(body, request_id=request.state.request_id)
-        return Response(result, media_type=JSON)
+            result, json_length = await plane.infer_v2(
+                body,
+                header_length=request.headers.get(INFERENCE_HEADER),
+                request_id=request.state.request_id,
+            )
+        if json_length is None:
+            return Response(result, media_type=JSON)
+        return Response(result, headers={k.decode(): v.decode() for k, v in binary_headers(json_length)})
 
     @app.post("/v2/models/{name}/infer", name="v2_infer", **infer_docs)
     async def infer(name: str, request: Request) -> Response:
@@ -254,6 +303,11 @@ def create_app(
         if settings.access_log
         else None
     )
+    # The gRPC server (server.py) serves the same model with the same tokens and access log.
+    app.state.dataplane = plane
+    app.state.settings = settings
+    app.state.tokens = tokens
+    app.state.access_log = access_log
     # Innermost first: the prediction endpoints answer ahead of FastAPI's router (the routes above
     # document them and serve the rare request the fast path passes on, e.g. under a root_path);
     # the observability middleware wraps everything.

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ class _Pending:
     rows: Rows
     n_rows: int
     future: asyncio.Future[Outputs] = field(repr=False)
+    queued_ns: int = 0
+    started_ns: int = 0  # when its batch went to the model
 
 
 def concatenate(parts: list[Rows]) -> Rows:
@@ -68,8 +71,13 @@ class Batcher:
         self._filled: asyncio.Future[None] | None = None  # set while the runner waits for more
 
     async def submit(self, rows: Rows, n_rows: int) -> Outputs:
+        outputs, _ = await self.submit_timed(rows, n_rows)
+        return outputs
+
+    async def submit_timed(self, rows: Rows, n_rows: int) -> tuple[Outputs, int]:
+        """``submit``, also returning the nanoseconds the rows waited before their batch started."""
         loop = asyncio.get_running_loop()
-        pending = _Pending(rows, n_rows, loop.create_future())
+        pending = _Pending(rows, n_rows, loop.create_future(), time.perf_counter_ns())
         self._queue.append(pending)
         self._queued_rows += n_rows
         filled = self._filled
@@ -77,7 +85,8 @@ class Batcher:
             filled.set_result(None)
         if self._runner is None or self._runner.done():
             self._runner = loop.create_task(self._run(), name="batcher")
-        return await pending.future
+        outputs = await pending.future
+        return outputs, pending.started_ns - pending.queued_ns
 
     async def _run(self) -> None:
         while self._queue:
@@ -115,6 +124,9 @@ class Batcher:
         live = [item for item in batch if not item.future.done()]  # cancelled clients cost nothing
         if not live:
             return
+        started = time.perf_counter_ns()
+        for item in live:
+            item.started_ns = started
         try:
             outputs = await self._predict(concatenate([item.rows for item in live]))
         except Exception as exc:  # noqa: BLE001 - handed to the waiting request, not swallowed

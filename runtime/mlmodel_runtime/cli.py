@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
             "spec.model.uri may be a path relative to the file's folder. Without FILE, everything "
             "comes from MLMODEL_* environment variables (how the operator configures the runtime "
             "container). Endpoints: /v2/models/NAME/infer, /v1/models/NAME:predict, "
-            "/v2/health/ready, /metrics, /docs."
+            "/v2/health/ready, /metrics, /docs; gRPC inference.GRPCInferenceService on --grpc-port."
         ),
         epilog="example: mlmodel serve examples/sentiment/mlmodel.yaml --port 8080",
     )
@@ -44,6 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", help="address to listen on (default 0.0.0.0, MLMODEL_HOST)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8080, MLMODEL_PORT)")
+    serve.add_argument(
+        "--grpc-port",
+        type=int,
+        help="gRPC port (default 8081, MLMODEL_GRPC_PORT); 0 turns gRPC off",
+    )
     serve.add_argument(
         "--workers", type=int, help="worker processes (default: spec.runtime.workers or 1)"
     )
@@ -83,6 +88,7 @@ def _serve(args: argparse.Namespace) -> int:
     overrides = {
         "host": args.host,
         "port": args.port,
+        "grpc_port": args.grpc_port,
         "workers": args.workers,
         "log_format": args.log_format,
         "log_level": args.log_level,

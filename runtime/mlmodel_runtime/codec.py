@@ -1,5 +1,5 @@
-"""Open Inference Protocol V2 and V1 request decoding and response encoding, checked by hand against
-the model's signature (no pydantic on the hot path) with messages that say what to fix."""
+"""Open Inference Protocol V2 (JSON and binary tensors) and V1 request decoding and response encoding,
+checked by hand against the model's signature (no pydantic on the hot path) with messages that say what to fix."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 import orjson
 
+from mlmodel_runtime.binary import BinaryChunks, decode_raw, encode_raw, split_body
 from mlmodel_runtime.errors import BadRequest
-from mlmodel_runtime.model import MATRIX_INPUT, Outputs, Rows, Signature
+from mlmodel_runtime.model import MATRIX_INPUT, Outputs, Rows, Signature, TensorSpec
 
 DATATYPES = (
     "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
@@ -29,6 +30,7 @@ class InferenceRequest:
     id: str | None = None
     parameters: dict[str, Any] | None = None
     outputs: tuple[str, ...] = ()  # requested outputs; empty means all
+    binary_outputs: frozenset[str] = frozenset()  # outputs to return in raw binary form (REST)
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:
@@ -73,14 +75,35 @@ def _names(names: tuple[str, ...] | list[str]) -> str:
 
 
 @dataclass(frozen=True)
-class _Tensor:
+class Tensor:
+    """One input tensor, its values as the request carried them: a (nested) JSON list, a numpy array
+    of raw values, or the strings of a raw BYTES tensor."""
+
     name: str
     datatype: str
     shape: list[int]
-    data: list[Any]
+    data: list[Any] | np.ndarray
 
 
-def _tensor(index: int, raw: Any) -> _Tensor:
+def checked_tensor(name: str, datatype: str, shape: Any) -> tuple[str, list[int]]:
+    """The datatype and shape of input ``name``, refused with a 400 unless the protocol allows them."""
+    where = f'input "{name}"'
+    if datatype not in NUMERIC_DATATYPES and datatype != "BYTES":
+        raise BadRequest(
+            f'{where}: unknown datatype "{datatype}"; use one of {", ".join(DATATYPES)}'
+        )
+    if (
+        not isinstance(shape, list)
+        or not shape
+        or not all(type(dim) is int and dim >= 0 for dim in shape)
+    ):
+        raise BadRequest(
+            f"{where}: shape must be a list of non-negative integers, e.g. [2] for two rows"
+        )
+    return datatype, shape
+
+
+def _tensor(index: int, raw: Any, chunks: BinaryChunks | None) -> Tensor:
     where = f"inputs[{index}]"
     if not isinstance(raw, dict):
         raise BadRequest(f"{where} must be an object with name, datatype, shape and data")
@@ -91,26 +114,25 @@ def _tensor(index: int, raw: Any) -> _Tensor:
     datatype = raw.get("datatype")
     if not isinstance(datatype, str):
         raise BadRequest(f"{where}: datatype is missing; use one of {', '.join(DATATYPES)}")
-    if datatype not in NUMERIC_DATATYPES and datatype != "BYTES":
-        raise BadRequest(
-            f'{where}: unknown datatype "{datatype}"; use one of {", ".join(DATATYPES)}'
-        )
-    shape = raw.get("shape")
-    if (
-        not isinstance(shape, list)
-        or not shape
-        or not all(type(dim) is int and dim >= 0 for dim in shape)
-    ):
-        raise BadRequest(
-            f"{where}: shape must be a list of non-negative integers, e.g. [2] for two rows"
-        )
+    datatype, shape = checked_tensor(name, datatype, raw.get("shape"))
+    parameters = raw.get("parameters")
+    size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
+    if size is not None:
+        if chunks is None:
+            raise BadRequest(
+                f"{where}: parameters.binary_data_size is set but the request has no "
+                "Inference-Header-Content-Length header saying where the binary data starts"
+            )
+        if "data" in raw:
+            raise BadRequest(f"{where}: give either data or parameters.binary_data_size, not both")
+        return Tensor(name, datatype, shape, decode_raw(where, datatype, shape, chunks.take(where, size)))
     data = raw.get("data")
     if not isinstance(data, list):
         raise BadRequest(f"{where}: data must be a list (row-major, flat or nested)")
-    return _Tensor(name, datatype, shape, data)
+    return Tensor(name, datatype, shape, data)
 
 
-def _rows_of(tensor: _Tensor, columns: int) -> int:
+def _rows_of(tensor: Tensor, columns: int) -> int:
     """Rows in a tensor of shape [n] or [n, columns] (columns=1 also allows [n])."""
     shape = tensor.shape
     if len(shape) == 1 and columns == 1:
@@ -123,15 +145,17 @@ def _rows_of(tensor: _Tensor, columns: int) -> int:
     )
 
 
-def _size_mismatch(tensor: _Tensor, found: int) -> BadRequest:
+def _size_mismatch(tensor: Tensor, found: int) -> BadRequest:
     return BadRequest(
         f'input "{tensor.name}": shape {tensor.shape} means {math.prod(tensor.shape)} values but data holds '
         f"{found}; make shape match the data"
     )
 
 
-def _strings(tensor: _Tensor) -> list[str]:
+def _strings(tensor: Tensor) -> list[str]:
     data = tensor.data
+    if isinstance(data, np.ndarray):  # not BYTES: refused by the caller already
+        return data.tolist()
     if data and type(data[0]) is list:  # nested [[text], [text]]: flatten one level
         flat: list[Any] = []
         for item in data:
@@ -148,7 +172,7 @@ def _strings(tensor: _Tensor) -> list[str]:
     return data
 
 
-def _numbers(tensor: _Tensor) -> np.ndarray:
+def _numbers(tensor: Tensor) -> np.ndarray:
     if tensor.datatype not in NUMERIC_DATATYPES:
         raise BadRequest(
             f'input "{tensor.name}" has datatype {tensor.datatype} but this model takes numbers: '
@@ -163,7 +187,7 @@ def _numbers(tensor: _Tensor) -> np.ndarray:
     return values
 
 
-def _text_rows(tensors: list[_Tensor], signature: Signature) -> tuple[list[str], int]:
+def _text_rows(tensors: list[Tensor], signature: Signature) -> tuple[list[str], int]:
     accepted = (signature.inputs[0].name, MATRIX_INPUT)
     if len(tensors) != 1:
         names = [tensor.name for tensor in tensors]
@@ -189,7 +213,7 @@ def _text_rows(tensors: list[_Tensor], signature: Signature) -> tuple[list[str],
     return texts, n_rows
 
 
-def _matrix_rows(tensor: _Tensor, signature: Signature) -> tuple[np.ndarray, int]:
+def _matrix_rows(tensor: Tensor, signature: Signature) -> tuple[np.ndarray, int]:
     n_rows = _rows_of(tensor, signature.n_features)
     values = _numbers(tensor)
     if values.size != n_rows * signature.n_features:
@@ -197,7 +221,7 @@ def _matrix_rows(tensor: _Tensor, signature: Signature) -> tuple[np.ndarray, int
     return values.reshape(n_rows, signature.n_features), n_rows
 
 
-def _tabular_rows(tensors: list[_Tensor], signature: Signature) -> tuple[np.ndarray, int]:
+def _tabular_rows(tensors: list[Tensor], signature: Signature) -> tuple[np.ndarray, int]:
     features = signature.feature_names
     matrix_shape = f'one FP64 input "{MATRIX_INPUT}" of shape [n, {signature.n_features}]'
     if len(tensors) == 1 and (tensors[0].name == MATRIX_INPUT or not features):
@@ -207,7 +231,7 @@ def _tabular_rows(tensors: list[_Tensor], signature: Signature) -> tuple[np.ndar
     if not features:
         raise BadRequest(f"this model takes {matrix_shape}; got {len(tensors)} inputs")
     expected = f"one FP64 input of shape [n] per feature ({_names(features)}), or {matrix_shape}"
-    by_name: dict[str, _Tensor] = {}
+    by_name: dict[str, Tensor] = {}
     known = set(features)
     for tensor in tensors:
         if tensor.name not in known:
@@ -242,7 +266,14 @@ def _tabular_rows(tensors: list[_Tensor], signature: Signature) -> tuple[np.ndar
     return matrix, n_rows
 
 
-def decode_v2(body: bytes, signature: Signature) -> InferenceRequest:
+def decode_v2(
+    body: bytes, signature: Signature, header_length: str | None = None
+) -> InferenceRequest:
+    """A V2 request: a JSON body, or with ``header_length`` (the Inference-Header-Content-Length
+    header) a JSON header followed by the raw tensors of the binary tensor extension."""
+    chunks = None
+    if header_length is not None:
+        body, chunks = split_body(body, header_length)
     document = parse_json_object(body)
     request_id = document.get("id")
     if request_id is not None and not isinstance(request_id, str):
@@ -256,7 +287,30 @@ def decode_v2(body: bytes, signature: Signature) -> InferenceRequest:
             'request must have an "inputs" list with at least one input, e.g. '
             '{"inputs": [{"name": ..., "datatype": ..., "shape": [...], "data": [...]}]}'
         )
-    tensors = [_tensor(index, raw) for index, raw in enumerate(raw_inputs)]
+    tensors = [_tensor(index, raw, chunks) for index, raw in enumerate(raw_inputs)]
+    if chunks is not None:
+        chunks.check_consumed()
+    outputs, binary_outputs = _requested_outputs(document.get("outputs"), parameters, signature)
+    return request_from_tensors(
+        tensors,
+        signature,
+        id=request_id,
+        parameters=parameters,
+        outputs=outputs,
+        binary_outputs=binary_outputs,
+    )
+
+
+def request_from_tensors(
+    tensors: list[Tensor],
+    signature: Signature,
+    *,
+    id: str | None = None,
+    parameters: dict[str, Any] | None = None,
+    outputs: tuple[str, ...] = (),
+    binary_outputs: frozenset[str] = frozenset(),
+) -> InferenceRequest:
+    """The model's rows from decoded input tensors, checked against its signature."""
     rows: Rows
     if signature.takes_text:
         rows, n_rows = _text_rows(tensors, signature)
@@ -267,29 +321,58 @@ def decode_v2(body: bytes, signature: Signature) -> InferenceRequest:
     return InferenceRequest(
         rows=rows,
         n_rows=n_rows,
-        id=request_id,
+        id=id,
         parameters=parameters,
-        outputs=_requested_outputs(document.get("outputs"), signature),
+        outputs=outputs,
+        binary_outputs=binary_outputs,
     )
 
 
-def _requested_outputs(raw: Any, signature: Signature) -> tuple[str, ...]:
+def _binary_flag(where: str, parameters: Any, key: str) -> bool | None:
+    value = parameters.get(key) if isinstance(parameters, dict) else None
+    if value is not None and type(value) is not bool:
+        raise BadRequest(f"{where}.{key} must be true or false")
+    return value
+
+
+def _requested_outputs(
+    raw: Any, parameters: dict[str, Any] | None, signature: Signature
+) -> tuple[tuple[str, ...], frozenset[str]]:
+    """Names of the outputs asked for (empty: all) and of those wanted in binary form. The
+    request's parameters.binary_data_output is the default for every output."""
+    default = bool(_binary_flag("parameters", parameters, "binary_data_output"))
     if raw is None:
-        return ()
+        return (), frozenset(signature.output_names if default else ())
     if not isinstance(raw, list):
         raise BadRequest('outputs must be a list of objects like {"name": "label"}')
-    available = signature.output_names
-    names = []
+    names, binary = [], []
     for index, item in enumerate(raw):
         name = item.get("name") if isinstance(item, dict) else None
         if not isinstance(name, str):
             raise BadRequest(f"outputs[{index}] must be an object with a name")
+        names.append(name)
+        flag = _binary_flag(f"outputs[{index}].parameters", item.get("parameters"), "binary_data")
+        if flag if flag is not None else default:
+            binary.append(name)
+    return check_output_names(names, signature), frozenset(binary)
+
+
+def check_output_names(names: list[str], signature: Signature) -> tuple[str, ...]:
+    available = signature.output_names
+    for name in names:
         if name not in available:
             raise BadRequest(
                 f'unknown output "{name}"; this model returns {_names(list(available))}'
             )
-        names.append(name)
     return tuple(names)
+
+
+def selected_outputs(
+    request: InferenceRequest, outputs: Outputs, signature: Signature
+) -> list[tuple[TensorSpec, np.ndarray]]:
+    """The outputs the request asked for (all when it named none), in the model's order."""
+    wanted = request.outputs or signature.output_names
+    return [(spec, outputs[spec.name]) for spec in signature.outputs if spec.name in wanted]
 
 
 def encode_v2(
@@ -299,26 +382,26 @@ def encode_v2(
     request: InferenceRequest,
     outputs: Outputs,
     signature: Signature,
-) -> bytes:
-    wanted = request.outputs or signature.output_names
+) -> tuple[bytes, int | None]:
+    """The response body, and the length of its JSON header when binary outputs follow it (None for
+    a plain JSON body)."""
     encoded = []
-    for spec in signature.outputs:
-        if spec.name not in wanted:
-            continue
-        values = outputs[spec.name]
-        data: Any = (
-            values.ravel().tolist()
-            if spec.datatype == "BYTES"
-            else np.ascontiguousarray(values).ravel()
-        )
-        encoded.append(
-            {
-                "name": spec.name,
-                "datatype": spec.datatype,
-                "shape": list(values.shape),
-                "data": data,
-            }
-        )
+    chunks = []
+    for spec, values in selected_outputs(request, outputs, signature):
+        tensor: dict[str, Any] = {
+            "name": spec.name,
+            "datatype": spec.datatype,
+            "shape": list(values.shape),
+        }
+        if spec.name in request.binary_outputs:
+            raw = encode_raw(spec.datatype, values)
+            tensor["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        elif spec.datatype == "BYTES":
+            tensor["data"] = values.ravel().tolist()
+        else:
+            tensor["data"] = np.ascontiguousarray(values).ravel()
+        encoded.append(tensor)
     response: dict[str, Any] = {"model_name": model_name}
     if model_version:
         response["model_version"] = model_version
@@ -327,7 +410,10 @@ def encode_v2(
     if request.parameters is not None:
         response["parameters"] = request.parameters
     response["outputs"] = encoded
-    return orjson.dumps(response, option=_DUMPS_OPTIONS)
+    header = orjson.dumps(response, option=_DUMPS_OPTIONS)
+    if not chunks:
+        return header, None
+    return b"".join([header, *chunks]), len(header)
 
 
 # --- V1 -------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -21,18 +21,31 @@ from mlmodel_runtime.batching import Batcher
 from mlmodel_runtime.errors import (
     BadRequest,
     InferenceFailed,
+    MLModelError,
     ModelNotFound,
     ModelNotReady,
     Overloaded,
     PayloadTooLarge,
 )
 from mlmodel_runtime.metrics import RuntimeMetrics
-from mlmodel_runtime.model import LABEL_OUTPUT, Model, ModelLoadError, Outputs, Rows, SKLearnModel
+from mlmodel_runtime.model import (
+    LABEL_OUTPUT,
+    Model,
+    ModelLoadError,
+    Outputs,
+    Rows,
+    Signature,
+    SKLearnModel,
+)
 from mlmodel_runtime.settings import RuntimeSettings
+from mlmodel_runtime.stats import InferenceStats
 
 logger = logging.getLogger("mlmodel_runtime.dataplane")
 
 SERVER_NAME = "mlmodel-runtime"
+# Protocol extensions served in full, as GET /v2 and gRPC ServerMetadata name them (Triton's names).
+# Not model_repository: the index is served, but load and unload are refused (one model per runtime).
+EXTENSIONS = ("binary_tensor_data", "statistics")
 LOADING = "Loading"
 SHUTTING_DOWN = "ShuttingDown"
 # Longest the metadata store may hold up shutdown to flush "stopped" and queued rows.
@@ -42,6 +55,7 @@ LOGGED_ROWS = 1000
 
 # (settings, report each failure) -> verified local artifact path
 Fetcher = Callable[[RuntimeSettings, Callable[[Any], None]], Awaitable[Path]]
+Encoded = TypeVar("Encoded")
 
 
 def _default_fetcher() -> Fetcher:
@@ -131,6 +145,7 @@ class DataPlane:
         self._batcher: Batcher | None = None
         self._load_task: asyncio.Task[None] | None = None
         self._started = time.monotonic()
+        self.stats = InferenceStats()
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -256,13 +271,26 @@ class DataPlane:
                 f'model "{name}" has no version "{version}"; the version served is "{self.version}"'
             )
 
-    def _signature_or_503(self):  # type: ignore[no-untyped-def]
+    def _signature_or_503(self) -> Signature:
         if not self._loaded or self._model is None:
             raise ModelNotReady(f'model "{self.name}" is not ready ({self.reason}): {self.message}')
         return self._model.signature
 
     def server_metadata(self) -> dict[str, Any]:
-        return {"name": SERVER_NAME, "version": __version__, "extensions": []}
+        return {"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}
+
+    def statistics(self) -> dict[str, Any]:
+        return self.stats.as_triton(self.name, self.version)
+
+    def repository_index(self) -> list[dict[str, str]]:
+        """The model repository extension's index: the one model and its state."""
+        if self.ready:
+            state, reason = "READY", ""
+        else:
+            readiness = self.readiness()
+            state = "LOADING" if readiness["reason"] == LOADING else "UNAVAILABLE"
+            reason = readiness["message"]
+        return [{"name": self.name, "version": self.version, "state": state, "reason": reason}]
 
     def model_metadata(self) -> dict[str, Any]:
         signature = self._signature_or_503()
@@ -318,30 +346,68 @@ class DataPlane:
                 "into several requests (or raise MLMODEL_MAX_INSTANCES_PER_REQUEST)"
             )
 
-    async def infer_v2(self, body: bytes, *, request_id: str | None = None) -> bytes:
-        signature = self._signature_or_503()
-        request = codec.decode_v2(body, signature)
-        self._check_rows(request.n_rows)
-        outputs = await self._infer(request, request_id)
-        return codec.encode_v2(
-            model_name=self.name,
-            model_version=self.version,
-            request=request,
-            outputs=outputs,
-            signature=signature,
+    async def infer_v2(
+        self, body: bytes, *, header_length: str | None = None, request_id: str | None = None
+    ) -> tuple[bytes, int | None]:
+        """A V2 infer body (JSON, or binary tensors after a JSON header of ``header_length`` bytes)
+        in; the response body and the length of its JSON header when binary outputs follow out."""
+        return await self.infer(
+            lambda signature: codec.decode_v2(body, signature, header_length),
+            lambda request, outputs, signature: codec.encode_v2(
+                model_name=self.name,
+                model_version=self.version,
+                request=request,
+                outputs=outputs,
+                signature=signature,
+            ),
+            request_id,
         )
 
     async def infer_v1(self, body: bytes, *, request_id: str | None = None) -> bytes:
-        signature = self._signature_or_503()
-        request = codec.decode_v1(body, signature)
-        self._check_rows(request.n_rows)
-        return codec.encode_v1(await self._infer(request, request_id), signature)
+        return await self.infer(
+            lambda signature: codec.decode_v1(body, signature),
+            lambda request, outputs, signature: codec.encode_v1(outputs, signature),
+            request_id,
+        )
 
-    async def _infer(self, request: codec.InferenceRequest, request_id: str | None) -> Outputs:
+    async def infer(
+        self,
+        decode: Callable[[Signature], codec.InferenceRequest],
+        encode: Callable[[codec.InferenceRequest, Outputs, Signature], Encoded],
+        request_id: str | None,
+    ) -> Encoded:
+        """The one inference pipeline of every protocol: decode against the signature, check the
+        row limit, predict through the batcher, encode; timed for the statistics extension."""
+        started = time.perf_counter_ns()
+        try:
+            signature = self._signature_or_503()
+            request = decode(signature)
+            self._check_rows(request.n_rows)
+            decoded = time.perf_counter_ns()
+            outputs, queue_ns = await self._infer(request, request_id)
+            predicted = time.perf_counter_ns()
+            result = encode(request, outputs, signature)
+        except MLModelError:
+            self.stats.failed(time.perf_counter_ns() - started)
+            raise
+        finished = time.perf_counter_ns()
+        self.stats.succeeded(
+            rows=request.n_rows,
+            total_ns=finished - started,
+            queue_ns=queue_ns,
+            input_ns=decoded - started,
+            infer_ns=predicted - decoded - queue_ns,
+            output_ns=finished - predicted,
+        )
+        return result
+
+    async def _infer(
+        self, request: codec.InferenceRequest, request_id: str | None
+    ) -> tuple[Outputs, int]:
         assert self._batcher is not None
         started = time.perf_counter()
         try:
-            outputs = await self._batcher.submit(request.rows, request.n_rows)
+            outputs, queue_ns = await self._batcher.submit_timed(request.rows, request.n_rows)
         except (ValueError, TypeError) as exc:
             # Input that passed our checks but that the model refuses (e.g. NaN for a model that
             # cannot take missing values): the client's to fix.
@@ -353,7 +419,7 @@ class DataPlane:
             ) from None
         if self.recorder is not None and self.recorder.prediction_sample_rate > 0:
             self._record(request, outputs, request_id, time.perf_counter() - started)
-        return outputs
+        return outputs, queue_ns
 
     def _record(
         self,
@@ -375,10 +441,12 @@ class DataPlane:
 
     async def _predict_batch(self, rows: Rows) -> Outputs:
         assert self._model is not None
-        started = time.perf_counter()
+        started = time.perf_counter_ns()
         outputs = await self._model.predict(rows)
-        self.metrics.inference_duration.observe(time.perf_counter() - started)
+        ns = time.perf_counter_ns() - started
+        self.metrics.inference_duration.observe(ns / 1e9)
         self.metrics.batch_size.observe(len(rows))
+        self.stats.executed(len(rows), ns)
         labels = outputs.get(LABEL_OUTPUT)
         if labels is not None:
             values, counts = np.unique(labels, return_counts=True)

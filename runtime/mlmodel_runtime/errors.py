@@ -38,6 +38,12 @@ class UnsupportedMediaType(MLModelError):
     status_code = 415
 
 
+class NotSupported(MLModelError):
+    """A protocol call this runtime understands but does not do (e.g. loading another model)."""
+
+    status_code = 501
+
+
 class ModelNotReady(MLModelError):
     status_code = 503
 

@@ -23,6 +23,7 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 V2_INFER = re.compile(r"/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer")
 V1_PREDICT = re.compile(r"/v1/models/(?P<name>[^/]+):predict")
 _JSON_HEADERS = [(b"content-type", b"application/json")]
+INFERENCE_HEADER = "inference-header-content-length"
 _TOO_LARGE_ADVICE = "send fewer rows per request, or raise the limit (MLMODEL_MAX_REQUEST_BYTES)"
 
 
@@ -69,6 +70,15 @@ def error_body(message: str) -> bytes:
     return orjson.dumps({"error": message})
 
 
+def binary_headers(json_length: int) -> list[tuple[bytes, bytes]]:
+    """Headers of a response in the binary tensor extension's framing: a JSON header of
+    ``json_length`` bytes, then the raw output tensors."""
+    return [
+        (b"content-type", b"application/octet-stream"),
+        (INFERENCE_HEADER.encode(), str(json_length).encode()),
+    ]
+
+
 class PredictionEndpoints:
     """ASGI middleware answering POST on the V2 infer and V1 predict paths itself and passing every
     other request on to ``app``. ``routes`` maps the route names (v2_infer, v1_predict) to the
@@ -107,9 +117,9 @@ class PredictionEndpoints:
                 return
         scope["route"] = self.v2_route if v2 else self.v1_route
         state = scope.get("state") or {}
-        headers: list[tuple[bytes, bytes]] = [*_JSON_HEADERS]
+        headers: list[tuple[bytes, bytes]] = _JSON_HEADERS
         try:
-            content_length, authorization = _header_values(scope["headers"])
+            content_length, authorization, header_length = _header_values(scope["headers"])
             self.plane.check_model(match["name"], match["version"] if v2 else None)
             if self.tokens is not None:
                 self.tokens.check(authorization)
@@ -118,13 +128,17 @@ class PredictionEndpoints:
                 body = await read_body(content_length, receive, self.limit)
                 request_id = state.get("request_id")
                 if v2:
-                    payload = await self.plane.infer_v2(body, request_id=request_id)
+                    payload, json_length = await self.plane.infer_v2(
+                        body, header_length=header_length, request_id=request_id
+                    )
+                    if json_length is not None:
+                        headers = binary_headers(json_length)
                 else:
                     payload = await self.plane.infer_v1(body, request_id=request_id)
             status = 200
         except MLModelError as exc:
             status, payload = exc.status_code, error_body(exc.message)
-            headers += [
+            headers = _JSON_HEADERS + [
                 (key.lower().encode(), value.encode()) for key, value in exc.headers.items()
             ]
         except ClientGone:
@@ -132,17 +146,22 @@ class PredictionEndpoints:
         except Exception as exc:
             logger.error("unhandled error", exc_info=exc, extra={"url.path": scope["path"]})
             status, payload = 500, error_body("internal server error; see the server logs")
-        headers.append((b"content-length", str(len(payload)).encode()))
+        headers = [*headers, (b"content-length", str(len(payload)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
 
 
-def _header_values(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, str | None]:
-    """Content-Length and Authorization, decoded as Starlette does (latin-1)."""
-    content_length = authorization = None
+def _header_values(
+    headers: list[tuple[bytes, bytes]],
+) -> tuple[str | None, str | None, str | None]:
+    """Content-Length, Authorization and Inference-Header-Content-Length, decoded as Starlette
+    does (latin-1)."""
+    content_length = authorization = header_length = None
     for key, value in headers:
         if key == b"content-length":
             content_length = value.decode("latin-1")
         elif key == b"authorization":
             authorization = value.decode("latin-1")
-    return content_length, authorization
+        elif key == b"inference-header-content-length":
+            header_length = value.decode("latin-1")
+    return content_length, authorization, header_length

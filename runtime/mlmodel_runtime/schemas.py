@@ -119,6 +119,58 @@ class V1Response(BaseModel):
     predictions: list[Any]
 
 
+class ServerAlive(BaseModel):
+    status: Literal["alive"]
+
+
+class V1Models(BaseModel):
+    models: list[str]
+
+
+class Duration(BaseModel):
+    count: int
+    ns: int = Field(description="Cumulative nanoseconds.")
+
+
+class InferenceStatistics(BaseModel):
+    success: Duration
+    fail: Duration
+    queue: Duration
+    compute_input: Duration
+    compute_infer: Duration
+    compute_output: Duration
+    cache_hit: Duration
+    cache_miss: Duration
+
+
+class BatchStatistics(BaseModel):
+    batch_size: int
+    compute_input: Duration
+    compute_infer: Duration
+    compute_output: Duration
+
+
+class ModelStatistics(BaseModel):
+    name: str
+    version: str
+    last_inference: int = Field(description="Milliseconds since the epoch; 0 before the first.")
+    inference_count: int = Field(description="Rows predicted.")
+    execution_count: int = Field(description="Model calls (batches).")
+    inference_stats: InferenceStatistics
+    batch_stats: list[BatchStatistics]
+
+
+class Statistics(BaseModel):
+    model_stats: list[ModelStatistics]
+
+
+class RepositoryModel(BaseModel):
+    name: str
+    version: str
+    state: Literal["READY", "LOADING", "UNAVAILABLE"]
+    reason: str
+
+
 class ErrorBody(BaseModel):
     error: str = Field(description="What went wrong and what to fix.")
 

@@ -33,13 +33,55 @@ class RuntimeServer(uvicorn.Server):
     have passed so load balancers have stopped routing here), all within ``shutdown_grace_seconds``."""
 
     def __init__(
-        self, config: uvicorn.Config, dataplane: DataPlane, settings: RuntimeSettings
+        self,
+        config: uvicorn.Config,
+        dataplane: DataPlane,
+        settings: RuntimeSettings,
+        *,
+        app_state: Any = None,
+        grpc_reuse_port: bool = False,
     ) -> None:
         super().__init__(config)
         self.dataplane = dataplane
         self.settings = settings
         self._drain_started: float | None = None
         self._drain_minimum = 0.0
+        self._app_state = app_state  # tokens and access log, shared with gRPC
+        self._grpc_reuse_port = grpc_reuse_port
+        self.grpc_server: Any = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if not self.should_exit and self.settings.grpc_port and self._app_state is not None:
+            await self._start_grpc()
+
+    async def _start_grpc(self) -> None:
+        from mlmodel_runtime.grpc_server import start_grpc_server  # grpc only when served
+
+        try:
+            self.grpc_server, port = await start_grpc_server(
+                self.settings,
+                self.dataplane,
+                tokens=self._app_state.tokens,
+                access_log=self._app_state.access_log,
+                reuse_port=self._grpc_reuse_port,
+            )
+        except RuntimeError as exc:
+            # Locally a second runtime often meets the first one's default gRPC port; in a pod
+            # the port is ours. Either way HTTP keeps serving, and the log says what to change.
+            logger.error(
+                "gRPC not served: cannot listen on its port, serving HTTP only",
+                extra={"grpc_port": self.settings.grpc_port, "error": str(exc),
+                       "hint": "set another port with --grpc-port / MLMODEL_GRPC_PORT (0: off)"},
+            )  # fmt: skip
+            return
+        logger.info("gRPC listening", extra={"host": self.settings.host, "grpc_port": port})
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.grpc_server is not None:
+            # Calls in flight finish within what is left of the grace period; new ones are refused.
+            await self.grpc_server.stop(self.config.timeout_graceful_shutdown)
+        await super().shutdown(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # A signal handler: set plain attributes only (locks held by the interrupted code could
@@ -99,7 +141,13 @@ def serve_one(settings: RuntimeSettings, sockets: list[socket.socket] | None = N
     configure_logging(level=settings.log_level, log_format=settings.log_format, fields=fields)
     dataplane = build_dataplane(settings, log_fields=fields)  # after logging: it may log
     app = create_app(settings, dataplane)
-    server = RuntimeServer(_uvicorn_config(app, settings), dataplane, settings)
+    server = RuntimeServer(
+        _uvicorn_config(app, settings),
+        dataplane,
+        settings,
+        app_state=app.state,
+        grpc_reuse_port=sockets is not None,  # a worker: gRPC shares the port like HTTP
+    )
     server.run(sockets=sockets)
     return 0 if server.started else 1
 
@@ -145,12 +193,35 @@ def serve(settings: RuntimeSettings) -> int:
     if hasattr(socket, "SO_REUSEPORT"):
         # The supervisor binds first without listening: it claims the port (an error shows here,
         # once) and fixes it when settings say 0; only the workers' listening sockets get
-        # connections.
+        # connections. The gRPC port likewise: each worker's grpc server binds it with
+        # SO_REUSEPORT and the kernel spreads connections over them.
         claim = _bind_reuseport(settings.host, settings.port)
         port = claim.getsockname()[1]
-        return Supervisor(settings.model_copy(update={"port": port}), claim, shared=False).run()
+        grpc_claim = _claim_grpc_port(settings)
+        update = {"port": port, "grpc_port": grpc_claim.getsockname()[1] if grpc_claim else 0}
+        supervisor = Supervisor(settings.model_copy(update=update), claim, shared=False)
+        try:
+            return supervisor.run()
+        finally:
+            if grpc_claim is not None:
+                grpc_claim.close()
     sock = _uvicorn_config("unused", settings).bind_socket()
     return Supervisor(settings, sock, shared=True).run()
+
+
+def _claim_grpc_port(settings: RuntimeSettings) -> socket.socket | None:
+    """The supervisor's hold on the gRPC port for its workers; None (gRPC off) when it is taken."""
+    if not settings.grpc_port:
+        return None
+    try:
+        return _bind_reuseport(settings.host, settings.grpc_port)
+    except OSError as exc:
+        logger.error(
+            "gRPC not served: cannot listen on its port, serving HTTP only",
+            extra={"grpc_port": settings.grpc_port, "error": str(exc),
+                   "hint": "set another port with --grpc-port / MLMODEL_GRPC_PORT (0: off)"},
+        )  # fmt: skip
+        return None
 
 
 class Supervisor:

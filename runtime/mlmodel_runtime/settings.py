@@ -89,6 +89,16 @@ class RuntimeSettings(BaseSettings):
     # --- serving -----------------------------------------------------------------------------
     host: str = Field("0.0.0.0", description="Address to listen on.")
     port: int = Field(8080, ge=1, le=65535, description="HTTP port for predictions, health and metrics.")
+    grpc_port: int = Field(
+        8081,
+        ge=0,
+        le=65535,
+        description=(
+            "Port of the Open Inference Protocol's gRPC service (inference.GRPCInferenceService), "
+            "served beside HTTP by every worker; 0 turns gRPC off. A port already in use is logged "
+            "as an error and the runtime serves HTTP only."
+        ),
+    )
     workers: int = Field(1, ge=1, le=64, description="Worker processes (one per core on multi-core nodes).")
     max_request_bytes: int = Field(
         10 * 1024**2, gt=0, description="Largest request body accepted; larger ones get 413."

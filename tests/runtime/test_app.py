@@ -175,7 +175,9 @@ async def test_metadata_endpoints(models: Models, tmp_path: Path) -> None:
     ) as rt:
         server = (await rt.client.get("/v2")).json()
         assert (
-            server["name"] == "mlmodel-runtime" and server["version"] and server["extensions"] == []
+            server["name"] == "mlmodel-runtime"
+            and server["version"]
+            and server["extensions"] == ["binary_tensor_data", "statistics"]
         )
         assert (await rt.client.get("/v2/health/live")).json() == {"live": True}
         metadata = (await rt.client.get("/v2/models/houses")).json()

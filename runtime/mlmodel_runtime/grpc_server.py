@@ -1,0 +1,309 @@
+"""The Open Inference Protocol over gRPC (``inference.GRPCInferenceService``) on a port of its own,
+served by grpc.aio on the HTTP server's event loop: the same data plane (model, batching, admission
+limits, statistics), bearer tokens, metrics and access log as the HTTP routes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import grpc
+import numpy as np
+from google.protobuf.message import DecodeError
+from grpc import aio
+
+from mlmodel_runtime import codec
+from mlmodel_runtime.access import MAX_REQUEST_ID_LENGTH
+from mlmodel_runtime.auth import BearerTokens
+from mlmodel_runtime.binary import decode_raw, encode_raw
+from mlmodel_runtime.dataplane import DataPlane
+from mlmodel_runtime.errors import BadRequest, MLModelError
+from mlmodel_runtime.logs import AccessLog
+from mlmodel_runtime.model import Outputs, Signature
+from mlmodel_runtime.protocol import open_inference_pb2 as pb
+from mlmodel_runtime.settings import RuntimeSettings
+
+logger = logging.getLogger("mlmodel_runtime.grpc")
+
+SERVICE = "inference.GRPCInferenceService"
+
+# The HTTP status each error class carries, as the gRPC status a client expects for it.
+STATUS_CODES = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    404: grpc.StatusCode.NOT_FOUND,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    415: grpc.StatusCode.INVALID_ARGUMENT,
+    500: grpc.StatusCode.INTERNAL,
+    501: grpc.StatusCode.UNIMPLEMENTED,
+    503: grpc.StatusCode.UNAVAILABLE,
+}
+
+# The InferTensorContents field that carries each datatype's typed values (FP16 has none).
+CONTENTS_FIELDS = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents", "UINT16": "uint_contents", "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}  # fmt: skip
+
+Handler = Callable[[Any, dict[str, str], str], Awaitable[bytes]]
+
+
+# --- messages <-> the data plane's requests ------------------------------------------------------
+
+
+def decode_infer_request(message: pb.ModelInferRequest, signature: Signature) -> codec.InferenceRequest:
+    """The model's rows from a ModelInferRequest with typed contents or raw_input_contents."""
+    raw = message.raw_input_contents
+    if raw and len(raw) != len(message.inputs):
+        raise BadRequest(
+            f"raw_input_contents has {len(raw)} entries for {len(message.inputs)} inputs: give "
+            "one per input, in the order of inputs"
+        )
+    if not message.inputs:
+        raise BadRequest("the request has no inputs: send at least one")
+    tensors = []
+    for index, item in enumerate(message.inputs):
+        datatype, shape = codec.checked_tensor(item.name, item.datatype, list(item.shape))
+        where = f'input "{item.name}"'
+        data: list[Any] | np.ndarray
+        if raw:
+            if item.HasField("contents"):
+                raise BadRequest(
+                    f"{where}: give its values in contents or in raw_input_contents, not both"
+                )
+            data = decode_raw(where, datatype, shape, raw[index])
+        else:
+            field = CONTENTS_FIELDS.get(datatype)
+            if field is None:
+                raise BadRequest(f"{where}: {datatype} values travel in raw_input_contents only")
+            values = getattr(item.contents, field)
+            if not values and 0 not in shape:
+                raise BadRequest(
+                    f"{where}: datatype {datatype} takes its values in contents.{field}, which is empty"
+                )
+            data = _texts(where, values) if datatype == "BYTES" else np.asarray(values)
+        tensors.append(codec.Tensor(item.name, datatype, shape, data))
+    return codec.request_from_tensors(
+        tensors,
+        signature,
+        id=message.id or None,
+        outputs=codec.check_output_names([output.name for output in message.outputs], signature),
+    )
+
+
+def _texts(where: str, values: Sequence[bytes]) -> list[str]:
+    try:
+        return [value.decode() for value in values]
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"{where}: a BYTES element is not valid UTF-8 ({exc.reason})") from None
+
+
+def encode_infer_response(
+    *,
+    model_name: str,
+    model_version: str,
+    request: codec.InferenceRequest,
+    outputs: Outputs,
+    signature: Signature,
+    raw: bool,
+) -> bytes:
+    """A serialized ModelInferResponse: raw_output_contents when the request sent raw inputs (as
+    Triton answers), typed contents otherwise."""
+    response = pb.ModelInferResponse(
+        model_name=model_name, model_version=model_version, id=request.id or ""
+    )
+    for spec, values in codec.selected_outputs(request, outputs, signature):
+        tensor = response.outputs.add(name=spec.name, datatype=spec.datatype, shape=values.shape)
+        field = CONTENTS_FIELDS.get(spec.datatype)
+        if raw or field is None:
+            response.raw_output_contents.append(encode_raw(spec.datatype, values))
+        elif spec.datatype == "BYTES":
+            tensor.contents.bytes_contents.extend(
+                value if isinstance(value, bytes) else str(value).encode()
+                for value in values.ravel().tolist()
+            )
+        else:
+            getattr(tensor.contents, field).extend(values.ravel().tolist())
+    return response.SerializeToString()
+
+
+# --- the service -----------------------------------------------------------------------------------
+
+
+class InferenceService:
+    """The handlers of inference.GRPCInferenceService. ModelInfer takes the serialized message so
+    that it is admitted (or shed) before anything is parsed, as the HTTP routes do."""
+
+    def __init__(
+        self, plane: DataPlane, *, tokens: BearerTokens | None, access_log: AccessLog | None
+    ) -> None:
+        self.plane = plane
+        self.tokens = tokens
+        self.access_log = access_log
+
+    def rpc_handler(self) -> grpc.GenericRpcHandler:
+        methods: dict[str, tuple[Handler, Callable[[bytes], Any] | None]] = {
+            "ServerLive": (self.server_live, None),
+            "ServerReady": (self.server_ready, None),
+            "ModelReady": (self.model_ready, pb.ModelReadyRequest.FromString),
+            "ServerMetadata": (self.server_metadata, None),
+            "ModelMetadata": (self.model_metadata, pb.ModelMetadataRequest.FromString),
+            "ModelInfer": (self.model_infer, None),
+        }
+        return grpc.method_handlers_generic_handler(
+            SERVICE,
+            {
+                name: grpc.unary_unary_rpc_method_handler(
+                    self._observed(name, handler), request_deserializer=parse
+                )
+                for name, (handler, parse) in methods.items()
+            },
+        )
+
+    def _observed(self, method: str, handler: Handler) -> Callable[..., Awaitable[bytes]]:
+        """``handler`` with the request id, error mapping, request metrics and access-log line."""
+        path = f"/{SERVICE}/{method}"
+        endpoint = "grpc_" + "".join(f"_{c.lower()}" if c.isupper() else c for c in method)[1:]
+        metrics = self.plane.metrics
+
+        async def call(request: Any, context: aio.ServicerContext) -> bytes:
+            started = time.perf_counter_ns()
+            metadata = {item[0]: item[1] for item in context.invocation_metadata() or ()}
+            request_id = _request_id(metadata.get("x-request-id"))
+            status = 500
+            try:
+                result = await handler(request, metadata, request_id)
+                status = 200
+                return result
+            except MLModelError as exc:
+                status = exc.status_code
+                trailer = tuple((key.lower(), value) for key, value in exc.headers.items())
+                await context.abort(
+                    STATUS_CODES.get(status, grpc.StatusCode.UNKNOWN), exc.message, trailer
+                )
+                raise  # unreachable: abort raises
+            except aio.AbortError:
+                raise
+            except Exception as exc:
+                logger.error("unhandled error", exc_info=exc, extra={"url.path": path})
+                await context.abort(
+                    grpc.StatusCode.INTERNAL, "internal server error; see the server logs"
+                )
+                raise
+            finally:
+                duration_ns = time.perf_counter_ns() - started
+                metrics.observe_request(endpoint, status, duration_ns / 1e9)
+                if self.access_log is not None:
+                    self.access_log.log(
+                        method="POST",
+                        path=path,
+                        status=status,
+                        duration_ns=duration_ns,
+                        request_id=request_id,
+                        client=_peer_address(context.peer()),
+                    )
+
+        return call
+
+    async def server_live(self, request: bytes, metadata: dict[str, str], request_id: str) -> bytes:
+        return pb.ServerLiveResponse(live=True).SerializeToString()
+
+    async def server_ready(self, request: bytes, metadata: dict[str, str], request_id: str) -> bytes:
+        return pb.ServerReadyResponse(ready=self.plane.ready).SerializeToString()
+
+    async def model_ready(
+        self, request: pb.ModelReadyRequest, metadata: dict[str, str], request_id: str
+    ) -> bytes:
+        self.plane.check_model(request.name, request.version or None)
+        return pb.ModelReadyResponse(ready=self.plane.ready).SerializeToString()
+
+    async def server_metadata(
+        self, request: bytes, metadata: dict[str, str], request_id: str
+    ) -> bytes:
+        return pb.ServerMetadataResponse(**self.plane.server_metadata()).SerializeToString()
+
+    async def model_metadata(
+        self, request: pb.ModelMetadataRequest, metadata: dict[str, str], request_id: str
+    ) -> bytes:
+        self.plane.check_model(request.name, request.version or None)
+        return pb.ModelMetadataResponse(**self.plane.model_metadata()).SerializeToString()
+
+    async def model_infer(self, body: bytes, metadata: dict[str, str], request_id: str) -> bytes:
+        if self.tokens is not None:
+            self.tokens.check(metadata.get("authorization"))
+        plane = self.plane
+        with plane.admitted(len(body)):
+            try:
+                message = pb.ModelInferRequest.FromString(body)
+            except DecodeError as exc:
+                raise BadRequest(f"the request is not a valid ModelInferRequest: {exc}") from None
+            plane.check_model(message.model_name, message.model_version or None)
+            raw = bool(message.raw_input_contents)
+            return await plane.infer(
+                lambda signature: decode_infer_request(message, signature),
+                lambda request, outputs, signature: encode_infer_response(
+                    model_name=plane.name,
+                    model_version=plane.version,
+                    request=request,
+                    outputs=outputs,
+                    signature=signature,
+                    raw=raw,
+                ),
+                request_id,
+            )
+
+
+def _request_id(offered: str | None) -> str:
+    if offered and len(offered) <= MAX_REQUEST_ID_LENGTH and offered.isascii():
+        return offered
+    return os.urandom(16).hex()
+
+
+def _peer_address(peer: str | None) -> str | None:
+    """127.0.0.1 from grpc's ``ipv4:127.0.0.1:53122`` (``ipv6:[::1]:53122``)."""
+    if not peer:
+        return None
+    address = peer.split(":", 1)[-1].rsplit(":", 1)[0]
+    return address.strip("[]")
+
+
+# --- the server ------------------------------------------------------------------------------------
+
+
+async def start_grpc_server(
+    settings: RuntimeSettings,
+    plane: DataPlane,
+    *,
+    tokens: BearerTokens | None,
+    access_log: AccessLog | None,
+    reuse_port: bool = False,
+    port: int | None = None,
+) -> tuple[aio.Server, int]:
+    """Start serving gRPC on ``settings.host`` at ``port`` (default ``settings.grpc_port``); returns
+    the server and the port bound. ``reuse_port``: share the port with the other workers
+    (SO_REUSEPORT), as the HTTP sockets do; otherwise a port in use is an error."""
+    server = aio.server(
+        options=[
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
+            # The HTTP body limit: larger messages are refused by grpc (RESOURCE_EXHAUSTED) unread.
+            ("grpc.max_receive_message_length", settings.max_request_bytes),
+            ("grpc.max_send_message_length", -1),
+        ]
+    )
+    server.add_generic_rpc_handlers(
+        (InferenceService(plane, tokens=tokens, access_log=access_log).rpc_handler(),)
+    )
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    wanted = settings.grpc_port if port is None else port
+    bound = server.add_insecure_port(f"{host}:{wanted}")  # raises RuntimeError when it cannot bind
+    await server.start()
+    return server, bound
