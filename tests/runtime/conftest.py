@@ -64,6 +64,7 @@ class InProcess:
     client: httpx.AsyncClient
     dataplane: DataPlane
     log: io.StringIO
+    app: Any = None
 
 
 @contextlib.asynccontextmanager
@@ -80,7 +81,7 @@ async def running_app(
             assert plane.ready, plane.readiness()
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://runtime") as client:
-            yield InProcess(client, plane, log)
+            yield InProcess(client, plane, log, app)
 
 
 def free_port() -> int:
@@ -94,6 +95,11 @@ class ServerProcess:
     process: subprocess.Popen[bytes]
     url: str
     log_path: Path
+    grpc_port: int = 0
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -132,7 +138,7 @@ def start_server(tmp_path: Path) -> Iterator[Any]:
     started: list[ServerProcess] = []
 
     def start(args: list[str], env: dict[str, str] | None = None) -> ServerProcess:
-        port = free_port()
+        port, grpc_port = free_port(), free_port()
         log_path = tmp_path / f"server-{port}.log"
         environment = {
             key: value for key, value in os.environ.items() if not key.startswith("MLMODEL_")
@@ -143,6 +149,7 @@ def start_server(tmp_path: Path) -> Iterator[Any]:
                 "MLMODEL_CACHE_DIR": str(tmp_path / "cache"),
                 "MLMODEL_HOST": "127.0.0.1",
                 "MLMODEL_PORT": str(port),
+                "MLMODEL_GRPC_PORT": str(grpc_port),
             }
         )
         environment.update(env or {})
@@ -151,7 +158,7 @@ def start_server(tmp_path: Path) -> Iterator[Any]:
             process = subprocess.Popen(
                 command, env=environment, stdout=log, stderr=subprocess.STDOUT
             )
-        server = ServerProcess(process, f"http://127.0.0.1:{port}", log_path)
+        server = ServerProcess(process, f"http://127.0.0.1:{port}", log_path, grpc_port)
         started.append(server)
         return server
 

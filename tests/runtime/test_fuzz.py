@@ -54,6 +54,7 @@ def fuzz_server(
             "MLMODEL_CACHE_DIR": str(folder / "cache"),
             "MLMODEL_HOST": "127.0.0.1",
             "MLMODEL_PORT": str(port),
+            "MLMODEL_GRPC_PORT": "0",  # fuzzed over HTTP only (gRPC: test_grpc.py)
             "MLMODEL_MAX_REQUEST_BYTES": "4096",
             "MLMODEL_ACCESS_LOG": "false",
         }
