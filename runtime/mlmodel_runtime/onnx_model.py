@@ -16,6 +16,7 @@ from mlmodel_runtime.model import (
     MATRIX_INPUT,
     PREDICT_OUTPUT,
     PROBABILITIES_OUTPUT,
+    TEXT_INPUT,
     ModelLoadError,
     Outputs,
     Rows,
@@ -23,6 +24,7 @@ from mlmodel_runtime.model import (
     TensorSpec,
     ThreadedModel,
 )
+from mlmodel_runtime.tokenization import TokenFeeds
 
 logger = logging.getLogger("mlmodel_runtime.onnx_model")
 
@@ -110,6 +112,7 @@ class OnnxModel(ThreadedModel):
         super().__init__(name, version)
         self._session: Any = None
         self._feeds: _Feeds | None = None
+        self._tokens: TokenFeeds | None = None  # a transformer: texts become token ids here
         self._outputs: dict[str, str] = {}  # our output name -> the graph's
         self._zipmap = False  # probabilities come as one {label: p} dict per row
 
@@ -119,6 +122,7 @@ class OnnxModel(ThreadedModel):
 
     def _release(self) -> None:
         self._session = None
+        self._tokens = None
 
     def _load_sync(self, path: Path) -> None:
         import onnxruntime
@@ -139,8 +143,14 @@ class OnnxModel(ThreadedModel):
                 "with skl2onnx (or another ONNX converter) and check it opens with "
                 "onnxruntime.InferenceSession",
             ) from exc
-        specs, feeds, takes_text, n_features, feature_names = _inputs(session.get_inputs())
-        self._session, self._feeds = session, feeds
+        tokens = TokenFeeds.from_session(session)
+        if tokens is None:
+            specs, feeds, takes_text, n_features, feature_names = _inputs(session.get_inputs())
+        else:
+            specs, feeds, takes_text, n_features, feature_names = (
+                (TensorSpec(TEXT_INPUT, "BYTES", (-1,)),), None, True, 0, ()
+            )
+        self._session, self._feeds, self._tokens = session, feeds, tokens
         self._signature = self._derive_outputs(
             session, specs, takes_text, n_features, feature_names
         )
@@ -192,6 +202,8 @@ class OnnxModel(ThreadedModel):
         return Signature(inputs, outputs, takes_text, n_features, feature_names, labels)
 
     def _feed(self, rows: Rows) -> dict[str, np.ndarray]:
+        if self._tokens is not None:
+            return self._tokens(rows)  # type: ignore[arg-type]  # a text model's rows are strings
         feeds = self._feeds
         assert feeds is not None
         if len(feeds.names) == 1:
@@ -210,7 +222,11 @@ class OnnxModel(ThreadedModel):
         if session is None:
             raise RuntimeError("model not loaded")
         wanted = list(self._outputs.values())
-        results = dict(zip(wanted, session.run(wanted, self._feed(rows)), strict=True))
+        if self._tokens is not None:  # in groups of similar length: padding costs on a CPU
+            ran = self._tokens.run(session.run, wanted, rows)  # type: ignore[arg-type]
+        else:
+            ran = session.run(wanted, self._feed(rows))
+        results: dict[str, Any] = dict(zip(wanted, ran, strict=True))
         if PREDICT_OUTPUT in self._outputs:
             values = np.asarray(results[self._outputs[PREDICT_OUTPUT]], dtype=np.float64)
             if values.ndim == 2 and values.shape[1] == 1:
