@@ -16,13 +16,21 @@ from mlmodel_operator.builders import InvalidSpec
 from mlmodel_operator.builders.common import ANNOTATION_PREFIX, MANAGED_BY
 from mlmodel_operator.kube import MAX_RETRY_AFTER, ApiError, NotOurs
 from mlmodel_operator.metadata import Metadata
-from mlmodel_operator.reconcile import Context, reconcile, sync_status
+from mlmodel_operator.peering import CLUSTER_PEERING
+from mlmodel_operator.reconcile import (
+    WATCHED_CHILD_TYPES,
+    Context,
+    reconcile,
+    sync_status,
+)
 from mlmodel_operator.resync import resync_forever
 from mlmodel_operator.spec import API_GROUP, API_VERSION, KIND, PLURAL
 
 MLMODELS = (API_GROUP, API_VERSION.split("/")[1], PLURAL)
 DEPLOYMENTS = ("apps", "v1", "deployments")
 MANAGED_LABELS = {"app.kubernetes.io/managed-by": MANAGED_BY}
+# Each watched child kind as kopf names resources: ("apps/v1", "deployments"), ("v1", "services")...
+WATCHED_CHILDREN = [(rtype.api_version, rtype.plural) for rtype in WATCHED_CHILD_TYPES]
 
 
 def configure_kopf(settings: kopf.OperatorSettings, ctx: Context) -> None:
@@ -40,9 +48,11 @@ def configure_kopf(settings: kopf.OperatorSettings, ctx: Context) -> None:
     settings.posting.event_name_prefix = "mlmodel-operator-"
     # Only the resources known at start-up are served: no need to list/watch all CRDs.
     settings.scanning.disabled = True
-    settings.watching.label_selectors[DEPLOYMENTS] = ",".join(
-        f"{k}={v}" for k, v in MANAGED_LABELS.items()
-    )
+    # Children are watched (the operator's own only) so that passes need no reads of them.
+    for api_version, plural in WATCHED_CHILDREN:
+        settings.watching.label_selectors[api_version, plural] = ",".join(
+            f"{k}={v}" for k, v in MANAGED_LABELS.items()
+        )
     settings.networking.request_timeout = ctx.settings.api_timeout_seconds
     settings.peering.lifetime = ctx.settings.peering_lifetime_seconds
 
@@ -109,6 +119,17 @@ def register(registry: kopf.OperatorRegistry, ctx: Context, namespaces: Sequence
         # a database that is down delays the history, never the reconciling.
         ctx.metadata = Metadata.from_settings(ctx.settings)
         ctx.metadata.start()
+        await ctx.kube.login()
+        if ctx.peering.name is not None and not ctx.peering.namespaces:
+            # kopf waits for its peering object; an install cannot create it in the same
+            # `kubectl apply` as its CRD (the kind is not served yet), so the operator does.
+            peering = {
+                "apiVersion": CLUSTER_PEERING.api_version,
+                "kind": CLUSTER_PEERING.kind,
+                "metadata": {"name": ctx.peering.name},
+            }
+            if await ctx.kube.create_if_missing(CLUSTER_PEERING, peering):
+                logger.info("peering object created: name=%s", ctx.peering.name)
         logger.info(
             "metadata store configured: backend=%s%s",
             ctx.metadata.backend,
@@ -116,13 +137,10 @@ def register(registry: kopf.OperatorRegistry, ctx: Context, namespaces: Sequence
         )
 
     @kopf.on.login(registry=registry)
-    def on_login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        # In a pod: the service account; elsewhere: $KUBECONFIG or ~/.kube/config (token,
-        # client certificate or basic auth; exec plugins are not supported).
-        info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
-        if info is not None:
-            ctx.kube.use_credentials(info)
-        return info
+    async def on_login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # kopf's watches log in as the operator's own client does (kubernetes_asyncio): in a
+        # pod the service account, elsewhere $KUBECONFIG or ~/.kube/config, exec plugins too.
+        return await kopf.login_via_async_client(**kwargs)
 
     @kopf.on.cleanup(registry=registry)
     async def on_cleanup(**_: Any) -> None:
@@ -142,11 +160,22 @@ def register(registry: kopf.OperatorRegistry, ctx: Context, namespaces: Sequence
     ) -> None:
         await reconcile_guarded(ctx, body, logger, retry)
 
+    def on_child_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+        """Keep the children cache current (whole bodies of Deployments only)."""
+        ctx.children.observe(type, dict(body), keep_body=body.get("kind") == "Deployment")
+
+    for api_version, plural in WATCHED_CHILDREN:
+        if plural != DEPLOYMENTS[2]:
+            kopf.on.event(
+                api_version, plural, labels=MANAGED_LABELS, registry=registry, id=f"cache-{plural}"
+            )(on_child_event)
+
     @kopf.on.event(*DEPLOYMENTS, labels=MANAGED_LABELS, registry=registry)
     async def on_deployment_event(
         type: str | None, body: kopf.Body, logger: logging.Logger, **_: Any
     ) -> None:
         """The MLModel's status follows its Deployment's rollout as the controller reports it."""
+        on_child_event(type, body)
         name = owner_name(body)
         namespace = body.get("metadata", {}).get("namespace")
         if name is None or namespace is None:

@@ -1,38 +1,44 @@
 """The one module that calls the Kubernetes API (besides kopf's own watching and bookkeeping).
 
-Writes are idempotent: create-or-patch treats 409 as "already there", a patch is sent only when
-a field the operator owns differs from the live object, and the status is patched through the
-/status subresource with the object's resourceVersion as a precondition.
+It is a thin layer over kubernetes_asyncio's DynamicClient: the client brings the logins
+kubeconfigs use (tokens, client certificates, exec plugins, in-cluster service accounts), and
+children are written with Server-Side Apply under one field manager, so the API server tracks
+what the operator owns, prunes what it stopped setting and normalises quantities itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime
+import email.utils
 import enum
 import json
 import time
-import warnings
+from pathlib import Path
 from typing import Any
 
 import aiohttp
-import kopf
+from kubernetes_asyncio import client as k8s_client
+from kubernetes_asyncio import config as k8s_config
+from kubernetes_asyncio.client.exceptions import ApiException
+from kubernetes_asyncio.dynamic import DynamicClient
+from kubernetes_asyncio.dynamic.exceptions import ResourceNotFoundError
+from kubernetes_asyncio.dynamic.resource import Resource
 
 from mlmodel_operator import __version__, metrics
-from mlmodel_operator.diffing import (
-    apply_patch,
-    controller_uid,
-    merge_patch,
-    owned_fields,
-    record_applied,
-)
 
+FIELD_MANAGER = "mlmodel-operator"
 USER_AGENT = f"mlmodel-operator/{__version__}"
 MERGE_PATCH = "application/merge-patch+json"
 # Codes worth retrying as they are: throttling, server trouble, a lost race on a precondition.
 TRANSIENT_CODES = frozenset({0, 401, 409, 429, 500, 502, 503, 504})
 # A Retry-After longer than this is taken as this: a confused server must not stall us for hours.
 MAX_RETRY_AFTER = 300.0
+# Where the client-side apply of versions before 0.2 kept what it wrote; removed on sight.
+LAST_APPLIED_ANNOTATION = "serving.mlmodel.io/last-applied"
+# The API server's refusal of a second controlling owner reference.
+ONE_CONTROLLER = "Only one reference can have Controller set to true"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,22 +47,6 @@ class ResourceType:
     kind: str
     plural: str
     namespaced: bool = True
-
-    def path(
-        self, namespace: str | None = None, name: str | None = None, subresource: str | None = None
-    ) -> str:
-        base = (
-            f"/apis/{self.api_version}" if "/" in self.api_version else f"/api/{self.api_version}"
-        )
-        parts = [base]
-        if self.namespaced and namespace:
-            parts += ["namespaces", namespace]
-        parts.append(self.plural)
-        if name:
-            parts.append(name)
-        if subresource:
-            parts.append(subresource)
-        return "/".join(parts)
 
 
 MLMODEL = ResourceType("serving.mlmodel.io/v1alpha1", "MLModel", "mlmodels")
@@ -112,96 +102,136 @@ class Applied(enum.Enum):
 
 
 class KubeClient:
-    """An aiohttp client authenticated with the credentials kopf resolved at login."""
+    """kubernetes_asyncio's DynamicClient, logged in on first use."""
 
-    def __init__(self, *, timeout_seconds: float, crd_check_interval_seconds: float) -> None:
-        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+    def __init__(
+        self,
+        *,
+        timeout_seconds: float,
+        crd_check_interval_seconds: float,
+        discovery_cache: Path | None = None,
+    ) -> None:
+        self._timeout = timeout_seconds
         self._crd_ttl = crd_check_interval_seconds
         self._crd_answers: dict[str, tuple[float, bool]] = {}
-        self._info: kopf.ConnectionInfo | None = None
-        self._session: aiohttp.ClientSession | None = None
-        self._retired: list[aiohttp.ClientSession] = []
+        self._discovery_cache = discovery_cache
+        self._configuration: k8s_client.Configuration | None = None
+        self._api: k8s_client.ApiClient | None = None
+        self._retired: list[k8s_client.ApiClient] = []
+        self._dynamic: DynamicClient | None = None
+        self._resources: dict[ResourceType, Resource] = {}
         # When the server last said Retry-After, no request of ours goes out before this time.
         self._not_before = 0.0
 
-    def use_credentials(self, info: kopf.ConnectionInfo) -> None:
-        """Called on every (re-)login; the next request opens a session with the new credentials."""
-        self._info = info
-        if self._session is not None:
-            self._retired.append(self._session)
-            self._session = None
+    async def login(self) -> None:
+        """Credentials as kubectl finds them: the pod's service account in a cluster, else
+        $KUBECONFIG or ~/.kube/config (tokens, client certificates, exec plugins...)."""
+        configuration = k8s_client.Configuration()
+        try:
+            k8s_config.load_incluster_config(client_configuration=configuration)
+        except k8s_config.ConfigException:
+            try:
+                await k8s_config.load_kube_config(client_configuration=configuration)
+            except (k8s_config.ConfigException, OSError) as error:
+                raise ApiError("login", 0, "NoCredentials", str(error)) from error
+        self._configuration = configuration
+        if self._api is not None:
+            self._retired.append(self._api)
+            self._api, self._dynamic = None, None
 
     async def close(self) -> None:
-        for session in [*self._retired, self._session]:
-            if session is not None:
-                await session.close()
-        self._retired, self._session = [], None
+        for api in [*self._retired, self._api]:
+            if api is not None:
+                await api.close()
+        self._retired, self._api, self._dynamic = [], None, None
 
-    def _open_session(self) -> aiohttp.ClientSession:
-        if self._info is None:
-            raise ApiError("login", 0, "NotLoggedIn", "no credentials yet: kopf has not logged in")
-        info = self._info
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            auth = info.as_aiohttp_basic_auth()
-        return aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=info.as_ssl_context()),
-            headers={**info.as_http_headers(), "User-Agent": USER_AGENT},
-            auth=auth,
-            proxy=info.proxy_url,
-            trust_env=info.trust_env,
-            timeout=self._timeout,
-        )
-
-    async def _request(
-        self,
-        verb: str,
-        method: str,
-        path: str,
-        *,
-        body: Any = None,
-        content_type: str = "application/json",
-        params: dict[str, str] | None = None,
-    ) -> dict[str, Any]:
-        if self._session is None:
-            self._session = self._open_session()
+    async def _client(self) -> DynamicClient:
+        if self._dynamic is None:
+            if self._configuration is None:
+                await self.login()
+            assert self._configuration is not None
             for retired in self._retired:
                 await retired.close()
             self._retired = []
-        assert self._info is not None
+            self._api = k8s_client.ApiClient(self._configuration)
+            self._api.user_agent = USER_AGENT
+            cache = str(self._discovery_cache) if self._discovery_cache else None
+            self._dynamic = await self._call("discovery", DynamicClient(self._api, cache_file=cache))
+        return self._dynamic
+
+    async def _resource(self, rtype: ResourceType) -> Resource:
+        """The discovered API resource; a kind the server does not serve is a 404."""
+        resource = self._resources.get(rtype)
+        if resource is None:
+            dynamic = await self._client()
+            try:
+                resource = await self._call(
+                    "discovery", dynamic.resources.get(api_version=rtype.api_version, kind=rtype.kind)
+                )
+            except ResourceNotFoundError:
+                raise ApiError(
+                    "discovery", 404, "NotFound", f"the server does not serve {rtype.kind}"
+                ) from None
+            self._resources[rtype] = resource
+        return resource
+
+    async def _call(self, verb: str, awaitable: Any) -> Any:
+        """Await one step (discovery), turning the client's failures into ApiError."""
+        return await self._guarded(verb, awaitable)
+
+    async def _send(self, verb: str, awaitable: Any) -> tuple[int, str, dict[str, Any]]:
+        """Await one request made with `serialize=False`: (status, Date header, JSON body).
+
+        The DynamicClient reads answers unparsed, and then does not raise for error statuses
+        itself: a status of 400 or more is turned into ApiError here.
+        """
+
+        async def read() -> tuple[int, str, Any, dict[str, Any]]:
+            response = await awaitable
+            body = await response.json(content_type=None) if response.status != 204 else {}
+            return response.status, response.headers.get("Date", ""), response.headers, body
+
+        code, date, headers, body = await self._guarded(verb, read())
+        body = body if isinstance(body, dict) else {}
+        if code >= 400:
+            metrics.API_ERRORS.labels(verb=verb, code=str(code)).inc()
+            retry_after = _seconds(headers.get("Retry-After"))
+            if retry_after:
+                self._not_before = max(
+                    self._not_before, time.monotonic() + min(retry_after, MAX_RETRY_AFTER)
+                )
+            if code == 401:
+                # Expired credentials (an exec plugin's token, say): log in again next time.
+                self._forget_login()
+            raise ApiError(
+                verb,
+                code,
+                str(body.get("reason") or ""),
+                str(body.get("message") or ""),
+                retry_after=retry_after,
+            )
+        return code, date, body
+
+    def _forget_login(self) -> None:
+        self._configuration = None
+        if self._api is not None:
+            self._retired.append(self._api)
+            self._api, self._dynamic = None, None
+
+    async def _guarded(self, verb: str, awaitable: Any) -> Any:
         wait = self._not_before - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
-        url = self._info.server.rstrip("/") + path
-        headers = {"Content-Type": content_type} if body is not None else {}
         try:
-            async with self._session.request(
-                method,
-                url,
-                params=params,
-                headers=headers,
-                data=None if body is None else _json_bytes(body),
-            ) as response:
-                payload = (
-                    await response.json(content_type=None) if response.content_length != 0 else {}
-                )
-                if response.status >= 400:
-                    metrics.API_ERRORS.labels(verb=verb, code=str(response.status)).inc()
-                    payload = payload if isinstance(payload, dict) else {}
-                    retry_after = _seconds(response.headers.get("Retry-After"))
-                    if retry_after:
-                        self._not_before = max(
-                            self._not_before, time.monotonic() + min(retry_after, MAX_RETRY_AFTER)
-                        )
-                    raise ApiError(
-                        verb,
-                        response.status,
-                        payload.get("reason") or response.reason or "",
-                        payload.get("message") or "",
-                        retry_after=retry_after,
-                    )
-                return payload if isinstance(payload, dict) else {}
-        except (aiohttp.ClientError, TimeoutError, ValueError) as error:
+            return await asyncio.wait_for(awaitable, self._timeout)
+        except ApiException as error:  # raised by discovery, which reads its answers
+            code = int(error.status or 0)
+            metrics.API_ERRORS.labels(verb=verb, code=str(code) if code else "network").inc()
+            if code == 401:
+                self._forget_login()
+            reason, message = _status_of(error)
+            raise ApiError(verb, code, reason, message) from error
+        except (TimeoutError, OSError, ValueError, aiohttp.ClientError) as error:
             metrics.API_ERRORS.labels(verb=verb, code="network").inc()
             raise ApiError(verb, 0, type(error).__name__, str(error) or repr(error)) from error
 
@@ -210,7 +240,12 @@ class KubeClient:
         self, rtype: ResourceType, namespace: str | None, name: str
     ) -> dict[str, Any] | None:
         try:
-            return await self._request("get", "GET", rtype.path(namespace, name))
+            resource = await self._resource(rtype)
+            dynamic = await self._client()
+            _, _, body = await self._send(
+                "get", dynamic.get(resource, name=name, namespace=namespace, serialize=False)
+            )
+            return body
         except ApiError as error:
             if error.code == 404:
                 return None
@@ -219,44 +254,28 @@ class KubeClient:
     async def list(
         self, rtype: ResourceType, namespace: str | None = None, label_selector: str | None = None
     ) -> dict[str, Any]:
-        params = {"labelSelector": label_selector} if label_selector else None
-        return await self._request("list", "GET", rtype.path(namespace), params=params)
-
-    async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
-        rtype = resource_of(obj)
-        return await self._request(
-            "create", "POST", rtype.path(obj["metadata"].get("namespace")), body=obj
+        resource = await self._resource(rtype)
+        dynamic = await self._client()
+        _, _, body = await self._send(
+            "list",
+            dynamic.get(resource, namespace=namespace, label_selector=label_selector, serialize=False),
         )
-
-    async def patch(
-        self,
-        rtype: ResourceType,
-        namespace: str | None,
-        name: str,
-        patch: dict[str, Any],
-        *,
-        subresource: str | None = None,
-    ) -> dict[str, Any]:
-        return await self._request(
-            "patch",
-            "PATCH",
-            rtype.path(namespace, name, subresource),
-            body=patch,
-            content_type=MERGE_PATCH,
-        )
+        return body
 
     async def delete(self, rtype: ResourceType, namespace: str | None, name: str) -> bool:
         """Delete with background propagation; False when it was already gone."""
+        resource = await self._resource(rtype)
+        dynamic = await self._client()
         try:
-            await self._request(
+            await self._send(
                 "delete",
-                "DELETE",
-                rtype.path(namespace, name),
-                body={
-                    "apiVersion": "v1",
-                    "kind": "DeleteOptions",
-                    "propagationPolicy": "Background",
-                },
+                dynamic.delete(
+                    resource,
+                    name=name,
+                    namespace=namespace,
+                    propagation_policy="Background",
+                    serialize=False,
+                ),
             )
         except ApiError as error:
             if error.code == 404:
@@ -264,34 +283,60 @@ class KubeClient:
             raise
         return True
 
-    # --------------------------------------------------------------------------- idempotent writes
-    async def apply(self, desired: dict[str, Any]) -> tuple[Applied, dict[str, Any]]:
-        """Create `desired`, or patch the fields the operator owns when they differ from the live object."""
+    # --------------------------------------------------------------------------- writes
+    async def apply(
+        self, desired: dict[str, Any], *, seen_version: str | None = None
+    ) -> tuple[Applied, dict[str, Any]]:
+        """Server-Side Apply of `desired` (the whole of what the operator owns in it).
+
+        `seen_version` is the child's resourceVersion as last seen (None: not seen), which tells
+        a real change from a no-op. A child controlled by another owner is refused by the server
+        (one controller per object) and reported as NotOurs; it is never forced.
+        """
         rtype = resource_of(desired)
-        namespace, name = desired["metadata"].get("namespace"), desired["metadata"]["name"]
-        live = await self.get(rtype, namespace, name)
-        if live is None:
-            try:
-                return Applied.CREATED, await self.create(with_last_applied(desired))
-            except ApiError as error:
-                if error.code != 409:
-                    raise
-            # Someone created it between our read and our write: treat it as already there.
-            live = await self.get(rtype, namespace, name)
-            if live is None:
-                raise ApiError(
-                    "create", 409, "AlreadyExists", f"{rtype.kind} {name} exists but cannot be read"
-                )
-        ours = controller_uid(desired)
-        theirs = controller_uid(live)
-        if theirs is not None and ours is not None and theirs != ours:
-            raise NotOurs(
-                f"{rtype.kind} {namespace}/{name} is controlled by another owner (uid {theirs})"
+        meta = desired["metadata"]
+        resource = await self._resource(rtype)
+        dynamic = await self._client()
+
+        try:
+            code, server_date, live = await self._send(
+                "apply",
+                dynamic.server_side_apply(
+                    resource,
+                    body=desired,
+                    name=meta["name"],
+                    namespace=meta.get("namespace"),
+                    field_manager=FIELD_MANAGER,
+                    force_conflicts=True,
+                    serialize=False,
+                ),
             )
-        patch = apply_patch(desired, live)
-        if patch is None:
-            return Applied.UNCHANGED, live
-        return Applied.PATCHED, await self.patch(rtype, namespace, name, patch)
+        except ApiError as error:
+            if error.code == 422 and ONE_CONTROLLER in error.message:
+                raise NotOurs(
+                    f"{rtype.kind} {meta.get('namespace')}/{meta['name']} is controlled by "
+                    "another owner"
+                ) from None
+            raise
+        if code == 201:
+            return Applied.CREATED, live
+        if seen_version is not None:
+            changed = live["metadata"].get("resourceVersion") != seen_version
+        else:
+            changed = _changed_by_this_apply(live, server_date)
+        return (Applied.PATCHED if changed else Applied.UNCHANGED), live
+
+    async def create_if_missing(self, rtype: ResourceType, obj: dict[str, Any]) -> bool:
+        """Create `obj` unless an object of that name exists; True if it was created."""
+        resource = await self._resource(rtype)
+        dynamic = await self._client()
+        try:
+            await self._send("create", dynamic.create(resource, body=obj, serialize=False))
+        except ApiError as error:
+            if error.code == 409:
+                return False
+            raise
+        return True
 
     async def delete_owned(
         self, rtype: ResourceType, namespace: str, name: str, owner_uid: str
@@ -302,17 +347,50 @@ class KubeClient:
             return False
         return await self.delete(rtype, namespace, name)
 
+    async def forget_client_side_apply(self, live: dict[str, Any]) -> bool:
+        """Hand a child written by the client-side apply of earlier versions over to SSA.
+
+        The fields that version set belong to an Update entry of our manager name, which an
+        apply never prunes; as client-go's csaupgrade does, they are moved into our Apply
+        entry, and the last-applied annotation it kept is removed. True if anything changed.
+        """
+        operations = legacy_upgrade(live)
+        if not operations:
+            return False
+        rtype = resource_of(live)
+        meta = live["metadata"]
+        resource = await self._resource(rtype)
+        dynamic = await self._client()
+        await self._send(
+            "patch",
+            dynamic.patch(
+                resource,
+                body=operations,
+                name=meta["name"],
+                namespace=meta.get("namespace"),
+                content_type="application/json-patch+json",
+                field_manager=f"{FIELD_MANAGER}-upgrade",
+                serialize=False,
+            ),
+        )
+        return True
+
     async def patch_status(self, obj: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
         """Write `status` through /status, failing with 409 if the object changed since it was read."""
         rtype = resource_of(obj)
         meta = obj["metadata"]
+        resource = await self._resource(rtype)
+        dynamic = await self._client()
+        path = resource.path(name=meta["name"], namespace=meta.get("namespace")) + "/status"
         patch = {
             "metadata": {"resourceVersion": meta["resourceVersion"]},
             "status": merge_patch(obj.get("status") or {}, status),
         }
-        return await self.patch(
-            rtype, meta.get("namespace"), meta["name"], patch, subresource="status"
+        _, _, body = await self._send(
+            "patch",
+            dynamic.request("patch", path, body=patch, content_type=MERGE_PATCH, serialize=False),
         )
+        return body
 
     async def crd_installed(self, name: str) -> bool:
         """Whether the cluster serves CRD `name`; the answer is reused for a short while."""
@@ -321,15 +399,108 @@ class KubeClient:
         if cached is not None and now - cached[0] < self._crd_ttl:
             return cached[1]
         installed = await self.get(CRD, None, name) is not None
+        if installed and not cached:
+            # Served from now on: forget what discovery said before it existed.
+            self._resources = {k: v for k, v in self._resources.items() if k is not SERVICEMONITOR}
         self._crd_answers[name] = (now, installed)
         return installed
 
 
-def with_last_applied(desired: dict[str, Any]) -> dict[str, Any]:
-    """`desired` as created: its metadata annotated with the owned fields it sets."""
-    recorded = record_applied(owned_fields(desired))["metadata"]["annotations"]
-    metadata = {**desired["metadata"], "annotations": recorded}
-    return {**desired, "metadata": metadata}
+def _changed_by_this_apply(live: dict[str, Any], server_date: str) -> bool:
+    """Whether the apply just answered changed the object, when its earlier version is unknown.
+
+    A no-op apply leaves the manager's managedFields time alone; a change sets it to the
+    server's clock, which the answer's Date header also reads (both to the second).
+    """
+    try:
+        now = email.utils.parsedate_to_datetime(server_date)
+    except (TypeError, ValueError):
+        return False
+    for entry in (live.get("metadata") or {}).get("managedFields") or []:
+        if entry.get("manager") == FIELD_MANAGER and entry.get("operation") == "Apply":
+            try:
+                written = datetime.datetime.fromisoformat(entry.get("time", ""))
+            except ValueError:
+                return False
+            return abs((now - written).total_seconds()) <= 1.0
+    return False
+
+
+def controller_uid(obj: dict[str, Any]) -> str | None:
+    """The uid of the object's controlling owner, if it has one."""
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or ():
+        if ref.get("controller"):
+            return ref.get("uid")
+    return None
+
+
+def legacy_upgrade(live: dict[str, Any]) -> list[dict[str, Any]]:
+    """The JSON patch that moves our client-side-apply ownership into our SSA entry (pure).
+
+    Empty when the object carries neither the last-applied annotation nor an Update entry of
+    our manager, or when we have no Apply entry yet to move it into.
+    """
+    meta = live.get("metadata") or {}
+    entries = meta.get("managedFields") or []
+    ours = [e for e in entries if e.get("manager") == FIELD_MANAGER]
+    applied = next((e for e in ours if e.get("operation") == "Apply"), None)
+    updates = [e for e in ours if e.get("operation") == "Update"]
+    annotated = LAST_APPLIED_ANNOTATION in (meta.get("annotations") or {})
+    if applied is None or not (updates or annotated):
+        return []
+    operations: list[dict[str, Any]] = [
+        {"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]}
+    ]
+    if updates:
+        fields = applied.get("fieldsV1") or {}
+        for update in updates:
+            if update.get("apiVersion") == applied.get("apiVersion"):
+                fields = _union(fields, update.get("fieldsV1") or {})
+        upgraded = [
+            {**e, "fieldsV1": fields} if e is applied else e
+            for e in entries
+            if not (e.get("manager") == FIELD_MANAGER and e.get("operation") == "Update")
+        ]
+        operations.append({"op": "replace", "path": "/metadata/managedFields", "value": upgraded})
+    if annotated:
+        escaped = LAST_APPLIED_ANNOTATION.replace("~", "~0").replace("/", "~1")
+        operations.append({"op": "remove", "path": f"/metadata/annotations/{escaped}"})
+    return operations
+
+
+def _union(left: dict[str, Any], right: dict[str, Any]) -> dict[str, Any]:
+    """Two fieldsV1 sets (nested maps of field paths) as one."""
+    merged = dict(left)
+    for key, value in right.items():
+        merged[key] = _union(merged[key], value) if isinstance(merged.get(key), dict) else value
+    return merged
+
+
+def merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The smallest JSON merge patch (RFC 7386) that turns `old` into `new`."""
+    patch: dict[str, Any] = {}
+    for key in old.keys() - new.keys():
+        patch[key] = None
+    for key, value in new.items():
+        before = old.get(key)
+        if key in old and before == value:
+            continue
+        if isinstance(value, dict) and isinstance(before, dict):
+            patch[key] = merge_patch(before, value)
+        else:
+            patch[key] = value
+    return patch
+
+
+def _status_of(error: ApiException) -> tuple[str, str]:
+    """The reason and message of the server's Status body, if it sent one."""
+    try:
+        body = json.loads(error.body) if error.body else {}
+    except (TypeError, ValueError):
+        body = {}
+    if not isinstance(body, dict):
+        body = {}
+    return str(body.get("reason") or error.reason or ""), str(body.get("message") or "")
 
 
 def _seconds(header: str | None) -> float | None:
@@ -338,7 +509,3 @@ def _seconds(header: str | None) -> float | None:
         return max(0.0, float(header)) if header else None
     except ValueError:
         return None
-
-
-def _json_bytes(body: Any) -> bytes:
-    return json.dumps(body, separators=(",", ":")).encode()

@@ -19,6 +19,7 @@ from mlmodel_operator.builders import (
     child_names,
     spec_refusal,
 )
+from mlmodel_operator.children import Children
 from mlmodel_operator.conditions import DEGRADED, READY, get_condition
 from mlmodel_operator.diagnosis import PodDiagnosis
 from mlmodel_operator.kube import (
@@ -29,6 +30,8 @@ from mlmodel_operator.kube import (
     ApiError,
     Applied,
     KubeClient,
+    NotOurs,
+    ResourceType,
 )
 from mlmodel_operator.metadata import Metadata
 from mlmodel_operator.peering import Peering
@@ -39,6 +42,12 @@ from mlmodel_operator.status import compute_status, invalid_spec_status
 # and recompute this many times before leaving it to kopf's retry.
 STATUS_ATTEMPTS = 3
 _UNREAD = object()
+# The Degraded reason when a child's name is taken by an object another owner controls.
+CHILD_CONFLICT = "ChildConflict"
+# The child kinds the operator watches (every kind but the ServiceMonitor, whose CRD may come
+# and go while the operator runs): the Children cache knows them without a request.
+WATCHED_CHILD_TYPES = tuple(rtype for rtype in CHILD_TYPES if rtype is not SERVICEMONITOR)
+WATCHED_KINDS = frozenset(rtype.kind for rtype in WATCHED_CHILD_TYPES)
 
 
 def utc_now() -> datetime.datetime:
@@ -58,6 +67,10 @@ class Context:
     diagnosis: PodDiagnosis | None = None
     # The metadata store; replaced by the enabled one at operator start-up.
     metadata: Metadata = dataclasses.field(default_factory=Metadata)
+    # The children as the watches last showed them, and what was last applied to each.
+    children: Children = dataclasses.field(default_factory=Children)
+    # MLModels (by uid) one of whose children is controlled by another owner: (reason, message).
+    conflicts: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.diagnosis is None:
@@ -70,6 +83,7 @@ class Context:
 
     def forget(self, uid: str) -> None:
         self.locks.pop(uid, None)
+        self.conflicts.pop(uid, None)
         assert self.diagnosis is not None
         self.diagnosis.forget(uid)
         self.census.forget(uid)
@@ -94,17 +108,22 @@ async def reconcile(ctx: Context, mlmodel: dict[str, Any], logger: logging.Logge
         children = build_children(mlmodel, ctx.settings, servicemonitor_supported=monitoring)
     except InvalidSpec:  # the status says what to fix; the children of the last good spec stay
         ctx.metadata.invalid(mlmodel)
-        await sync_status(ctx, namespace, meta["name"], logger)
+        await sync_status(ctx, namespace, meta["name"], logger, mlmodel=mlmodel)
         raise
 
     deployment: Any = _UNREAD
+    conflict: NotOurs | None = None
     for child in children:
-        outcome, live = await ctx.kube.apply(child)
+        try:
+            outcome, live = await apply_child(ctx, child)
+        except NotOurs as error:
+            conflict = conflict or error  # the other children are still made and repaired
+            continue
         if outcome is not Applied.UNCHANGED:
             _announce_child(
                 mlmodel, logger, outcome.value, child["kind"], child["metadata"]["name"]
             )
-        if child["kind"] == DEPLOYMENT.kind:
+        if child["kind"] == DEPLOYMENT.kind and live is not None:
             deployment = live
     ctx.metadata.applied(mlmodel)
 
@@ -115,10 +134,50 @@ async def reconcile(ctx: Context, mlmodel: dict[str, Any], logger: logging.Logge
             rtype is SERVICEMONITOR and not monitoring
         ):
             continue
-        if await ctx.kube.delete_owned(rtype, namespace, names[rtype.kind], uid):
+        if await delete_stale(ctx, rtype, namespace, names[rtype.kind], uid):
             _announce_child(mlmodel, logger, "Deleted", rtype.kind, names[rtype.kind])
 
-    await sync_status(ctx, namespace, meta["name"], logger, deployment=deployment)
+    if conflict is None:
+        ctx.conflicts.pop(uid, None)
+    else:
+        ctx.conflicts[uid] = (CHILD_CONFLICT, f"{conflict}; delete it or rename the MLModel")
+    await sync_status(ctx, namespace, meta["name"], logger, deployment=deployment, mlmodel=mlmodel)
+    if conflict is not None:
+        raise conflict
+
+
+async def apply_child(ctx: Context, child: dict[str, Any]) -> tuple[Applied, dict[str, Any] | None]:
+    """Server-Side Apply of one child, skipped when the watch shows it as last applied.
+
+    Returns the outcome and the live child (None when skipped, unless it is the Deployment,
+    which the watch keeps whole).
+    """
+    meta = child["metadata"]
+    watched = child["kind"] in WATCHED_KINDS
+    seen = ctx.children.seen(child["kind"], meta["namespace"], meta["name"]) if watched else None
+    if watched and ctx.children.unchanged_since_applied(child):
+        return Applied.UNCHANGED, seen.body if seen is not None else None
+    outcome, live = await ctx.kube.apply(child, seen_version=seen.version if seen else None)
+    if await ctx.kube.forget_client_side_apply(live):
+        live = await ctx.kube.get(_rtype_of(child), meta["namespace"], meta["name"]) or live
+    ctx.children.record_applied(child, live)
+    return outcome, live
+
+
+async def delete_stale(
+    ctx: Context, rtype: ResourceType, namespace: str, name: str, owner_uid: str
+) -> bool:
+    """Delete a child the spec no longer wants, if this MLModel controls it."""
+    if rtype.kind not in WATCHED_KINDS:
+        return await ctx.kube.delete_owned(rtype, namespace, name, owner_uid)
+    seen = ctx.children.seen(rtype.kind, namespace, name)
+    if seen is None or seen.controller_uid != owner_uid:
+        return False
+    return await ctx.kube.delete(rtype, namespace, name)
+
+
+def _rtype_of(child: dict[str, Any]) -> ResourceType:
+    return next(rtype for rtype in CHILD_TYPES if rtype.kind == child["kind"])
 
 
 async def sync_status(
@@ -128,17 +187,25 @@ async def sync_status(
     logger: logging.Logger,
     *,
     deployment: Any = _UNREAD,
+    mlmodel: dict[str, Any] | None = None,
 ) -> None:
     """Write the status computed from the live MLModel and Deployment, only if it differs.
 
-    `deployment` is the Deployment as just seen (None: known to be gone); it is read otherwise.
+    `mlmodel` is the MLModel as just read (it is read otherwise, and again after a conflict);
+    `deployment` is the Deployment as just seen (None: known to be gone), else taken from the
+    watch, else read.
     """
     for _ in range(STATUS_ATTEMPTS):
-        mlmodel = await ctx.kube.get(MLMODEL, namespace, name)
+        if mlmodel is None:
+            mlmodel = await ctx.kube.get(MLMODEL, namespace, name)
         if mlmodel is None or mlmodel["metadata"].get("deletionTimestamp"):
             return
         if deployment is _UNREAD:
-            deployment = await ctx.kube.get(DEPLOYMENT, namespace, name)
+            seen = ctx.children.seen(DEPLOYMENT.kind, namespace, name)
+            if seen is not None and seen.body is not None:
+                deployment = seen.body
+            else:
+                deployment = await ctx.kube.get(DEPLOYMENT, namespace, name)
         assert ctx.diagnosis is not None
         refusal = spec_refusal(mlmodel, ctx.settings)
         if refusal is not None:
@@ -149,7 +216,8 @@ async def sync_status(
                 deployment,
                 servicemonitor_supported=await ctx.servicemonitor_supported(),
                 now=ctx.now(),
-                artifact_problem=await ctx.diagnosis.problem(ctx.kube, mlmodel, deployment),
+                artifact_problem=ctx.conflicts.get(mlmodel["metadata"]["uid"])
+                or await ctx.diagnosis.problem(ctx.kube, mlmodel, deployment),
             )
         previous = mlmodel.get("status") or {}
         if status == previous:
@@ -161,7 +229,7 @@ async def sync_status(
             if error.code != 409:
                 raise
             logger.debug("status write conflicted, retrying with a fresh read")
-            deployment = _UNREAD
+            deployment, mlmodel = _UNREAD, None
             continue
         _announce_transitions(ctx, mlmodel, previous, status, logger)
         ctx.metadata.status(mlmodel, status)

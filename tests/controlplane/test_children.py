@@ -105,13 +105,26 @@ def test_a_child_of_another_owner_is_not_taken_over(
     before = installed_cluster.get("service", "sentiment", namespace)
     operator = run_operator(namespaces=[namespace], resync="1")
     installed_cluster.apply(mlmodel("sentiment", namespace))
-    # The Deployment is made, the Service stays theirs: untouched, and the operator says why.
+    # The Deployment is made, the Service stays theirs: untouched, and the status says why.
     wait_until(lambda: installed_cluster.get("deployment", "sentiment", namespace), what="deployment")
-    wait_until(lambda: "controlled by another owner" in operator.log(), what="the refusal in the log")
+    degraded = wait_until(
+        lambda: (d := condition(installed_cluster.get("mlmodel", "sentiment", namespace), "Degraded"))
+        .get("status") == "True" and d,
+        what="Degraded ChildConflict",
+    )
+    assert degraded["reason"] == "ChildConflict"
+    assert "Service" in degraded["message"] and "another owner" in degraded["message"]
+    assert "controlled by another owner" in operator.log()
     after = installed_cluster.get("service", "sentiment", namespace)
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
     assert controller_uid(after) == config_map["metadata"]["uid"]
-    assert condition(installed_cluster.get("mlmodel", "sentiment", namespace), "Ready")["status"] != "True"
+
+    # Once the other owner's Service is gone, the model gets its own and recovers.
+    installed_cluster.kubectl("delete", "service", "sentiment", "-n", namespace)
+    installed_cluster.kubectl(
+        "wait", "--for=condition=Ready", "mlmodel/sentiment", "-n", namespace, "--timeout=60s"
+    )
+    assert condition(installed_cluster.get("mlmodel", "sentiment", namespace), "Degraded")["status"] == "False"
 
 
 def test_the_garbage_collector_removes_the_children_of_a_deleted_mlmodel(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from support.cluster import OPERATOR_NAMESPACE, REPO_ROOT, Cluster
+from support.ports import wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -17,7 +18,6 @@ def test_install_applies_and_every_object_is_stored(installed_cluster: Cluster):
     assert crd is not None
     established = {c["type"]: c["status"] for c in crd["status"]["conditions"]}
     assert established["Established"] == "True" and established["NamesAccepted"] == "True"
-    assert installed_cluster.get("clusterkopfpeering", "mlmodel-operator") is not None
     assert installed_cluster.get("serviceaccount", "mlmodel-operator", OPERATOR_NAMESPACE)
     assert installed_cluster.get("clusterrolebinding", "mlmodel-operator") is not None
     namespace = installed_cluster.get("namespace", OPERATOR_NAMESPACE)
@@ -51,3 +51,19 @@ def test_the_operator_service_account_may_do_what_the_role_says_and_no_more(
     assert not can("get", "secrets", "-n", "default")
     assert not can("delete", "deployments.apps", "-n", "default")
     assert not can("patch", "clusterkopfpeerings.kopf.dev/someone-else")
+
+
+def test_the_operator_creates_its_peering_object_and_peers_through_it(
+    installed_cluster: Cluster, run_operator
+):
+    """Found on the real server: the install could not carry the ClusterKopfPeering object,
+    since `kubectl apply -k` refuses an object whose CRD it creates in the same run."""
+    installed_cluster.kubectl("delete", "clusterkopfpeering", "mlmodel-operator", "--ignore-not-found")
+    run_operator("--peering=mlmodel-operator")
+    peering = wait_until(
+        lambda: (p := installed_cluster.get("clusterkopfpeering", "mlmodel-operator"))
+        and (p.get("status") or {})
+        and p,
+        what="kopf's keep-alive in the peering object",
+    )
+    assert len(peering["status"]) == 1

@@ -8,7 +8,6 @@ from mlmodel_operator.builders.common import (
     object_meta,
     selector_labels,
 )
-from mlmodel_operator.quantity import canonical_quantity, canonical_resources
 from mlmodel_operator.settings import OperatorSettings
 from mlmodel_operator.spec import InvalidSpec, MLModelSpec, rollout_hash
 
@@ -100,16 +99,14 @@ def runtime_env(name: str, spec: MLModelSpec, settings: OperatorSettings) -> lis
 
 def resources(spec: MLModelSpec, settings: OperatorSettings) -> dict:
     # A user's resources are taken whole (Kubernetes semantics: a request defaults to its limit);
-    # merging defaults into them could produce a request above the user's limit. Quantities are
-    # spelled as the API server stores them, so an unchanged spec never looks like drift.
+    # merging defaults into them could produce a request above the user's limit. Quantities go
+    # as the user wrote them: the API server normalises them (Server-Side Apply compares them so).
     if spec.runtime.resources is not None:
-        return canonical_resources({key: dict(value) for key, value in spec.runtime.resources.items()})
-    return canonical_resources(
-        {
-            "requests": {"cpu": settings.default_cpu_request, "memory": settings.default_memory_request},
-            "limits": {"memory": settings.default_memory_limit},
-        }
-    )
+        return {key: dict(value) for key, value in spec.runtime.resources.items()}
+    return {
+        "requests": {"cpu": settings.default_cpu_request, "memory": settings.default_memory_request},
+        "limits": {"memory": settings.default_memory_limit},
+    }
 
 
 def _probe(path: str, *, period: int, failures: int, timeout: int) -> dict:
@@ -171,8 +168,8 @@ def container(name: str, spec: MLModelSpec, settings: OperatorSettings) -> dict:
 
 def volumes(spec: MLModelSpec, settings: OperatorSettings) -> list[dict]:
     result = [
-        {"name": "cache", "emptyDir": {"sizeLimit": canonical_quantity(settings.cache_volume_size_limit)}},
-        {"name": "tmp", "emptyDir": {"sizeLimit": canonical_quantity(settings.tmp_volume_size_limit)}},
+        {"name": "cache", "emptyDir": {"sizeLimit": settings.cache_volume_size_limit}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": settings.tmp_volume_size_limit}},
     ]
     if spec.auth:
         ref = spec.auth.secret_ref
