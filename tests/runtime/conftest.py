@@ -132,45 +132,51 @@ class ServerProcess:
         raise AssertionError(f"server not listening after {timeout}s:\n{self.logs()}")
 
 
+def launch_server(
+    args: list[str], folder: Path, env: dict[str, str] | None = None
+) -> ServerProcess:
+    """`mlmodel serve ARGS` on free loopback ports (HTTP and gRPC), its cache and log in ``folder``."""
+    port, grpc_port = free_port(), free_port()
+    log_path = folder / f"server-{port}.log"
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("MLMODEL_")}
+    environment.update(
+        {
+            "PYTHONPATH": os.pathsep.join([str(HERE), environment.get("PYTHONPATH", "")]),
+            "MLMODEL_CACHE_DIR": str(folder / "cache"),
+            "MLMODEL_HOST": "127.0.0.1",
+            "MLMODEL_PORT": str(port),
+            "MLMODEL_GRPC_PORT": str(grpc_port),
+        }
+    )
+    environment.update(env or {})
+    command = [sys.executable, "-m", "mlmodel_runtime.cli", "serve", *args]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, env=environment, stdout=log, stderr=subprocess.STDOUT)
+    return ServerProcess(process, f"http://127.0.0.1:{port}", log_path, grpc_port)
+
+
+def stop_server(server: ServerProcess, timeout: float = 10) -> None:
+    if server.process.poll() is None:
+        server.process.send_signal(signal.SIGINT)
+        try:
+            server.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait()
+
+
 @pytest.fixture
 def start_server(tmp_path: Path) -> Iterator[Any]:
     """Start `mlmodel serve ARGS` on a free loopback port; every process is stopped at teardown."""
     started: list[ServerProcess] = []
 
     def start(args: list[str], env: dict[str, str] | None = None) -> ServerProcess:
-        port, grpc_port = free_port(), free_port()
-        log_path = tmp_path / f"server-{port}.log"
-        environment = {
-            key: value for key, value in os.environ.items() if not key.startswith("MLMODEL_")
-        }
-        environment.update(
-            {
-                "PYTHONPATH": os.pathsep.join([str(HERE), environment.get("PYTHONPATH", "")]),
-                "MLMODEL_CACHE_DIR": str(tmp_path / "cache"),
-                "MLMODEL_HOST": "127.0.0.1",
-                "MLMODEL_PORT": str(port),
-                "MLMODEL_GRPC_PORT": str(grpc_port),
-            }
-        )
-        environment.update(env or {})
-        command = [sys.executable, "-m", "mlmodel_runtime.cli", "serve", *args]
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                command, env=environment, stdout=log, stderr=subprocess.STDOUT
-            )
-        server = ServerProcess(process, f"http://127.0.0.1:{port}", log_path, grpc_port)
-        started.append(server)
-        return server
+        started.append(launch_server(args, tmp_path, env))
+        return started[-1]
 
     yield start
     for server in started:
-        if server.process.poll() is None:
-            server.process.send_signal(signal.SIGINT)
-            try:
-                server.process.wait(10)
-            except subprocess.TimeoutExpired:
-                server.process.kill()
-                server.process.wait()
+        stop_server(server)
 
 
 def write_mlmodel(

@@ -4,15 +4,11 @@ document promises (status code, content type, body schema, headers). A bounded r
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
 import schemathesis
-from conftest import HERE, Models, ServerProcess, free_port, write_mlmodel
+from conftest import Models, ServerProcess, launch_server, stop_server, write_mlmodel
 from hypothesis import HealthCheck, settings
 from mlmodel_runtime.app import create_app
 from mlmodel_runtime.dataplane import DataPlane
@@ -44,40 +40,20 @@ def fuzz_server(
     limit so the fuzzer also meets 413s."""
     folder = tmp_path_factory.mktemp("fuzz")
     manifest = write_mlmodel(folder / "model", MODEL, models.text)
-    port = free_port()
-    environment = {
-        key: value for key, value in os.environ.items() if not key.startswith("MLMODEL_")
-    }
-    environment.update(
+    server = launch_server(
+        [str(manifest)],
+        folder,
         {
-            "PYTHONPATH": os.pathsep.join([str(HERE), environment.get("PYTHONPATH", "")]),
-            "MLMODEL_CACHE_DIR": str(folder / "cache"),
-            "MLMODEL_HOST": "127.0.0.1",
-            "MLMODEL_PORT": str(port),
-            "MLMODEL_GRPC_PORT": "0",  # fuzzed over HTTP only (gRPC: test_grpc.py)
             "MLMODEL_MAX_REQUEST_BYTES": "4096",
             "MLMODEL_ACCESS_LOG": "false",
-        }
+            "MLMODEL_GRPC_PORT": "0",  # fuzzed over HTTP only (gRPC: test_grpc.py)
+        },
     )
-    log_path = folder / "server.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "mlmodel_runtime.cli", "serve", str(manifest)],
-            env=environment,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    server = ServerProcess(process, f"http://127.0.0.1:{port}", log_path)
     try:
         server.wait_ready()
         yield server
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_server(server, timeout=15)
         # No request may have reached the unexpected-error handler.
         assert "unhandled error" not in server.logs(), server.logs()[-3000:]
 

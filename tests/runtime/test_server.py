@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import runtime_models
 from conftest import Models, free_port, write_mlmodel
 
@@ -86,14 +88,16 @@ def _ready_pids(logs: str) -> set[int]:
 
 
 def _listening_sockets(url: str) -> int:
-    """How many distinct sockets listen on the URL's port (IPv4), from /proc/net/tcp."""
+    """How many distinct sockets listen on the URL's port, from /proc/net/tcp and tcp6 (grpc
+    listens on IPv4 addresses through v4-mapped IPv6 sockets)."""
     port = httpx.URL(url).port
     inodes = set()
-    for row in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = row.split()
-        local_port, state, inode = int(fields[1].split(":")[1], 16), fields[3], fields[9]
-        if local_port == port and state == "0A":  # 0A: LISTEN
-            inodes.add(inode)
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            fields = row.split()
+            local_port, state, inode = int(fields[1].rsplit(":", 1)[1], 16), fields[3], fields[9]
+            if local_port == port and state == "0A":  # 0A: LISTEN
+                inodes.add(inode)
     return len(inodes)
 
 
@@ -209,3 +213,87 @@ def test_sigterm_flips_readiness_first_and_finishes_the_request(
     assert messages.index("shutting down, readiness now false") < messages.index(
         "draining done, stopping"
     )
+
+
+def _grpc_infer(target: str, request_id: str) -> float:
+    """One ModelInfer on a connection of its own (a local subchannel pool: no sharing)."""
+    import grpc
+    from mlmodel_runtime.protocol import open_inference_pb2 as pb
+
+    request = pb.ModelInferRequest(
+        model_name="houses",
+        inputs=[
+            pb.ModelInferRequest.InferInputTensor(
+                name="input-0", datatype="FP64", shape=[1, 4],
+                contents=pb.InferTensorContents(fp64_contents=[1.0, 2.0, 3.0, 4.0]),
+            )
+        ],
+    )  # fmt: skip
+    with grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+        call = channel.unary_unary(
+            "/inference.GRPCInferenceService/ModelInfer",
+            request_serializer=pb.ModelInferRequest.SerializeToString,
+            response_deserializer=pb.ModelInferResponse.FromString,
+        )
+        response = call(request, timeout=10, metadata=(("x-request-id", request_id),))
+    return response.outputs[0].contents.fp64_contents[0]
+
+
+def test_two_workers_share_the_grpc_port(models: Models, start_server) -> None:
+    server = start_server(
+        ["--workers", "2"],
+        env={
+            "MLMODEL_MODEL_NAME": "houses",
+            "MLMODEL_MODEL_URI": f"file://{models.tabular.path}",
+            "MLMODEL_MODEL_SHA256": models.tabular.sha256,
+        },
+    )
+    server.wait_ready()
+    deadline = time.monotonic() + 60
+    while len(_ready_pids(server.logs())) < 2 or server.logs().count("gRPC listening") < 2:
+        assert time.monotonic() < deadline, server.logs()
+        time.sleep(0.1)
+    # Each worker's gRPC server listens with a socket of its own on the one port (SO_REUSEPORT).
+    assert _listening_sockets(f"http://{server.grpc_target}") == 2
+    expected = float(runtime_models.house_price(np.array([[1.0, 2.0, 3.0, 4.0]]))[0])
+    for index in range(16):
+        assert abs(_grpc_infer(server.grpc_target, f"g-{index}") - expected) < 1e-6
+    lines = [json.loads(line) for line in server.logs().splitlines() if line.startswith("{")]
+    served = {
+        line["process.pid"]
+        for line in lines
+        if str(line.get("http.request.id", "")).startswith("g-")
+        and line["url.path"] == "/inference.GRPCInferenceService/ModelInfer"
+        and line["http.response.status_code"] == 200
+    }
+    # 16 new connections hashed over two sockets: both workers take some (all on one: 2 in 65,536).
+    assert served == _ready_pids(server.logs())
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(30) == 0
+
+
+def test_a_taken_grpc_port_leaves_http_serving(models: Models, start_server) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = start_server(
+            [],
+            env={
+                "MLMODEL_MODEL_NAME": "houses",
+                "MLMODEL_MODEL_URI": f"file://{models.tabular.path}",
+                "MLMODEL_MODEL_SHA256": models.tabular.sha256,
+                "MLMODEL_GRPC_PORT": str(port),
+            },
+        )
+        server.wait_ready()
+        lines = [json.loads(line) for line in server.logs().splitlines() if line.startswith("{")]
+        (error,) = [line for line in lines if line["message"].startswith("gRPC not served")]
+        assert error["log.level"] == "error" and error["mlmodel.grpc_port"] == port
+        assert "MLMODEL_GRPC_PORT" in error["mlmodel.hint"]
+        response = httpx.post(
+            f"{server.url}/v1/models/houses:predict",
+            json={"instances": [[1.0, 2.0, 3.0, 4.0]]},
+            timeout=10,
+        )
+        assert response.status_code == 200
