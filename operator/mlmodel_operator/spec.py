@@ -99,6 +99,13 @@ class Batching(_Spec):
 
 class ServiceSpec(_Spec):
     port: int = Field(80, ge=1, le=65535)
+    grpc_port: int = Field(8081, ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> ServiceSpec:
+        if self.port == self.grpc_port:
+            raise ValueError("spec.service.port and spec.service.grpcPort must differ")
+        return self
 
 
 class Monitoring(_Spec):

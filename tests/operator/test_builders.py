@@ -187,6 +187,7 @@ def test_env_carries_the_full_spec():
     assert values["MLMODEL_ALLOW_UNVERIFIED_ARTIFACT"] == "false"
     assert values["MLMODEL_CACHE_DIR"] == "/var/cache/mlmodel"
     assert values["MLMODEL_PORT"] == "8080"
+    assert values["MLMODEL_GRPC_PORT"] == "8081"
     assert values["MLMODEL_WORKERS"] == "2"
     assert values["MLMODEL_MAX_BATCH_SIZE"] == "32"
     assert values["MLMODEL_MAX_BATCH_WAIT_MS"] == "2.5"
@@ -222,7 +223,7 @@ def test_the_runtime_reads_the_env_it_is_given(name, monkeypatch):
     assert runtime.model_uri == model["uri"]
     assert runtime.model_sha256 == model.get("sha256")
     assert runtime.allow_unverified_artifact == model.get("allowUnverified", False)
-    assert runtime.port == 8080
+    assert runtime.port == 8080 and runtime.grpc_port == 8081
     assert str(runtime.cache_dir) == "/var/cache/mlmodel"
 
 
@@ -258,7 +259,10 @@ def test_restricted_security_context_and_writable_cache():
 
 def test_probes_and_graceful_shutdown():
     container = _container(SAMPLES["minimal"])
-    assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert container["ports"] == [
+        {"name": "http", "containerPort": 8080, "protocol": "TCP"},
+        {"name": "grpc", "containerPort": 8081, "protocol": "TCP"},
+    ]
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     startup = container["startupProbe"]
@@ -335,7 +339,8 @@ def test_selectors_service_and_monitor_are_wired_to_the_pods():
     service = children["Service"]
     assert service["spec"]["selector"] == selector
     assert service["spec"]["ports"] == [
-        {"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP", "appProtocol": "http"}
+        {"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP", "appProtocol": "http"},
+        {"name": "grpc", "port": 8081, "targetPort": "grpc", "protocol": "TCP", "appProtocol": "kubernetes.io/h2c"},
     ]
     assert children["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"] == selector
     monitor = children["ServiceMonitor"]
@@ -346,7 +351,7 @@ def test_selectors_service_and_monitor_are_wired_to_the_pods():
     policy = children["NetworkPolicy"]
     assert policy["spec"]["podSelector"]["matchLabels"] == selector
     rule = policy["spec"]["ingress"][0]
-    assert rule["ports"] == [{"protocol": "TCP", "port": "http"}]
+    assert rule["ports"] == [{"protocol": "TCP", "port": "http"}, {"protocol": "TCP", "port": "grpc"}]
     assert rule["from"][0] == {"podSelector": {}}
     assert rule["from"][1]["namespaceSelector"]["matchExpressions"][0]["values"] == ["frontend", "monitoring"]
 
@@ -374,6 +379,7 @@ def _hash(mlmodel: dict) -> str:
         ({"spec.model.format": "sklearn"}, False),  # the default, spelled out
         ({"spec.replicas": 4}, False),
         ({"spec.service": {"port": 9000}}, False),
+        ({"spec.service": {"grpcPort": 9001}}, False),
         ({"spec.monitoring": {"serviceMonitor": False}}, False),
     ],
 )
@@ -391,6 +397,7 @@ def test_rollout_hash_changes_exactly_when_pods_must_change(change, rolls):
         ({"spec.autoscaling": {"maxReplicas": 3}, "spec.runtime": {"resources": {"limits": {"memory": "1Gi"}}}},
          "requests.cpu"),
         ({"spec.model.sha256": None}, "sha256 is required"),
+        ({"spec.service": {"port": 8081}}, "port and spec.service.grpcPort must differ"),
     ],
 )
 def test_specs_the_cluster_cannot_serve_raise_invalid_spec(changes, message):

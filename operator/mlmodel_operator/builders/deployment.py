@@ -13,6 +13,7 @@ from mlmodel_operator.spec import InvalidSpec, MLModelSpec, rollout_hash
 
 CONTAINER_NAME = "runtime"
 RUNTIME_PORT = 8080
+GRPC_PORT = 8081
 CACHE_DIR = "/var/cache/mlmodel"
 AUTH_DIR = "/var/run/secrets/mlmodel/auth"
 AUTH_FILE = "tokens"
@@ -29,6 +30,7 @@ MANAGED_ENV = frozenset(
         "MLMODEL_ALLOW_UNVERIFIED_ARTIFACT",
         "MLMODEL_CACHE_DIR",
         "MLMODEL_PORT",
+        "MLMODEL_GRPC_PORT",
         "MLMODEL_WORKERS",
         "MLMODEL_MAX_BATCH_SIZE",
         "MLMODEL_MAX_BATCH_WAIT_MS",
@@ -63,6 +65,7 @@ def runtime_env(name: str, spec: MLModelSpec, settings: OperatorSettings) -> lis
         _value("MLMODEL_ALLOW_UNVERIFIED_ARTIFACT", model.allow_unverified),
         _value("MLMODEL_CACHE_DIR", CACHE_DIR),
         _value("MLMODEL_PORT", RUNTIME_PORT),
+        _value("MLMODEL_GRPC_PORT", GRPC_PORT),
         _value("MLMODEL_WORKERS", spec.runtime.workers),
         _value("MLMODEL_MAX_BATCH_SIZE", spec.batching.max_batch_size),
         _value("MLMODEL_MAX_BATCH_WAIT_MS", spec.batching.max_wait_ms),
@@ -131,7 +134,10 @@ def container(name: str, spec: MLModelSpec, settings: OperatorSettings) -> dict:
         "name": CONTAINER_NAME,
         "image": spec.runtime.image or settings.runtime_image,
         "imagePullPolicy": settings.image_pull_policy,
-        "ports": [{"name": "http", "containerPort": RUNTIME_PORT, "protocol": "TCP"}],
+        "ports": [
+            {"name": "http", "containerPort": RUNTIME_PORT, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+        ],
         "env": runtime_env(name, spec, settings),
         "resources": resources(spec, settings),
         # Startup watches liveness, not readiness: a runtime that is up but still fetching an

@@ -21,7 +21,15 @@ def build_service_from_spec(mlmodel: dict, spec: MLModelSpec) -> dict:
                     "targetPort": "http",
                     "protocol": "TCP",
                     "appProtocol": "http",
-                }
+                },
+                {
+                    "name": "grpc",
+                    "port": spec.service.grpc_port,
+                    "targetPort": "grpc",
+                    "protocol": "TCP",
+                    # gRPC without TLS: HTTP/2 from the first byte, so proxies must not speak HTTP/1.
+                    "appProtocol": "kubernetes.io/h2c",
+                },
             ],
         },
     }
@@ -54,6 +62,11 @@ def build_network_policy_from_spec(mlmodel: dict, spec: MLModelSpec) -> dict | N
         "spec": {
             "podSelector": {"matchLabels": selector_labels(mlmodel)},
             "policyTypes": ["Ingress"],
-            "ingress": [{"from": peers, "ports": [{"protocol": "TCP", "port": "http"}]}],
+            "ingress": [
+                {
+                    "from": peers,
+                    "ports": [{"protocol": "TCP", "port": "http"}, {"protocol": "TCP", "port": "grpc"}],
+                }
+            ],
         },
     }
