@@ -64,6 +64,11 @@ REFUSED: dict[str, tuple[dict[str, Any], str]] = {
         {"spec.replicas": None, "spec.autoscaling": {"minReplicas": 5, "maxReplicas": 2}},
         "minReplicas must not exceed maxReplicas",
     ),
+    # spec.service rule: the HTTP and gRPC ports differ
+    "grpc-port-equals-http-port": (
+        {"spec.service": {"port": 9000, "grpcPort": 9000}}, "must differ"
+    ),
+    "grpc-port-equals-default-http-port": ({"spec.service": {"grpcPort": 80}}, "must differ"),
     # patterns
     "sha256-too-short": ({"spec.model.sha256": "abc123"}, PATTERN),
     "sha256-uppercase": ({"spec.model.sha256": SHA256.upper()}, PATTERN),
@@ -99,6 +104,7 @@ ACCEPTED: dict[str, dict[str, Any]] = {
     "zero-replicas": {"spec.replicas": 0},
     "sample-rate-1": {"spec.predictionLogging": {"sampleRate": 1}},
     "format-onnx": {"spec.model.format": "onnx"},
+    "grpc-port-differs": {"spec.service": {"port": 9000, "grpcPort": 9001}},
 }
 
 
@@ -153,6 +159,7 @@ def test_every_rule_and_pattern_of_the_crd_has_a_case():
         ".spec.model.sha256": "sha256-too-short",
         ".spec.model.s3EndpointUrl": "s3-endpoint-without-scheme",
         ".spec.monitoring.interval": "interval-words",
+        ".spec.service": "grpc-port-equals-http-port",
     }
     for entry in found:
         path = entry.split(":", 1)[0]

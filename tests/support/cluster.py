@@ -199,9 +199,11 @@ def start_cluster(directory: Path, port: int) -> Cluster:
         timeout=3600,  # a cold build of the binaries on a fresh machine
         check=False,
     )
+    cluster = Cluster(directory=directory, port=port)
     if result.returncode != 0:
+        stop_cluster(cluster)  # what did start must not outlive the session
         raise RuntimeError(f"the local cluster did not start:\n{result.stderr}\n{result.stdout}")
-    return Cluster(directory=directory, port=port)
+    return cluster
 
 
 def stop_cluster(cluster: Cluster) -> None:
