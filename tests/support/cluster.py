@@ -12,8 +12,10 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import socket
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -82,9 +84,13 @@ class Cluster:
         documents = yaml.safe_dump_all(list(objects))
         return self.kubectl("apply", *flags, "-f", "-", input=documents).stdout
 
-    def get(self, resource: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
-        """The stored object, or None when the server says NotFound."""
+    def get(
+        self, resource: str, name: str, namespace: str | None = None, *, managed_fields: bool = False
+    ) -> dict[str, Any] | None:
+        """The stored object (with metadata.managedFields if asked), or None when NotFound."""
         where = ["-n", namespace] if namespace else []
+        if managed_fields:
+            where.append("--show-managed-fields")
         result = self.kubectl("get", resource, name, *where, "-o", "json", check=False)
         if result.returncode != 0:
             if "NotFound" in result.stderr:
@@ -239,3 +245,13 @@ def installed_cluster(kube_cluster: Cluster) -> Cluster:
     )
     kube_cluster.kubectl("scale", "deployment/mlmodel-operator", "-n", OPERATOR_NAMESPACE, "--replicas=0")
     return kube_cluster
+
+
+@pytest.fixture()
+def namespace(installed_cluster: Cluster, request: pytest.FixtureRequest) -> str:
+    """A namespace of this test's own (named after it), held to the restricted Pod Security
+    profile, in any test area that runs against the cluster."""
+    stem = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower().removeprefix("test_"))[:40]
+    name = f"{stem.strip('-')}-{uuid.uuid4().hex[:5]}"
+    installed_cluster.create_namespace(name)
+    return name
