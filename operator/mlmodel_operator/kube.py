@@ -347,21 +347,22 @@ class KubeClient:
             return False
         return await self.delete(rtype, namespace, name)
 
-    async def forget_client_side_apply(self, live: dict[str, Any]) -> bool:
+    async def forget_client_side_apply(self, live: dict[str, Any]) -> dict[str, Any] | None:
         """Hand a child written by the client-side apply of earlier versions over to SSA.
 
         The fields that version set belong to an Update entry of our manager name, which an
         apply never prunes; as client-go's csaupgrade does, they are moved into our Apply
-        entry, and the last-applied annotation it kept is removed. True if anything changed.
+        entry, and the last-applied annotation it kept is removed. Returns the object as changed,
+        or None when there was nothing to hand over.
         """
         operations = legacy_upgrade(live)
         if not operations:
-            return False
+            return None
         rtype = resource_of(live)
         meta = live["metadata"]
         resource = await self._resource(rtype)
         dynamic = await self._client()
-        await self._send(
+        _, _, upgraded = await self._send(
             "patch",
             dynamic.patch(
                 resource,
@@ -373,7 +374,7 @@ class KubeClient:
                 serialize=False,
             ),
         )
-        return True
+        return upgraded
 
     async def patch_status(self, obj: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
         """Write `status` through /status, failing with 409 if the object changed since it was read."""

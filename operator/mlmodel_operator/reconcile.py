@@ -158,8 +158,11 @@ async def apply_child(ctx: Context, child: dict[str, Any]) -> tuple[Applied, dic
     if watched and ctx.children.unchanged_since_applied(child):
         return Applied.UNCHANGED, seen.body if seen is not None else None
     outcome, live = await ctx.kube.apply(child, seen_version=seen.version if seen else None)
-    if await ctx.kube.forget_client_side_apply(live):
-        live = await ctx.kube.get(_rtype_of(child), meta["namespace"], meta["name"]) or live
+    upgraded = await ctx.kube.forget_client_side_apply(live)
+    if upgraded is not None:
+        # Apply again now that the old fields are ours: what 0.1 set and we no longer do goes.
+        _, live = await ctx.kube.apply(child, seen_version=upgraded["metadata"]["resourceVersion"])
+        outcome = Applied.PATCHED
     ctx.children.record_applied(child, live)
     return outcome, live
 
@@ -174,10 +177,6 @@ async def delete_stale(
     if seen is None or seen.controller_uid != owner_uid:
         return False
     return await ctx.kube.delete(rtype, namespace, name)
-
-
-def _rtype_of(child: dict[str, Any]) -> ResourceType:
-    return next(rtype for rtype in CHILD_TYPES if rtype.kind == child["kind"])
 
 
 async def sync_status(

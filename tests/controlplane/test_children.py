@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from controlplane.models import condition, controller_uid, mlmodel
 from support.cluster import Cluster
 from support.ports import wait_until

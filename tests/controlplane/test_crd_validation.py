@@ -10,7 +10,6 @@ import copy
 from typing import Any
 
 import pytest
-
 from controlplane.models import SHA256, mlmodel
 from support.cluster import Cluster, KubectlError
 
@@ -132,8 +131,8 @@ def test_near_miss_accepted(installed_cluster: Cluster, case: str):
 
 def test_every_rule_and_pattern_of_the_crd_has_a_case():
     """The cases above cover what the CRD declares: a new rule needs a new case here."""
-    from support.cluster import REPO_ROOT
     import yaml
+    from support.cluster import REPO_ROOT
 
     crd = yaml.safe_load((REPO_ROOT / "crds" / "mlmodel.yaml").read_text())
     schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]

@@ -6,7 +6,6 @@ import copy
 
 import pytest
 import yaml
-
 from controlplane.models import condition
 from support.cluster import REPO_ROOT, Cluster
 

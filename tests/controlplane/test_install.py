@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from support.cluster import OPERATOR_NAMESPACE, REPO_ROOT, Cluster
 from support.ports import wait_until
 

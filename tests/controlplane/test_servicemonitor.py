@@ -8,7 +8,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from controlplane.models import condition, mlmodel
 from support.cluster import Cluster
 from support.ports import wait_until
