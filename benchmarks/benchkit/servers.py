@@ -37,6 +37,13 @@ class ServerSpec:
     ready_path: str
     startup_timeout: float = 120.0
     is_ours: bool = False
+    # How to put its gRPC service on a given port (extra argv, extra environment); None: no gRPC.
+    grpc_args: Callable[[int], list[str]] | None = None
+    grpc_env: Callable[[int], Mapping[str, str]] | None = None
+
+    @property
+    def serves_grpc(self) -> bool:
+        return self.grpc_args is not None or self.grpc_env is not None
 
     def bin_dir(self, layout: Layout) -> Path:
         venv = layout.project_venv if self.venv is None else BENCHMARKS / self.venv
@@ -66,6 +73,7 @@ def ours(workers: int) -> ServerSpec:
         env=lambda port: {},
         ready_path=f"/v2/models/{MODEL_NAME}/ready",
         is_ours=True,
+        grpc_args=lambda grpc_port: ["--grpc-port", str(grpc_port)],
     )
 
 
@@ -89,6 +97,7 @@ MLSERVER = ServerSpec(
         "MLSERVER_DEBUG": "false",
     },
     ready_path=f"/v2/models/{MODEL_NAME}/ready",
+    grpc_env=lambda grpc_port: {"MLSERVER_GRPC_PORT": str(grpc_port)},
 )
 
 FASTAPI = ServerSpec(

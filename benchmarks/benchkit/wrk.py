@@ -50,6 +50,7 @@ def wrk_command(
     seconds: float,
     threads: int = 1,
     timeout_seconds: float = 10.0,
+    json_header_length: int | None = None,
 ) -> list[str]:
     # One thread is enough for these request rates and leaves the cores to the server.
     return [
@@ -63,6 +64,7 @@ def wrk_command(
         url,
         "--",
         str(bodies_file),
+        *([str(json_header_length)] if json_header_length is not None else []),
     ]
 
 
@@ -89,11 +91,23 @@ def parse_output(output: str) -> LoadResult:
 
 
 def run_wrk(
-    url: str, bodies_file: Path, *, concurrency: int, seconds: float, timeout_seconds: float = 10.0
+    url: str,
+    bodies_file: Path,
+    *,
+    concurrency: int,
+    seconds: float,
+    timeout_seconds: float = 10.0,
+    json_header_length: int | None = None,
 ) -> LoadResult:
-    """Run wrk to completion (it stops itself after `seconds`; a hang is cut off well after)."""
+    """Run wrk to completion (it stops itself after `seconds`; a hang is cut off well after).
+    ``json_header_length``: ``bodies_file`` is one binary-extension body with a header that long."""
     command = wrk_command(
-        url, bodies_file, concurrency=concurrency, seconds=seconds, timeout_seconds=timeout_seconds
+        url,
+        bodies_file,
+        concurrency=concurrency,
+        seconds=seconds,
+        timeout_seconds=timeout_seconds,
+        json_header_length=json_header_length,
     )
     completed = subprocess.run(
         command, capture_output=True, text=True, timeout=seconds + timeout_seconds + 30, check=False
