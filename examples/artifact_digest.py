@@ -4,7 +4,9 @@ format) and the `sha256:` field of its MLModel, so the YAML always names the art
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+import shutil
 from pathlib import Path
 
 
@@ -29,3 +31,13 @@ def write_manifest_digest(manifest: Path, digest: str) -> None:
     if count != 1:
         raise SystemExit(f"{manifest}: expected exactly one sha256 field, found {count}")
     manifest.write_text(updated, encoding="utf-8")
+
+
+def write_results(out: Path, example: Path, metrics: dict) -> None:
+    """metrics.json in `out`, and the example's mlmodel.yaml naming metrics["sha256"]: in place,
+    or a copy in `out` when training wrote elsewhere (the committed one stays as it is)."""
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    manifest = out / "mlmodel.yaml"
+    if out != example:
+        shutil.copyfile(example / "mlmodel.yaml", manifest)
+    write_manifest_digest(manifest, metrics["sha256"])

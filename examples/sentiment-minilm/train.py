@@ -14,7 +14,6 @@ import argparse
 import hashlib
 import importlib.util
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ sys.path.insert(0, str(HERE.parent))  # examples/artifact_digest.py
 sys.path.insert(0, str(HERE))
 
 import minilm
-from artifact_digest import write_digest_file, write_manifest_digest
+from artifact_digest import write_digest_file, write_results
 
 ARTIFACT = "model.onnx"
 HEAD = "head.json"
@@ -245,12 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         "artifact_bytes": artifact.stat().st_size,
         "sha256": digest,
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-
-    manifest = out / "mlmodel.yaml"
-    if out != HERE:
-        shutil.copyfile(HERE / "mlmodel.yaml", manifest)
-    write_manifest_digest(manifest, digest)
+    write_results(out, HERE, metrics)
     print(f"wrote {artifact} ({metrics['artifact_bytes']} bytes) sha256 {digest}")
     return 0
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.resources
-import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -27,7 +25,7 @@ from sklearn.pipeline import Pipeline
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # examples/artifact_digest.py
 
-from artifact_digest import write_digest_file, write_manifest_digest
+from artifact_digest import write_digest_file, write_results
 
 SEED = 20240601
 LABELS = {0: "negative", 1: "positive"}
@@ -121,12 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         "artifact_bytes": artifact.stat().st_size,
         "sha256": digest,
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-
-    manifest = out / "mlmodel.yaml"
-    if out != HERE:
-        shutil.copyfile(HERE / "mlmodel.yaml", manifest)
-    write_manifest_digest(manifest, digest)
+    write_results(out, HERE, metrics)
     print(f"wrote {artifact} ({metrics['artifact_bytes']} bytes) sha256 {digest}")
     return 0
 

