@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8080
 
-.PHONY: help install serve test test-fast lint typecheck examples images bench bench-operator grpc-stubs clean
+.PHONY: help install serve test test-fast lint typecheck examples images bench bench-transformer bench-operator grpc-stubs clean
 
 help:
 	@echo "make serve      serve the sentiment example locally (trains it first if needed)"
@@ -13,8 +13,9 @@ help:
 	@echo "make test-fast  run the tests that need no Docker engine"
 	@echo "make lint       ruff over the code"
 	@echo "make typecheck  mypy over the runtime and operator packages"
-	@echo "make examples   retrain both example models"
+	@echo "make examples   retrain the example models (the MiniLM one takes about 10 min)"
 	@echo "make bench      serving benchmark: ours vs MLServer, FastAPI, Flask (about 12 min; BENCH_ARGS=--quick)"
+	@echo "make bench-transformer  the MiniLM example: ours vs MLServer, batching on/off (about 15 min)"
 	@echo "make bench-operator  the operator with 500 MLModels against the API emulator"
 	@echo "make images     build the runtime and operator images (BASE_IMAGE=... to change the base)"
 	@echo "make cluster    a local Kubernetes control plane built from source (etcd, apiserver, controllers, KWOK node)"
@@ -50,6 +51,10 @@ examples: $(BIN)/mlmodel
 # Builds benchmarks/.venv-mlserver and .venv-baselines on first use; writes benchmarks/results/.
 bench: $(BIN)/mlmodel examples/sentiment/model.joblib
 	$(BIN)/python benchmarks/serving.py $(BENCH_ARGS)
+
+# The MiniLM transformer example: ours (batching on/off, maxWaitMs) vs MLServer, about 15 min.
+bench-transformer: $(BIN)/mlmodel examples/sentiment-minilm/model.onnx
+	$(BIN)/python benchmarks/transformer.py $(BENCH_ARGS)
 
 bench-operator: $(BIN)/mlmodel
 	$(BIN)/python benchmarks/operator_scale.py $(BENCH_ARGS)
