@@ -8,11 +8,10 @@ import time
 import pytest
 from controlplane.models import condition, mlmodel
 from support.cluster import Cluster
-from support.operator import OPERATOR_USER, operator_requests, utc_now
+from support.operator import OPERATOR_USER, WRITE_VERBS, operator_requests, utc_now
 from support.ports import wait_until
 
 pytestmark = pytest.mark.cluster
-WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
 
 
 def ready(cluster: Cluster, namespace: str, name: str = "sentiment") -> dict:

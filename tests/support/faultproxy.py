@@ -15,6 +15,7 @@ import json
 import re
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -52,7 +53,8 @@ class FaultProxy:
         self.upstream = upstream.rstrip("/")
         self._ssl = ssl.create_default_context(cadata=ca_pem.decode())
         self.faults: list[Fault] = []
-        self.requests: list[tuple[str, str, int]] = []  # method, path, status (0: dropped)
+        # method, path, status (0: dropped), monotonic time the request arrived
+        self.requests: list[tuple[str, str, int, float]] = []
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -84,10 +86,12 @@ class FaultProxy:
         with self._lock:
             self.faults.clear()
 
-    def seen(self, method: str, path_pattern: str) -> list[int]:
-        """The statuses answered to matching requests so far (0 for a dropped connection)."""
+    def seen(self, method: str, path_pattern: str) -> list[tuple[int, float]]:
+        """(status, arrival time) of the matching requests so far (status 0: dropped)."""
         with self._lock:
-            return [s for m, p, s in self.requests if m == method and re.search(path_pattern, p)]
+            return [
+                (s, t) for m, p, s, t in self.requests if m == method and re.search(path_pattern, p)
+            ]
 
     # ------------------------------------------------------------------ the proxy
     async def _start(self) -> None:
@@ -98,17 +102,18 @@ class FaultProxy:
         )
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
+        # Open watches end with the proxy: no grace period for them at shutdown.
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
     async def _stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
         if self._session is not None:
             await self._session.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
 
     def _fault_for(self, method: str, path: str) -> Fault | None:
         with self._lock:
@@ -118,23 +123,24 @@ class FaultProxy:
                     return fault
         return None
 
-    def _record(self, method: str, path: str, status: int) -> None:
+    def _record(self, method: str, path: str, status: int, arrived: float) -> None:
         with self._lock:
-            self.requests.append((method, path, status))
+            self.requests.append((method, path, status, arrived))
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         path = request.path_qs
+        arrived = time.monotonic()
         fault = self._fault_for(request.method, path)
         if fault is not None:
             if fault.delay:
                 await asyncio.sleep(fault.delay)
             if fault.drop:
-                self._record(request.method, path, 0)
+                self._record(request.method, path, 0, arrived)
                 assert request.transport is not None
                 request.transport.close()
                 raise ConnectionResetError("dropped by the fault proxy")
             if fault.status is not None:
-                self._record(request.method, path, fault.status)
+                self._record(request.method, path, fault.status, arrived)
                 headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after else {}
                 return web.Response(
                     status=fault.status,
@@ -153,10 +159,13 @@ class FaultProxy:
                 if key.lower() not in HOP_HEADERS:
                     response.headers[key] = value
             await response.prepare(request)
-            self._record(request.method, path, upstream.status)
-            async for chunk in upstream.content.iter_any():
-                await response.write(chunk)
-            await response.write_eof()
+            self._record(request.method, path, upstream.status, arrived)
+            try:
+                async for chunk in upstream.content.iter_any():
+                    await response.write(chunk)
+                await response.write_eof()
+            except (ConnectionResetError, aiohttp.ClientError):
+                pass  # the client went away (a watch it closed, an operator stopped)
             return response
 
 

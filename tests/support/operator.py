@@ -26,6 +26,7 @@ from support.cluster import (
 from support.ports import free_port, wait_until
 
 OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SERVICE_ACCOUNT}"
+WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
 TEST_RUNTIME_IMAGE = "registry.example.com/mlmodel/runtime:test"
 
 
@@ -43,10 +44,15 @@ def audit_time(event: dict[str, Any]) -> datetime.datetime:
 
 class OperatorProcess:
     def __init__(
-        self, process: subprocess.Popen[bytes], log_path: Path, metrics_port: int, started: datetime.datetime
+        self,
+        process: subprocess.Popen[bytes],
+        log_path: Path,
+        metrics_port: int,
+        started: datetime.datetime,
+        user: str = OPERATOR_USER,
     ) -> None:
         self.process, self.log_path, self.metrics_port = process, log_path, metrics_port
-        self.started = started
+        self.started, self.user = started, user
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -102,11 +108,12 @@ def run_operator(
         namespaces: list[str] | None = None,
         resync: float = 2.0,
         kubeconfig: Path | None = None,
+        user: str = OPERATOR_USER,
         wait: bool = True,
         **env: str,
     ) -> OperatorProcess:
         """`args` are passed to `mlmodel operator` (default: `--standalone`); `namespaces`
-        (default: every namespace) become `-n` flags."""
+        (default: every namespace) become `-n` flags; `user` is who `kubeconfig` logs in as."""
         if kubeconfig is None:
             token = cluster.token(OPERATOR_SERVICE_ACCOUNT, OPERATOR_NAMESPACE)
             kubeconfig = cluster.kubeconfig_for_token(tmp_path / f"operator-{uuid.uuid4().hex[:6]}.kubeconfig", token)
@@ -137,7 +144,7 @@ def run_operator(
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
             )
-        operator = OperatorProcess(process, log_path, metrics_port, begun)
+        operator = OperatorProcess(process, log_path, metrics_port, begun, user)
         started.append(operator)
 
         def watching() -> bool:
@@ -145,7 +152,7 @@ def run_operator(
                 raise AssertionError(f"the operator exited early:\n{operator.log()}")
             watched = {
                 (e.get("objectRef") or {}).get("resource")
-                for e in operator_requests(cluster, begun, _user_of(kubeconfig))
+                for e in operator_requests(cluster, begun, user)
                 if e["verb"] == "watch"
             }
             return {"mlmodels", "deployments"} <= watched
@@ -161,16 +168,9 @@ def run_operator(
         code = operator.stop()
         if failed:
             sys.stderr.write(f"--- operator log (exit {code}) ---\n{operator.log()[-20000:]}\n")
-    if started:
-        refused = denied(operator_requests(cluster, started[0].started))
+    for operator in started:
+        refused = denied(operator_requests(cluster, operator.started, operator.user))
         assert not refused, f"the API server denied the operator: {refused}"
-
-
-def _user_of(kubeconfig: Path) -> str:
-    """The operator's user name as the audit log records it (a token of the operator's SA by
-    default; other kubeconfigs in the tests log in as that same ServiceAccount too)."""
-    del kubeconfig
-    return OPERATOR_USER
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
