@@ -443,7 +443,7 @@ def render(
         ),
         (
             f"- gRPC: {meta.get('ghz', 'ghz')}, 1 CPU, one connection per concurrent call; ModelInfer "
-            "with one text in typed contents (BYTES), for the servers that serve gRPC"
+            "with one text in raw_input_contents (BYTES), for the servers that serve gRPC"
         ),
     ]
     if settings.quick:

@@ -109,5 +109,6 @@ def run_ghz(target: str, messages: Path, *, concurrency: int, seconds: float) ->
     report = json.loads(completed.stdout)
     result = parse_report(report)
     if result.requests == 0:
-        raise RuntimeError(f"ghz: no call succeeded: {report.get('errorDistribution')}")
+        errors = sorted((report.get("errorDistribution") or {}).items(), key=lambda item: -item[1])
+        raise RuntimeError(f"ghz: no call succeeded; most frequent errors: {errors[:3]}")
     return result

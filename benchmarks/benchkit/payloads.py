@@ -66,24 +66,31 @@ def v2_bodies(texts: list[str], per_request: int, count: int) -> list[str]:
 
 
 def grpc_messages(texts: list[str], count: int, model: str = "sentiment") -> list[dict]:
-    """`count` ModelInferRequests of one text each, with typed contents (BYTES), in protobuf's JSON
-    form as ghz reads them (bytes base64)."""
-    return [
-        {
-            "model_name": model,
-            "inputs": [
-                {
-                    "name": "text",
-                    "datatype": "BYTES",
-                    "shape": [1],
-                    "contents": {
-                        "bytes_contents": [base64.b64encode(texts[i % len(texts)].encode()).decode()]
-                    },
-                }
-            ],
-        }
-        for i in range(count)
-    ]
+    """`count` ModelInferRequests of one text each in raw_input_contents (a 4-byte little-endian
+    length, then the UTF-8 bytes: what tritonclient.grpc sends), in protobuf's JSON form as ghz reads
+    them (bytes base64). The input says content_type str, which MLServer 1.7's gRPC needs to pass
+    texts on as strings (typed BYTES contents it cannot answer for this model: its label output
+    fails to encode); ours ignores the parameter."""
+    messages = []
+    for i in range(count):
+        text = texts[i % len(texts)].encode()
+        messages.append(
+            {
+                "model_name": model,
+                "inputs": [
+                    {
+                        "name": "text",
+                        "datatype": "BYTES",
+                        "shape": [1],
+                        "parameters": {"content_type": {"string_param": "str"}},
+                    }
+                ],
+                "raw_input_contents": [
+                    base64.b64encode(struct.pack("<I", len(text)) + text).decode()
+                ],
+            }
+        )
+    return messages
 
 
 def tabular_rows(example_request: dict, rows: int, seed: int = 11) -> dict[str, list[float]]:

@@ -14,7 +14,7 @@ from benchkit.wrk import LoadResult
 class Scenario:
     concurrency: int
     batch: int  # texts per request
-    protocol: str = "rest"  # or "grpc": ModelInfer with typed contents, loaded by ghz
+    protocol: str = "rest"  # or "grpc": ModelInfer with raw contents, loaded by ghz
 
     @property
     def label(self) -> str:
