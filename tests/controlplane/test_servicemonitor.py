@@ -2,34 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-from pathlib import Path
 
 import pytest
 from controlplane.models import condition, mlmodel
-from support.cluster import Cluster
+from support.cluster import Cluster, servicemonitor_crd
 from support.ports import wait_until
 
 pytestmark = pytest.mark.cluster
-CLUSTER_DIR = Path(__file__).resolve().parents[1] / "cluster"
-
-
-def servicemonitor_crd() -> Path:
-    """monitoring.coreos.com_servicemonitors.yaml from the pinned prometheus-operator module."""
-    version = next(
-        line.split("=", 1)[1].strip()
-        for line in (CLUSTER_DIR / "versions.env").read_text().splitlines()
-        if line.startswith("PROMETHEUS_OPERATOR_VERSION=")
-    )
-    result = subprocess.run(
-        ["go", "mod", "download", "-json", f"github.com/prometheus-operator/prometheus-operator@{version}"],
-        capture_output=True, text=True, check=True, timeout=600,
-        cwd=CLUSTER_DIR / "modules" / "kwok", env={**os.environ, "GOFLAGS": "-mod=mod"},
-    )
-    directory = Path(json.loads(result.stdout)["Dir"])
-    return directory / "example" / "prometheus-operator-crd" / "monitoring.coreos.com_servicemonitors.yaml"
 
 
 def test_servicemonitor_follows_the_crd(installed_cluster: Cluster, run_operator, namespace: str):

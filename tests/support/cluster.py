@@ -255,3 +255,19 @@ def namespace(installed_cluster: Cluster, request: pytest.FixtureRequest) -> str
     name = f"{stem.strip('-')}-{uuid.uuid4().hex[:5]}"
     installed_cluster.create_namespace(name)
     return name
+
+
+def servicemonitor_crd() -> Path:
+    """monitoring.coreos.com_servicemonitors.yaml from the pinned prometheus-operator module."""
+    version = next(
+        line.split("=", 1)[1].strip()
+        for line in (CLUSTER_SCRIPTS / "versions.env").read_text().splitlines()
+        if line.startswith("PROMETHEUS_OPERATOR_VERSION=")
+    )
+    result = subprocess.run(
+        ["go", "mod", "download", "-json", f"github.com/prometheus-operator/prometheus-operator@{version}"],
+        capture_output=True, text=True, check=True, timeout=600,
+        cwd=CLUSTER_SCRIPTS / "modules" / "kwok", env={**os.environ, "GOFLAGS": "-mod=mod"},
+    )
+    directory = Path(json.loads(result.stdout)["Dir"])
+    return directory / "example" / "prometheus-operator-crd" / "monitoring.coreos.com_servicemonitors.yaml"
