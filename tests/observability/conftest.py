@@ -1,4 +1,5 @@
-"""Fixtures for the observability tests: a real runtime, Prometheus, and the operator fixtures."""
+"""Fixtures for the observability tests: a real runtime (Prometheus and the operator, on the local
+cluster through support.cluster and support.operator, are started by the tests that scrape them)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from operator_fixture_loader import export_operator_fixtures
 from processes import Runtime
-
-# The API emulator, kubeconfig and real operator process of tests/operator, reused as they are.
-operator_fixtures = export_operator_fixtures(globals())
 
 
 @pytest.fixture(scope="session")

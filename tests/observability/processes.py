@@ -5,36 +5,17 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import yaml
+from support.ports import free_port, wait_until
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 class Process:
@@ -72,15 +53,18 @@ def clean_environment(**extra: str) -> dict[str, str]:
 
 
 class Runtime(Process):
-    """`mlmodel serve MANIFEST --port N` on loopback, logging JSON lines to a file."""
+    """`mlmodel serve MANIFEST --port N` on loopback, logging JSON lines to a file (gRPC on a
+    free port of its own too: the default one may be another server's)."""
 
     def __init__(self, manifest: Path, workdir: Path, name: str = "runtime", **env: str) -> None:
         self.port = free_port()
+        self.grpc_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.model = yaml.safe_load(manifest.read_text())["metadata"]["name"]
         mlmodel = Path(sys.executable).with_name("mlmodel")
         environment = clean_environment(
             MLMODEL_HOST="127.0.0.1",
+            MLMODEL_GRPC_PORT=str(self.grpc_port),
             MLMODEL_CACHE_DIR=str(workdir / f"{name}-cache"),
             MLMODEL_LOG_FORMAT="json",
             MLMODEL_LOG_LEVEL="info",
@@ -146,17 +130,3 @@ class Prometheus(Process):
 
     def targets_up(self) -> dict[str, str]:
         return {t["scrapeUrl"]: t["health"] for t in self.api("targets")["activeTargets"]}
-
-
-async def await_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
-    """wait_until for async tests: yields to the event loop (the API emulator lives there)."""
-    import asyncio
-
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(interval)

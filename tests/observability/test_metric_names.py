@@ -11,9 +11,12 @@ import uuid
 
 import httpx
 import pytest
+from controlplane.models import SHA256, mlmodel
 from load import REVIEWS, run_load, v2_body
-from processes import Runtime, await_until, free_port
+from processes import Runtime
 from prometheus_client.parser import text_string_to_metric_families
+from support.cluster import Cluster
+from support.ports import wait_until
 
 ALLOWED_LABELS = {
     "model", "endpoint", "code", "label", "version", "digest", "format", "reason", "component",
@@ -92,19 +95,19 @@ def test_runtime_metrics_follow_the_conventions_and_stay_bounded(runtime: Runtim
 
 
 @pytest.mark.prometheus
-async def test_operator_metrics_follow_the_conventions(cluster, start_operator) -> None:
-    from operator_test_fixtures import make_mlmodel
-
-    port = free_port()
-    await start_operator(resync=1.0, MLMODEL_OPERATOR_METRICS_PORT=str(port))
-    cluster.create(make_mlmodel("sentiment"))
-    cluster.create(make_mlmodel("relative-uri", model={"uri": "model.joblib", "sha256": "3f" * 32}))
+@pytest.mark.cluster
+def test_operator_metrics_follow_the_conventions(installed_cluster: Cluster, run_operator, namespace: str) -> None:
+    operator = run_operator(namespaces=[namespace], resync=1.0)
+    installed_cluster.apply(
+        mlmodel("sentiment", namespace),
+        mlmodel("relative-uri", namespace, model={"uri": "model.joblib", "sha256": SHA256}),
+    )
 
     def reconciled() -> str | None:
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+        text = httpx.get(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=2).text
         return text if 'result="invalid_spec"' in text and 'result="success"' in text else None
 
-    text = await await_until(reconciled, 30, "both MLModels reconciled")
+    text = wait_until(reconciled, 30, "both MLModels reconciled")
     families = check_conventions(text)
     assert OPERATOR_METRICS <= families.keys(), f"missing: {OPERATOR_METRICS - families.keys()}"
     assert "relative-uri" not in text and "sentiment" not in text  # no object names as labels

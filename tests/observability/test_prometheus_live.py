@@ -6,15 +6,18 @@ one is evaluated through Prometheus's HTTP API after a short load.
 
 from __future__ import annotations
 
-import asyncio
 import math
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
+from controlplane.models import SHA256, condition, mlmodel
 from load import run_load
-from processes import Prometheus, Runtime, await_until, free_port
+from processes import Prometheus, Runtime
+from prometheus_client.parser import text_string_to_metric_families
 from promql import (
     RULES,
     dashboard_expressions,
@@ -23,8 +26,11 @@ from promql import (
     substitute,
     value_terms,
 )
+from support.cluster import OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT, Cluster
+from support.faultproxy import Fault, FaultProxy
+from support.ports import wait_until
 
-pytestmark = pytest.mark.prometheus
+pytestmark = [pytest.mark.prometheus, pytest.mark.cluster]
 
 BROKEN_MODEL = "broken-digest"
 # What Grafana sends for `model` with both models selected, and the time window it would use.
@@ -64,52 +70,49 @@ def prometheus_config(runtimes: dict[str, Runtime], operator_port: int) -> dict[
     }
 
 
-async def drive_the_operator(cluster, make_mlmodel, condition) -> None:
+def drive_the_operator(cluster: Cluster, namespace: str, proxy: FaultProxy) -> None:
     """One MLModel to Ready, one invalid (Degraded), one whose Deployment the API refuses (403)."""
-    cluster.create(make_mlmodel("sentiment"))
-    await await_until(lambda: cluster.get("apps/v1/deployments", "default", "sentiment"), 30, "the sentiment deployment")
-    cluster.set_deployment_rollout("default", "sentiment")
-    await await_until(
-        lambda: condition(cluster.get("serving.mlmodel.io/v1alpha1/mlmodels", "default", "sentiment"), "Ready").get("status") == "True",
-        30, "sentiment Ready",
-    )
-    cluster.create(make_mlmodel("relative-uri", model={"uri": "model.joblib", "sha256": "3f" * 32}))
-    cluster.fail(
-        lambda call: call.verb == "create" and call.resource == "deployments"
-        and isinstance(call.body, dict) and call.body.get("metadata", {}).get("name") == "refused",
-        code=403, times=3,
-    )
-    cluster.create(make_mlmodel("refused"))
-    await await_until(
-        lambda: condition(cluster.get("serving.mlmodel.io/v1alpha1/mlmodels", "default", "relative-uri"), "Degraded").get("status") == "True",
+    cluster.apply(mlmodel("sentiment", namespace))
+    cluster.kubectl("wait", "--for=condition=Ready", "mlmodel/sentiment", "-n", namespace, "--timeout=60s")
+    cluster.apply(mlmodel("relative-uri", namespace, model={"uri": "model.joblib", "sha256": SHA256}))
+    refused = proxy.inject(Fault("PATCH", rf"/namespaces/{namespace}/deployments/refused\?", status=403, times=3))
+    cluster.apply(mlmodel("refused", namespace))
+    wait_until(
+        lambda: condition(cluster.get("mlmodel", "relative-uri", namespace), "Degraded").get("status") == "True",
         30, "relative-uri Degraded",
     )
+    wait_until(lambda: refused.hits == 3, 30, "the refused Deployment's three 403s")
 
 
-async def test_every_dashboard_and_alert_expression_returns_data(
-    runtime: Runtime, repo_root: Path, tmp_path: Path, cluster, start_operator
+def test_every_dashboard_and_alert_expression_returns_data(
+    runtime: Runtime, repo_root: Path, tmp_path: Path, installed_cluster: Cluster, run_operator, namespace: str
 ) -> None:
-    from operator_test_fixtures import condition, make_mlmodel
-
     broken = Runtime(broken_manifest(repo_root, tmp_path), tmp_path, name=BROKEN_MODEL)
-    operator_port = free_port()
     prometheus: Prometheus | None = None
+    proxy = FaultProxy(installed_cluster.server, installed_cluster.ca_pem()).start()
     try:
-        await start_operator(resync=1.0, MLMODEL_OPERATOR_METRICS_PORT=str(operator_port))
-        await await_until(lambda: broken.alive() and (r := broken.get("/metrics")) is not None and r.status_code == 200,
-                          60, "the broken runtime's /metrics")
+        # Through the fault proxy, which refuses one Deployment as RBAC would (a 403 the real
+        # server is not asked for: the operator's own ClusterRole allows it).
+        token = installed_cluster.token(OPERATOR_SERVICE_ACCOUNT, OPERATOR_NAMESPACE)
+        kubeconfig = installed_cluster.kubeconfig_for_token(tmp_path / "proxied.kubeconfig", token, server=proxy.url)
+        operator = run_operator(namespaces=[namespace], resync=1.0, kubeconfig=kubeconfig)
+        wait_until(lambda: broken.alive() and (r := broken.get("/metrics")) is not None and r.status_code == 200,
+                   60, "the broken runtime's /metrics")
         (tmp_path / "prometheus").mkdir()
-        prometheus = Prometheus(tmp_path / "prometheus", prometheus_config({"sentiment": runtime, BROKEN_MODEL: broken}, operator_port))
-        await await_until(lambda: prometheus.alive() and _ready(prometheus), 30, "prometheus ready")
-        await await_until(lambda: set(prometheus.targets_up().values()) == {"up"} and len(prometheus.targets_up()) == 3,
-                          30, "every target up")
+        config = prometheus_config({"sentiment": runtime, BROKEN_MODEL: broken}, operator.metrics_port)
+        prometheus = Prometheus(tmp_path / "prometheus", config)
+        prometheus.wait_ready()
+        wait_until(lambda: set(prometheus.targets_up().values()) == {"up"} and len(prometheus.targets_up()) == 3,
+                   30, "every target up")
 
         # Everything below happens while Prometheus scrapes every second, so rates see it.
-        await drive_the_operator(cluster, make_mlmodel, condition)
-        counts = await asyncio.to_thread(run_load, runtime.url, runtime.model)
+        drive_the_operator(installed_cluster, namespace, proxy)
+        counts = run_load(runtime.url, runtime.model)
         assert counts[("v2_infer", 200)] == 192 and counts[("v1_predict", 200)] == 64, counts
         assert sum(n for (_, code), n in counts.items() if 400 <= code < 500) >= 40, counts
-        await asyncio.sleep(3)  # a few more scrapes and rule evaluations
+        # A few more scrapes and rule evaluations: every rule group evaluated 3 s after the load.
+        loaded = time.time()
+        wait_until(lambda: last_rule_evaluation(prometheus) >= loaded + 3, 30, "rule evaluations after the load")
 
         report, failures = evaluate_everything(prometheus)
         print("\n".join(report))
@@ -122,15 +125,21 @@ async def test_every_dashboard_and_alert_expression_returns_data(
         if prometheus is not None:
             prometheus.stop()
         broken.stop()
+        proxy.stop()
 
 
-def _ready(prometheus: Prometheus) -> bool:
-    import httpx
-
-    try:
-        return httpx.get(f"{prometheus.url}/-/ready", timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False
+def last_rule_evaluation(prometheus: Prometheus) -> float:
+    """When the rule group evaluated least recently last ran (Unix time, Prometheus's own metric)."""
+    text = httpx.get(f"{prometheus.url}/metrics", timeout=5).text
+    return min(
+        (
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "prometheus_rule_group_last_evaluation_timestamp_seconds"
+        ),
+        default=0.0,
+    )
 
 
 def rule_expr(alert: str) -> str:
