@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8080
 
-.PHONY: help install serve test test-fast lint typecheck examples images bench bench-transformer bench-operator grpc-stubs clean
+.PHONY: help install serve test test-fast lint typecheck examples images bench bench-transformer bench-operator grpc-stubs cluster cluster-down clean
 
 help:
 	@echo "make serve      serve the sentiment example locally (trains it first if needed)"
@@ -16,7 +16,7 @@ help:
 	@echo "make examples   retrain the example models (the MiniLM one takes about 10 min)"
 	@echo "make bench      serving benchmark: ours vs MLServer, FastAPI, Flask (about 12 min; BENCH_ARGS=--quick)"
 	@echo "make bench-transformer  the MiniLM example: ours vs MLServer, batching on/off (about 15 min)"
-	@echo "make bench-operator  the operator with 500 MLModels against the API emulator"
+	@echo "make bench-operator  the operator with 1,000 MLModels on the local control plane (make cluster)"
 	@echo "make images     build the runtime and operator images (BASE_IMAGE=... to change the base)"
 	@echo "make cluster    a local Kubernetes control plane built from source (etcd, apiserver, controllers, KWOK node)"
 	@echo "make cluster-down  stop it and remove its state (.cluster/)"

@@ -120,6 +120,8 @@ class KubeClient:
         self._retired: list[k8s_client.ApiClient] = []
         self._dynamic: DynamicClient | None = None
         self._resources: dict[ResourceType, Resource] = {}
+        # Logins and discovery happen once, however many reconciles ask for them at once.
+        self._discovering = asyncio.Lock()
         # When the server last said Retry-After, no request of ours goes out before this time.
         self._not_before = 0.0
 
@@ -146,6 +148,12 @@ class KubeClient:
         self._retired, self._api, self._dynamic = [], None, None
 
     async def _client(self) -> DynamicClient:
+        if self._dynamic is not None:
+            return self._dynamic
+        async with self._discovering:
+            return await self._new_client()
+
+    async def _new_client(self) -> DynamicClient:
         if self._dynamic is None:
             if self._configuration is None:
                 await self.login()
@@ -162,8 +170,13 @@ class KubeClient:
     async def _resource(self, rtype: ResourceType) -> Resource:
         """The discovered API resource; a kind the server does not serve is a 404."""
         resource = self._resources.get(rtype)
-        if resource is None:
-            dynamic = await self._client()
+        if resource is not None:
+            return resource
+        dynamic = await self._client()
+        async with self._discovering:
+            resource = self._resources.get(rtype)
+            if resource is not None:
+                return resource
             try:
                 resource = await self._call(
                     "discovery", dynamic.resources.get(api_version=rtype.api_version, kind=rtype.kind)
