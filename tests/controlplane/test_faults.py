@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from controlplane.models import condition, mlmodel
 from support.cluster import OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT, Cluster
 from support.faultproxy import Fault, FaultProxy, running_proxy

@@ -12,7 +12,6 @@ import json
 
 import pytest
 import yaml
-
 from controlplane.models import mlmodel
 from support.cluster import REPO_ROOT, Cluster, servicemonitor_crd
 from support.operator import operator_requests
