@@ -9,8 +9,8 @@ PORT ?= 8080
 
 help:
 	@echo "make serve      serve the sentiment example locally (trains it first if needed)"
-	@echo "make test       install what the tests need (Debian packages too) and run them all"
-	@echo "make test-fast  run the tests that need no Docker engine"
+	@echo "make test       install what the tests need (Debian packages, the cluster's binaries) and run them all"
+	@echo "make test-fast  run the tests that need neither the Docker engine nor the local cluster"
 	@echo "make lint       ruff over the code"
 	@echo "make typecheck  mypy over the runtime and operator packages"
 	@echo "make examples   retrain the example models (the MiniLM one takes about 10 min)"
@@ -61,10 +61,11 @@ bench-operator: $(BIN)/mlmodel
 
 test: $(BIN)/mlmodel
 	bash .ci/system-packages.sh
+	bash tests/cluster/build.sh >/dev/null
 	$(BIN)/python -m pytest
 
 test-fast: $(BIN)/mlmodel
-	$(BIN)/python -m pytest -m "not docker"
+	$(BIN)/python -m pytest -m "not docker and not cluster"
 
 lint: $(BIN)/mlmodel
 	$(BIN)/ruff check runtime operator tests benchmarks examples

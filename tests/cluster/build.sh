@@ -16,6 +16,10 @@ mkdir -p "$bin"
 wanted=("$@")
 ((${#wanted[@]})) || wanted=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok)
 
+if ! command -v go >/dev/null; then
+  echo "build.sh: the Go toolchain (1.26 or newer) is needed to build the local cluster" >&2
+  exit 1
+fi
 export CGO_ENABLED=0 GOFLAGS=-mod=readonly
 minor=${KUBERNETES_VERSION#v1.}; minor=${minor%%.*}
 build_date=$(date -u -d "@${SOURCE_DATE_EPOCH:-0}" +%Y-%m-%dT%H:%M:%SZ)
