@@ -8,7 +8,7 @@ import re
 
 import kubernetes_validate
 import pytest
-from crd_check import DIGEST, K8S_VERSION, SAMPLES, with_changes
+from support.crd import DIGEST, K8S_VERSION, SAMPLES, with_changes
 from jsonschema import Draft202012Validator
 from mlmodel_operator.builders import (
     InvalidSpec,

@@ -7,7 +7,7 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from crd_check import mlmodel_errors, root_schema
+from support.crd import mlmodel_errors, root_schema
 from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 from mlmodel_operator.builders import InvalidSpec, build_children

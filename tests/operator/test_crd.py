@@ -6,7 +6,7 @@ import celpy
 import kubernetes_validate
 import pytest
 import yaml
-from crd_check import (
+from support.crd import (
     DIGEST,
     EXAMPLE_MLMODELS,
     K8S_VERSION,

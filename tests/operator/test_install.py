@@ -8,7 +8,7 @@ import subprocess
 import kubernetes_validate
 import pytest
 import yaml
-from crd_check import CRD_PATH, K8S_VERSION, REPO_ROOT, SAMPLES, schema_errors
+from support.crd import CRD_PATH, K8S_VERSION, REPO_ROOT, SAMPLES, schema_errors
 from mlmodel_operator.builders import build_children
 from mlmodel_operator.settings import OperatorSettings
 
@@ -47,7 +47,7 @@ def by_kind(objects: list[dict], kind: str) -> list[dict]:
 def test_install_renders_the_expected_objects(rendered):
     kinds = sorted(obj["kind"] for obj in rendered)
     assert kinds == sorted(
-        ["Namespace", "CustomResourceDefinition", "CustomResourceDefinition", "ClusterKopfPeering",
+        ["Namespace", "CustomResourceDefinition", "CustomResourceDefinition",
          "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment"]
     )
     crds = {obj["metadata"]["name"]: obj for obj in by_kind(rendered, "CustomResourceDefinition")}
@@ -92,8 +92,8 @@ def test_operator_deployment(rendered):
     container = pod["containers"][0]
     assert container["image"] == f"{IMAGE}:0.1.0"
     assert container["command"] == ["mlmodel", "operator"]
-    peering = by_kind(rendered, "ClusterKopfPeering")[0]["metadata"]["name"]
-    assert f"--peering={peering}" in container["args"]
+    # The operator creates this peering object itself (tests/controlplane/test_install.py).
+    assert "--peering=mlmodel-operator" in container["args"]
     liveness = next(a for a in container["args"] if a.startswith("--liveness="))
     port = int(liveness.split(":")[-1].split("/")[0])
     probe = container["livenessProbe"]["httpGet"]
@@ -139,9 +139,10 @@ def test_rbac_covers_every_child_the_builders_make(rendered):
     assert kinds == set(API_RESOURCES)
     for kind in kinds:
         group, resource = API_RESOURCES[kind]
-        # What apply() needs for every child; the exact set (list/watch, delete) is proven
-        # against the operator's real requests in test_operator_rbac.py.
-        for verb in ("get", "create", "patch"):
+        # What Server-Side Apply needs for every child (an apply that creates is authorised as
+        # a create too); the exact set is proven against the real server's audit log in
+        # tests/controlplane/test_rbac.py.
+        for verb in ("create", "patch"):
             assert _allowed(rules, group, resource, verb), f"{verb} {resource}"
     assert _allowed(rules, "serving.mlmodel.io", "mlmodels", "watch")
     assert _allowed(rules, "serving.mlmodel.io", "mlmodels/status", "patch")

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import yaml
-from crd_check import EXAMPLE_MLMODELS, SAMPLES
+from support.crd import EXAMPLE_MLMODELS, SAMPLES
 from mlmodel_operator.builders import build_children
 from mlmodel_operator.render import main
 from mlmodel_operator.settings import OperatorSettings

@@ -6,7 +6,7 @@ import copy
 import re
 
 import pytest
-from crd_check import DIGEST, SAMPLES, root_schema, schema_errors, with_changes
+from support.crd import DIGEST, SAMPLES, root_schema, schema_errors, with_changes
 from mlmodel_operator.builders import build_deployment, selector_string
 from mlmodel_operator.conditions import get_condition, set_condition
 from mlmodel_operator.settings import OperatorSettings
