@@ -33,11 +33,14 @@ def write_manifest_digest(manifest: Path, digest: str) -> None:
     manifest.write_text(updated, encoding="utf-8")
 
 
-def write_results(out: Path, example: Path, metrics: dict) -> None:
-    """metrics.json in `out`, and the example's mlmodel.yaml naming metrics["sha256"]: in place,
-    or a copy in `out` when training wrote elsewhere (the committed one stays as it is)."""
+def write_results(out: Path, example: Path, artifact: Path, digest: str, metrics: dict) -> None:
+    """metrics.json in `out`, ending with the artifact's size and digest, and the example's
+    mlmodel.yaml naming the digest: in place, or a copy in `out` when training wrote elsewhere
+    (the committed one stays as it is)."""
+    metrics = {**metrics, "artifact_bytes": artifact.stat().st_size, "sha256": digest}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     manifest = out / "mlmodel.yaml"
     if out != example:
         shutil.copyfile(example / "mlmodel.yaml", manifest)
-    write_manifest_digest(manifest, metrics["sha256"])
+    write_manifest_digest(manifest, digest)
+    print(f"wrote {artifact} ({metrics['artifact_bytes']} bytes) sha256 {digest}")

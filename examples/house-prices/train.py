@@ -119,11 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         "features": features,
         "sklearn_version": sklearn.__version__,
         "training_seconds": round(training_seconds, 1),
-        "artifact_bytes": artifact.stat().st_size,
-        "sha256": digest,
     }
-    write_results(out, HERE, metrics)
-    print(f"wrote {artifact} ({metrics['artifact_bytes']} bytes) sha256 {digest}")
+    write_results(out, HERE, artifact, digest, metrics)
     return 0
 
 

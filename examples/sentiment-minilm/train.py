@@ -241,11 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         "artifact_check": f"{CHECK_REVIEWS} hold-out reviews through the artifact, largest probability gap {gap:.1e}",
         "onnx_version": onnx.__version__,
         "training_seconds": round(training_seconds, 1),
-        "artifact_bytes": artifact.stat().st_size,
-        "sha256": digest,
     }
-    write_results(out, HERE, metrics)
-    print(f"wrote {artifact} ({metrics['artifact_bytes']} bytes) sha256 {digest}")
+    write_results(out, HERE, artifact, digest, metrics)
     return 0
 
 
