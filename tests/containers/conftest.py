@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 from container_tools import build_image, inspect_image, run
-from operator_fixture_loader import export_operator_fixtures
 
 LOCAL_BASE_PREFIX = "mlmodel-local/"
 BASE_IMAGE = os.environ.get("MLMODEL_TEST_BASE_IMAGE", f"{LOCAL_BASE_PREFIX}python:3.11-slim-bookworm")
@@ -94,7 +93,3 @@ def unique_name(request: pytest.FixtureRequest) -> Iterator[str]:
     """A container/project name no parallel run shares."""
     yield f"mlmodel-test-{os.getpid()}-{abs(hash(request.node.nodeid)) % 10**8}"
 
-
-# Every fixture of the operator tests (the emulator on a loopback port with the CRD installed, the
-# kubeconfig, and whatever those need) is re-exported here under its own name.
-operator_fixtures = export_operator_fixtures(globals())

@@ -1,14 +1,16 @@
-"""The operator image, run as in its Deployment, reconciling an MLModel held by the API emulator.
+"""The operator image, run as in its Deployment, reconciling an MLModel on the local control plane.
 
-The emulator listens on the host's loopback; the container shares the host network to reach it
-(the only difference from a pod, which reaches the API server through its service account).
+The container shares the host network to reach the API server on the host's loopback, with a
+ServiceAccount token of the install's mlmodel-operator in a read-only kubeconfig: the only
+difference from a pod, which gets the same token through its projected service-account volume.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
+import datetime
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from container_tools import (
@@ -18,26 +20,48 @@ from container_tools import (
     free_loopback_port,
     remove_container,
 )
-from operator_test_fixtures import condition, make_mlmodel
+from controlplane.models import condition, mlmodel
+from support.cluster import OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT, Cluster
+from support.operator import denied, operator_requests, utc_now
+from support.ports import wait_until
 
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker, pytest.mark.cluster]
 
-NS = "default"
 RUNTIME_IMAGE = "registry.example.com/mlmodel/runtime:container-test"
 
 
+class OperatorContainer:
+    def __init__(self, name: str, started: datetime.datetime) -> None:
+        self.name, self.started = name, started
+
+    def running(self) -> bool:
+        state = container_state(self.name)
+        if not state.get("Running"):
+            raise AssertionError(f"operator container exited ({state.get('ExitCode')}):\n{container_logs(self.name)}")
+        return True
+
+    def wait(self, predicate: Callable[[], Any], what: str, timeout: float = 60) -> Any:
+        """wait_until, failing at once (with the container's logs) if the container stops."""
+        try:
+            return wait_until(lambda: self.running() and predicate(), timeout=timeout, what=what)
+        except AssertionError as error:
+            raise AssertionError(f"{error}; operator logs:\n{container_logs(self.name)}") from None
+
+
 @pytest.fixture
-async def operator_container(
-    operator_image: str, cluster, kubeconfig: Path, unique_name: str
-) -> AsyncIterator[str]:
-    container = f"{unique_name}-operator"
+def operator_container(
+    operator_image: str, installed_cluster: Cluster, unique_name: str, tmp_path: Path
+) -> Iterator[OperatorContainer]:
+    token = installed_cluster.token(OPERATOR_SERVICE_ACCOUNT, OPERATOR_NAMESPACE)
+    kubeconfig = installed_cluster.kubeconfig_for_token(tmp_path / "kubeconfig", token)
     kubeconfig.chmod(0o644)  # read by the image's non-root user
-    await asyncio.to_thread(
-        docker,
-        "run", "-d", "--name", container, "--network", "host",
+    container = OperatorContainer(f"{unique_name}-operator", utc_now() - datetime.timedelta(seconds=1))
+    docker(
+        "run", "-d", "--name", container.name, "--network", "host",
         "--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
-        # As the install's emptyDir: the metadata store's SQLite file when no database is named.
-        "--tmpfs", "/var/cache/mlmodel",
+        # As the install's emptyDirs: /tmp, and the metadata store's SQLite file when no
+        # database is named.
+        "--tmpfs", "/tmp", "--tmpfs", "/var/cache/mlmodel",
         "-v", f"{kubeconfig}:/etc/mlmodel/kubeconfig:ro",
         "-e", "KUBECONFIG=/etc/mlmodel/kubeconfig",
         "-e", "MLMODEL_OPERATOR_RESYNC_INTERVAL_SECONDS=1",
@@ -49,52 +73,45 @@ async def operator_container(
     try:
         yield container
     finally:
-        await asyncio.to_thread(remove_container, container)
+        remove_container(container.name)
 
 
-async def test_operator_container_reconciles_an_mlmodel(cluster, operator_container: str) -> None:
-    async def running() -> bool:
-        state = await asyncio.to_thread(container_state, operator_container)
-        if not state.get("Running"):
-            logs = await asyncio.to_thread(container_logs, operator_container)
-            raise AssertionError(f"operator container exited ({state.get('ExitCode')}):\n{logs}")
-        return True
-
-    async def wait(predicate, what: str, timeout: float = 60):
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline:
-            await running()
-            result = predicate()
-            if result:
-                return result
-            await asyncio.sleep(0.2)
-        logs = await asyncio.to_thread(container_logs, operator_container)
-        raise AssertionError(f"timed out waiting for {what}; operator logs:\n{logs}")
-
-    await wait(
-        lambda: {"mlmodels", "deployments"} <= {c.resource for c in cluster.operator_calls() if c.verb == "watch"},
+def test_operator_container_reconciles_an_mlmodel(
+    installed_cluster: Cluster, namespace: str, operator_container: OperatorContainer
+) -> None:
+    cluster = installed_cluster
+    operator_container.wait(
+        lambda: {"mlmodels", "deployments"}
+        <= {
+            (e.get("objectRef") or {}).get("resource")
+            for e in operator_requests(cluster, operator_container.started)
+            if e["verb"] == "watch"
+        },
         "the operator to watch mlmodels and deployments",
     )
-    mlmodel = cluster.create(make_mlmodel())
-    kinds = ("apps/v1/deployments", "v1/services", "policy/v1/poddisruptionbudgets")
-    children = await wait(
-        lambda: all(cluster.get(kind, NS, "sentiment") for kind in kinds)
-        and [cluster.get(kind, NS, "sentiment") for kind in kinds],
+    # Two replicas: a PodDisruptionBudget is made only when there is more than one.
+    cluster.apply(mlmodel("sentiment", namespace, replicas=2))
+    uid = cluster.get("mlmodel", "sentiment", namespace)["metadata"]["uid"]
+    kinds = ("deployment", "service", "poddisruptionbudget")
+    children = operator_container.wait(
+        lambda: (found := [cluster.get(kind, "sentiment", namespace) for kind in kinds]) and all(found) and found,
         "the Deployment, Service and PodDisruptionBudget",
     )
     for child in children:
-        assert child["metadata"]["ownerReferences"][0]["uid"] == mlmodel["metadata"]["uid"]
+        assert child["metadata"]["ownerReferences"][0]["uid"] == uid
     pod = children[0]["spec"]["template"]["spec"]
     assert pod["containers"][0]["image"] == RUNTIME_IMAGE
-    stored = await wait(
-        lambda: condition(cluster.get("serving.mlmodel.io/v1alpha1/mlmodels", NS, "sentiment"), "Ready"),
-        "the Ready condition in status",
+    # KWOK runs the pods and marks them ready: the model is Ready in its stored status.
+    stored = operator_container.wait(
+        lambda: condition(cluster.get("mlmodel", "sentiment", namespace), "Ready").get("status") == "True"
+        and cluster.get("mlmodel", "sentiment", namespace),
+        "Ready=True in status",
     )
-    # Nothing rolled out in the emulator: honestly not ready yet.
-    assert stored["status"] == "False"
+    assert stored["status"]["observedGeneration"] == stored["metadata"]["generation"]
 
-    # The process really is the image's non-root user, and the container wrote nothing.
-    processes = docker("top", operator_container, "-o", "pid,uid,args").stdout.splitlines()[1:]
+    # The process really is the image's non-root user (on a read-only root filesystem).
+    processes = docker("top", operator_container.name, "-o", "pid,uid,args").stdout.splitlines()[1:]
     assert processes and all(line.split()[1] == "10001" for line in processes), processes
     assert "mlmodel operator --all-namespaces" in " ".join(processes)
+    # Its ServiceAccount's RBAC (operator/deploy/rbac.yaml) allowed every request it made.
+    assert denied(operator_requests(cluster, operator_container.started)) == []
