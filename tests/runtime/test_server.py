@@ -82,6 +82,16 @@ def test_serves_both_examples(repo_root: Path, start_server) -> None:
         assert server.process.wait(15) == 0
 
 
+def _houses_env(models: Models, **extra: str) -> dict[str, str]:
+    """The tabular model configured by environment alone, as the operator configures a pod."""
+    return {
+        "MLMODEL_MODEL_NAME": "houses",
+        "MLMODEL_MODEL_URI": f"file://{models.tabular.path}",
+        "MLMODEL_MODEL_SHA256": models.tabular.sha256,
+        **extra,
+    }
+
+
 def _ready_pids(logs: str) -> set[int]:
     lines = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
     return {line["process.pid"] for line in lines if line["message"] == "model ready"}
@@ -104,11 +114,7 @@ def _listening_sockets(url: str) -> int:
 def test_env_only_serve_with_two_workers(models: Models, start_server) -> None:
     server = start_server(
         ["--workers", "2"],
-        env={
-            "MLMODEL_MODEL_NAME": "houses",
-            "MLMODEL_MODEL_URI": f"file://{models.tabular.path}",
-            "MLMODEL_MODEL_SHA256": models.tabular.sha256,
-        },
+        env=_houses_env(models),
     )
     server.wait_ready()
     deadline = time.monotonic() + 60
@@ -242,11 +248,7 @@ def _grpc_infer(target: str, request_id: str) -> float:
 def test_two_workers_share_the_grpc_port(models: Models, start_server) -> None:
     server = start_server(
         ["--workers", "2"],
-        env={
-            "MLMODEL_MODEL_NAME": "houses",
-            "MLMODEL_MODEL_URI": f"file://{models.tabular.path}",
-            "MLMODEL_MODEL_SHA256": models.tabular.sha256,
-        },
+        env=_houses_env(models),
     )
     server.wait_ready()
     deadline = time.monotonic() + 60
@@ -279,12 +281,7 @@ def test_a_taken_grpc_port_leaves_http_serving(models: Models, start_server) -> 
         port = taken.getsockname()[1]
         server = start_server(
             [],
-            env={
-                "MLMODEL_MODEL_NAME": "houses",
-                "MLMODEL_MODEL_URI": f"file://{models.tabular.path}",
-                "MLMODEL_MODEL_SHA256": models.tabular.sha256,
-                "MLMODEL_GRPC_PORT": str(port),
-            },
+            env=_houses_env(models, MLMODEL_GRPC_PORT=str(port)),
         )
         server.wait_ready()
         lines = [json.loads(line) for line in server.logs().splitlines() if line.startswith("{")]
