@@ -15,7 +15,6 @@ import email.utils
 import enum
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -109,12 +108,10 @@ class KubeClient:
         *,
         timeout_seconds: float,
         crd_check_interval_seconds: float,
-        discovery_cache: Path | None = None,
     ) -> None:
         self._timeout = timeout_seconds
         self._crd_ttl = crd_check_interval_seconds
         self._crd_answers: dict[str, tuple[float, bool]] = {}
-        self._discovery_cache = discovery_cache
         self._configuration: k8s_client.Configuration | None = None
         self._api: k8s_client.ApiClient | None = None
         self._retired: list[k8s_client.ApiClient] = []
@@ -163,8 +160,9 @@ class KubeClient:
             self._retired = []
             self._api = k8s_client.ApiClient(self._configuration)
             self._api.user_agent = USER_AGENT
-            cache = str(self._discovery_cache) if self._discovery_cache else None
-            self._dynamic = await self._call("discovery", DynamicClient(self._api, cache_file=cache))
+            # Discovery is cached in the temporary directory, in a file named after the server
+            # and the user (the client's default).
+            self._dynamic = await self._call("discovery", DynamicClient(self._api))
         return self._dynamic
 
     async def _resource(self, rtype: ResourceType) -> Resource:
@@ -379,7 +377,8 @@ class KubeClient:
             "patch",
             dynamic.patch(
                 resource,
-                body=operations,
+                # A JSON patch is a list; the client passes any body through unchanged.
+                body=operations,  # type: ignore[arg-type]
                 name=meta["name"],
                 namespace=meta.get("namespace"),
                 content_type="application/json-patch+json",

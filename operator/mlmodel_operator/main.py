@@ -101,7 +101,6 @@ def main(argv: list[str] | None = None) -> int:
         kube=KubeClient(
             timeout_seconds=settings.api_timeout_seconds,
             crd_check_interval_seconds=settings.crd_check_interval_seconds,
-            discovery_cache=settings.cache_dir / "kube-discovery.json",
         ),
         peering=_peering(args, identity, clusterwide, namespaces),
     )
