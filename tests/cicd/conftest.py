@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-from cicd_support import REPO_ROOT, load_workflow, workflow_paths
+from cicd_support import load_workflow, workflow_paths
 
 
 @pytest.fixture(scope="session")
@@ -45,14 +44,7 @@ def lua() -> str:
 
 @pytest.fixture(scope="session")
 def crd_check() -> ModuleType:
-    """The CRD-schema + CEL checker of the operator tests, loaded by path (no package import)."""
-    if "crd_check" in sys.modules:
-        return sys.modules["crd_check"]
-    spec = importlib.util.spec_from_file_location(
-        "crd_check", REPO_ROOT / "tests" / "operator" / "crd_check.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["crd_check"] = module
-    spec.loader.exec_module(module)
-    return module
+    """The CRD-schema + CEL checker the operator tests use."""
+    from support import crd
+
+    return crd

@@ -8,7 +8,6 @@ import re
 
 import kubernetes_validate
 import pytest
-from support.crd import DIGEST, K8S_VERSION, SAMPLES, with_changes
 from jsonschema import Draft202012Validator
 from mlmodel_operator.builders import (
     InvalidSpec,
@@ -28,6 +27,7 @@ from mlmodel_operator.builders.deployment import MANAGED_ENV
 from mlmodel_operator.settings import OperatorSettings
 from mlmodel_operator.status import invalid_spec_status
 from mlmodel_runtime.settings import RuntimeSettings
+from support.crd import DIGEST, K8S_VERSION, SAMPLES, with_changes
 
 SETTINGS = OperatorSettings()
 LABEL_KEYS = {
@@ -282,11 +282,10 @@ def test_resources_default_from_settings_and_user_resources_win():
         "requests": {"cpu": "100m", "memory": "64Mi"},
         "limits": {"memory": "128Mi"},
     }
-    # The user's resources are taken whole, spelled as the API server stores them (cpu 2 -> "2").
+    # The user's resources are taken whole, as written: the API server normalises quantities
+    # (Server-Side Apply compares them normalised, tests/controlplane/test_lifecycle.py).
     given = SAMPLES["full"]["spec"]["runtime"]["resources"]
-    assert _container(SAMPLES["full"], settings)["resources"] == {
-        part: {name: str(amount) for name, amount in amounts.items()} for part, amounts in given.items()
-    }
+    assert _container(SAMPLES["full"], settings)["resources"] == given
 
 
 def test_image_from_spec_else_settings():

@@ -7,7 +7,6 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from support.crd import mlmodel_errors, root_schema
 from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 from mlmodel_operator.builders import InvalidSpec, build_children
@@ -16,6 +15,7 @@ from mlmodel_operator.conditions import CONDITION_TYPES, get_condition
 from mlmodel_operator.settings import OperatorSettings
 from mlmodel_operator.status import compute_status, invalid_spec_status
 from openapi_schema_validator import OAS30Validator, oas30_format_checker
+from support.crd import mlmodel_errors, root_schema
 from test_builders import validate
 
 SPEC_SCHEMA = root_schema()["properties"]["spec"]["properties"]

@@ -6,6 +6,8 @@ import celpy
 import kubernetes_validate
 import pytest
 import yaml
+from mlmodel_operator import spec as spec_module
+from mlmodel_operator.spec import InvalidSpec, parse_spec
 from support.crd import (
     DIGEST,
     EXAMPLE_MLMODELS,
@@ -20,8 +22,6 @@ from support.crd import (
     walk,
     with_changes,
 )
-from mlmodel_operator import spec as spec_module
-from mlmodel_operator.spec import InvalidSpec, parse_spec
 
 STRUCTURAL_FORBIDDEN_IN_JUNCTORS = {"type", "description", "default", "additionalProperties", "nullable"}
 

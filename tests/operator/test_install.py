@@ -8,9 +8,9 @@ import subprocess
 import kubernetes_validate
 import pytest
 import yaml
-from support.crd import CRD_PATH, K8S_VERSION, REPO_ROOT, SAMPLES, schema_errors
 from mlmodel_operator.builders import build_children
 from mlmodel_operator.settings import OperatorSettings
+from support.crd import CRD_PATH, K8S_VERSION, REPO_ROOT, SAMPLES, schema_errors
 
 DEPLOY = REPO_ROOT / "operator" / "deploy"
 KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"

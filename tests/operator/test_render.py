@@ -9,10 +9,10 @@ import sys
 
 import pytest
 import yaml
-from support.crd import EXAMPLE_MLMODELS, SAMPLES
 from mlmodel_operator.builders import build_children
 from mlmodel_operator.render import main
 from mlmodel_operator.settings import OperatorSettings
+from support.crd import EXAMPLE_MLMODELS, SAMPLES
 
 
 def run(argv: list[str]) -> tuple[int, str, str]:

@@ -6,11 +6,11 @@ import copy
 import re
 
 import pytest
-from support.crd import DIGEST, SAMPLES, root_schema, schema_errors, with_changes
 from mlmodel_operator.builders import build_deployment, selector_string
 from mlmodel_operator.conditions import get_condition, set_condition
 from mlmodel_operator.settings import OperatorSettings
 from mlmodel_operator.status import compute_status, invalid_spec_status
+from support.crd import DIGEST, SAMPLES, root_schema, schema_errors, with_changes
 
 T0 = "2025-01-01T00:00:00Z"
 T1 = "2025-01-01T00:05:00Z"
@@ -322,7 +322,7 @@ def _jsonpath(obj: dict, path: str) -> object:
 
 
 def test_printer_columns_show_ready_reason_replicas_model_url():
-    from crd_check import version
+    from support.crd import version
 
     mlmodel = {**MODEL, "status": status_of(dep=deployment())}
     shown = {
