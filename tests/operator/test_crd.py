@@ -107,7 +107,7 @@ def test_uri_rule_is_the_one_the_operator_applies():
 
 def test_crd_defaults_are_the_operators_defaults():
     """Every default the API server fills in equals the one the operator applies when it is absent
-    (kmock and `mlmodel render` see MLModels the API server never defaulted)."""
+    (`mlmodel render` and `mlmodel serve` see MLModels the API server never defaulted)."""
     every_object = {
         "model": {"uri": "https://m.example.com/a.joblib", "sha256": DIGEST},
         "runtime": {},
@@ -197,7 +197,7 @@ def test_invalid_mlmodels_are_refused_with_a_clear_message(case):
     errors = mlmodel_errors(bad)
     assert errors, f"{case} was accepted"
     assert any(expected in error for error in errors), errors
-    # What the schema refuses, the operator refuses too (kmock and render skip the API server).
+    # What the schema refuses, the operator refuses too (`mlmodel render` skips the API server).
     with pytest.raises(InvalidSpec):
         parse_spec(bad)
 

@@ -8,7 +8,7 @@ import subprocess
 
 import pydantic
 import pytest
-from conftest import operator_command
+from support.operator import operator_command
 from mlmodel_operator.metadata import Health, health_of, stale_deployments
 from mlmodel_operator.settings import OperatorSettings
 
