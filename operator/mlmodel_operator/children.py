@@ -22,7 +22,7 @@ class Seen:
 
     version: str
     controller_uid: str | None
-    # The whole object, kept for Deployments only (their status feeds the MLModel's).
+    # What the MLModel's status reads of a Deployment (see status_view), for Deployments only.
     body: dict[str, Any] | None = None
 
 
@@ -32,6 +32,22 @@ def controller_uid(obj: dict[str, Any]) -> str | None:
         if ref.get("controller"):
             return ref.get("uid")
     return None
+
+
+def status_view(deployment: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a Deployment the MLModel's status is computed from (status.py, pods.py):
+    a thousand whole Deployments would cost the operator tens of megabytes."""
+    meta = deployment.get("metadata") or {}
+    spec = deployment.get("spec") or {}
+    template_meta = (spec.get("template") or {}).get("metadata") or {}
+    view: dict[str, Any] = {
+        "metadata": {key: meta[key] for key in ("name", "namespace", "generation") if key in meta},
+        "spec": {"template": {"metadata": {"annotations": template_meta.get("annotations") or {}}}},
+        "status": deployment.get("status") or {},
+    }
+    if "replicas" in spec:
+        view["spec"]["replicas"] = spec["replicas"]
+    return view
 
 
 def fingerprint(desired: dict[str, Any]) -> str:
@@ -56,7 +72,7 @@ class Children:
         self._seen[key] = Seen(
             version=meta.get("resourceVersion", ""),
             controller_uid=controller_uid(body),
-            body=body if keep_body else None,
+            body=status_view(body) if keep_body else None,
         )
 
     def seen(self, kind: str, namespace: str, name: str) -> Seen | None:

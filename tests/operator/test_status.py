@@ -337,3 +337,31 @@ def test_printer_columns_show_ready_reason_replicas_model_url():
         "Model": DIGEST[:12],
         "URL": "http://house-prices.models.svc.cluster.local:80/v2/models/house-prices",
     }
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        {},
+        {"updated": 1, "ready": 1, "available": 1},
+        {"observed": False},
+        {"replicas": 4},
+        {"conditions": [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}]},
+        {"conditions": [{"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate"}]},
+    ],
+)
+def test_the_watch_cache_keeps_all_the_status_reads_of_a_deployment(state):
+    """The operator keeps only status_view() of each watched Deployment: the status computed
+    from it is the one computed from the whole Deployment."""
+    from mlmodel_operator.children import status_view
+
+    whole = deployment(**state)
+    assert status_of(dep=status_view(whole)) == status_of(dep=whole)
+    spec_changed = deployment(build_mlmodel_with_replicas(2), **state)
+    assert status_of(dep=status_view(spec_changed)) == status_of(dep=spec_changed)
+
+
+def build_mlmodel_with_replicas(replicas: int) -> dict:
+    changed = copy.deepcopy(MODEL)
+    changed["spec"]["replicas"] = replicas
+    return changed
