@@ -2,7 +2,8 @@
 # Builds the local control plane's binaries from their Go modules into a per-version cache, so
 # only the first build on a machine pays. Prints the cache's bin directory on stdout.
 #   build.sh                 etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok
-#   build.sh kubelet ...     also (or only) the named binaries
+#   build.sh kubelet ...     also (or only) the named binaries (kubelet, kube-proxy, containerd,
+#                            containerd-shim-runc-v2, ctr, pause for the real node)
 # The binaries are never committed; the wrapper modules under modules/ are.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -29,14 +30,23 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   stamp+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$build_date"
 done
 
-build() { # name module-dir package ldflags
-  local name=$1 dir=$2 pkg=$3 flags=$4
-  [[ -x $bin/$name ]] && return 0
-  echo "building $name (first time on this machine; cached in $bin)" >&2
+build() { # name module-dir package ldflags [output-dir]
+  local name=$1 dir=$2 pkg=$3 flags=$4 out=${5:-$bin}
+  [[ -x $out/$name ]] && return 0
+  echo "building $name (first time on this machine; cached in $out)" >&2
   local started=$SECONDS
-  (cd "$here/modules/$dir" && go build -trimpath -ldflags "-s -w $flags" -o "$bin/$name.tmp" "$pkg") >&2
-  mv "$bin/$name.tmp" "$bin/$name"
+  mkdir -p "$out"
+  (cd "$here/modules/$dir" && go build -trimpath -ldflags "-s -w $flags" -o "$out/$name.tmp" "$pkg") >&2
+  mv "$out/$name.tmp" "$out/$name"
   echo "built $name in $((SECONDS - started)) s" >&2
+}
+
+# containerd has its own version, so its own cache directory, linked into bin.
+containerd_bin="$cache/containerd-$CONTAINERD_VERSION/bin"
+build_containerd() { # name
+  build "$1" containerd "github.com/containerd/containerd/v2/cmd/$1" \
+    "-X github.com/containerd/containerd/v2/version.Version=${CONTAINERD_VERSION#v}" "$containerd_bin"
+  ln -sfn "$containerd_bin/$1" "$bin/$1"
 }
 
 for name in "${wanted[@]}"; do
@@ -45,6 +55,8 @@ for name in "${wanted[@]}"; do
     kwok) build kwok kwok sigs.k8s.io/kwok/cmd/kwok "-X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v} -X sigs.k8s.io/kwok/pkg/consts.KubeVersion=${KUBERNETES_VERSION#v}" ;;
     kube-apiserver | kube-controller-manager | kube-scheduler | kubectl | kubelet | kube-proxy)
       build "$name" kubernetes "k8s.io/kubernetes/cmd/$name" "$stamp" ;;
+    containerd | containerd-shim-runc-v2 | ctr) build_containerd "$name" ;;
+    pause) build pause pause . "" ;;
     *) echo "build.sh: unknown binary $name" >&2; exit 2 ;;
   esac
 done

@@ -4,6 +4,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 dir=${1:-$(cd "$here/../.." && pwd)/.cluster}
 [[ -d $dir ]] || exit 0
+# A real node first: its pods, mounts, bridge and iptables rules outlive a plain kill.
+[[ -d $dir/node ]] && "$here/node.sh" down "$dir"
 pids=()
 for file in "$dir"/run/*.pid; do
   [[ -f $file ]] || continue

@@ -7,6 +7,8 @@
 #
 # Environment: MLMODEL_CLUSTER_PORT (kube-apiserver's port, default 16443; etcd, the controller
 # manager, the scheduler and KWOK take the next five).
+# MLMODEL_CLUSTER_NODE=real adds a real node beside the KWOK one (node.sh: containerd, kubelet,
+# kube-proxy; root and Docker needed; it takes the next four ports).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -76,6 +78,14 @@ if [[ ! -f $pki/ca.crt ]]; then
   openssl genrsa -out "$pki/sa.key" 2048 2>/dev/null
   openssl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
 fi
+# The apiserver's client certificate towards kubelets (logs, exec on a real node).
+if [[ ! -f $pki/kubelet-client.crt ]]; then
+  openssl req -newkey rsa:2048 -nodes -subj "/O=system:masters/CN=kube-apiserver-kubelet-client" \
+    -keyout "$pki/kubelet-client.key" -out "$pki/kubelet-client.csr" 2>/dev/null
+  openssl x509 -req -in "$pki/kubelet-client.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" \
+    -CAcreateserial -days 3650 -extfile <(printf 'extendedKeyUsage=clientAuth\n') \
+    -out "$pki/kubelet-client.crt" 2>/dev/null
+fi
 
 write_kubeconfig() { # path user
   cat >"$1" <<KUBECONFIG
@@ -116,6 +126,8 @@ start kube-apiserver "$bin/kube-apiserver" \
   --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$port" \
   --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
   --client-ca-file "$pki/ca.crt" \
+  --kubelet-client-certificate "$pki/kubelet-client.crt" --kubelet-client-key "$pki/kubelet-client.key" \
+  --kubelet-preferred-address-types InternalIP,Hostname \
   --service-account-issuer https://kubernetes.default.svc.cluster.local \
   --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
   --service-cluster-ip-range 10.0.0.0/24 \
@@ -164,6 +176,14 @@ kubectl apply -f "$here/kwok/node.yaml" >/dev/null
 wait_until kube-controller-manager 60 kubectl get serviceaccount default -n default
 wait_until kwok 60 kubectl wait --for=condition=Ready node/kwok-node-0 --timeout=1s
 wait_until kube-scheduler 30 curl -skf "https://127.0.0.1:$sched_port/readyz"
+
+case ${MLMODEL_CLUSTER_NODE:-kwok} in
+  kwok) ;;
+  real) # Pods go to the real node; only those that tolerate the taint to KWOK's.
+    kubectl taint node kwok-node-0 kwok.x-k8s.io/node=fake:NoSchedule --overwrite >/dev/null
+    "$here/node.sh" up "$dir" ;;
+  *) echo "up.sh: MLMODEL_CLUSTER_NODE is kwok (the default) or real" >&2; exit 2 ;;
+esac
 
 echo "cluster ready ($KUBERNETES_VERSION, logs in $dir/logs):"
 echo "export KUBECONFIG=$kubeconfig PATH=$dir/bin:\$PATH"
