@@ -90,14 +90,15 @@ down() {
   "$bin/kube-proxy" --cleanup >/dev/null 2>&1 || true
   while iptables -D FORWARD -m comment --comment mlmodel-node -i "$bridge" -j ACCEPT 2>/dev/null; do :; done
   while iptables -D FORWARD -m comment --comment mlmodel-node -o "$bridge" -j ACCEPT 2>/dev/null; do :; done
-  # What the kubelet itself adds (kubelet_network_linux.go): a canary chain per table and a
+  # What the kubelet adds (kubelet_network_linux.go): canary chains, the iptables-backend hint and a
   # filter rule that drops non-local traffic to 127.0.0.0/8.
   local tool table
   for tool in iptables ip6tables; do
     while "$tool" -D INPUT -j KUBE-FIREWALL 2>/dev/null; do :; done
     while "$tool" -D OUTPUT -j KUBE-FIREWALL 2>/dev/null; do :; done
-    "$tool" -F KUBE-FIREWALL 2>/dev/null && "$tool" -X KUBE-FIREWALL 2>/dev/null
+    "$tool" -F KUBE-FIREWALL 2>/dev/null && "$tool" -X KUBE-FIREWALL 2>/dev/null || true
     for table in filter nat mangle; do "$tool" -t "$table" -X KUBE-KUBELET-CANARY 2>/dev/null || true; done
+    "$tool" -t mangle -X KUBE-IPTABLES-HINT 2>/dev/null || true
   done
   ip link delete "$bridge" 2>/dev/null || true
   for root in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods; do
