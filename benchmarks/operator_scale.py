@@ -162,7 +162,8 @@ def run(settings: Settings, workdir: Path) -> dict[str, Any]:
     )
     log = open(workdir / "operator.log", "wb")  # noqa: SIM115
     operator = subprocess.Popen(
-        [str(Path(sys.prefix) / "bin" / "mlmodel"), "operator", "--all-namespaces", "--standalone"],
+        [str(Path(sys.prefix) / "bin" / "mlmodel"), "operator", "--standalone",
+         *(f"--namespace={namespace}" for namespace in namespaces)],
         env=environment, stdout=log, stderr=subprocess.STDOUT,
     )
     try:
