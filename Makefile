@@ -19,6 +19,7 @@ help:
 	@echo "make bench-operator  the operator with 1,000 MLModels on the local control plane (make cluster)"
 	@echo "make images     build the runtime and operator images (BASE_IMAGE=... to change the base)"
 	@echo "make cluster    a local Kubernetes control plane built from source (etcd, apiserver, controllers, KWOK node)"
+	@echo "                MLMODEL_CLUSTER_NODE=real make cluster adds a real node (containerd, kubelet, kube-proxy)"
 	@echo "make cluster-down  stop it and remove its state (.cluster/)"
 
 $(BIN)/mlmodel: pyproject.toml
