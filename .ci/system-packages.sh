@@ -13,6 +13,7 @@ packages=(
   lua5.1              # Argo CD health checks are Lua 5.1 (gopher-lua)
   shellcheck          # run steps of the GitHub workflows
   wrk                 # HTTP load generator for benchmarks
+  containernetworking-plugins  # the real node's pod network (tests/cluster/node.sh; runc comes with the Docker engine)
   iproute2
   procps
   curl
