@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 from controlplane.models import condition, mlmodel
 from support.cluster import Cluster, servicemonitor_crd
