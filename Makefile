@@ -63,6 +63,7 @@ bench-operator: $(BIN)/mlmodel
 test: $(BIN)/mlmodel
 	bash .ci/system-packages.sh
 	bash tests/cluster/build.sh >/dev/null
+	bash tests/cluster/build.sh kubelet kube-proxy containerd containerd-shim-runc-v2 ctr pause >/dev/null
 	$(BIN)/python -m pytest
 
 test-fast: $(BIN)/mlmodel
