@@ -215,8 +215,8 @@ async def sync_status(
                 deployment,
                 servicemonitor_supported=await ctx.servicemonitor_supported(),
                 now=ctx.now(),
-                artifact_problem=ctx.conflicts.get(mlmodel["metadata"]["uid"])
-                or await ctx.diagnosis.problem(ctx.kube, mlmodel, deployment),
+                artifact_problem=await ctx.diagnosis.problem(ctx.kube, mlmodel, deployment),
+                conflict=ctx.conflicts.get(mlmodel["metadata"]["uid"]),
             )
         previous = mlmodel.get("status") or {}
         if status == previous:

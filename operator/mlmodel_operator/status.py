@@ -195,13 +195,15 @@ def compute_status(
     servicemonitor_supported: bool,
     now: str,
     artifact_problem: tuple[str, str] | None = None,
+    conflict: tuple[str, str] | None = None,
 ) -> dict:
     """The full desired `status`; equal to the stored one when nothing changed (no write needed).
 
     `artifact_problem` is (reason, message) when the pods say why they are not ready: the
     runtime cannot fetch or verify its artifact (("ArtifactUnavailable", "ChecksumMismatch: ..."))
     or a container is stuck (("CrashLoopBackOff", ...), ("OOMKilled", ...)); it makes the MLModel
-    Degraded.
+    Degraded. `conflict` is (reason, message) when a child's name is taken by an object another
+    owner controls: the model is Degraded and not Ready (its URL may reach someone else's Service).
     """
     try:
         spec = parse_spec(mlmodel)
@@ -225,6 +227,9 @@ def compute_status(
         current = ready = 0
     else:
         desired, current, ready = _judge_deployment(mlmodel, spec, deployment, url, verdict)
+    if conflict is not None:
+        verdict.degraded = ("True", *conflict)
+        verdict.ready = ("False", *conflict)
 
     status = {
         "observedGeneration": generation,

@@ -113,6 +113,8 @@ def test_a_child_of_another_owner_is_not_taken_over(
     )
     assert degraded["reason"] == "ChildConflict"
     assert "Service" in degraded["message"] and "another owner" in degraded["message"]
+    # Its URL may reach the other owner's Service: not Ready, whatever the pods say.
+    assert condition(installed_cluster.get("mlmodel", "sentiment", namespace), "Ready")["reason"] == "ChildConflict"
     assert "controlled by another owner" in operator.log()
     after = installed_cluster.get("service", "sentiment", namespace)
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]

@@ -365,3 +365,12 @@ def build_mlmodel_with_replicas(replicas: int) -> dict:
     changed = copy.deepcopy(MODEL)
     changed["spec"]["replicas"] = replicas
     return changed
+
+
+def test_a_child_conflict_is_degraded_and_not_ready_even_when_the_pods_are():
+    conflict = ("ChildConflict", "Service ns/m is controlled by another owner")
+    found = conditions(compute_status(
+        MODEL, deployment(), servicemonitor_supported=True, now=T0, conflict=conflict
+    ))
+    assert found["Ready"] == ("False", "ChildConflict")
+    assert found["Degraded"] == ("True", "ChildConflict")
