@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from controlplane.models import condition, controller_uid, mlmodel
 from support.cluster import Cluster
 from support.ports import wait_until
+
+from controlplane.models import condition, controller_uid, mlmodel
 
 pytestmark = pytest.mark.cluster
 

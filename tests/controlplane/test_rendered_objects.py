@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from mlmodel_operator.builders import build_children
 from mlmodel_operator.settings import OperatorSettings
 from support.cluster import REPO_ROOT, Cluster, servicemonitor_crd

@@ -8,9 +8,9 @@ import subprocess
 
 import pydantic
 import pytest
-from support.operator import operator_command
 from mlmodel_operator.metadata import Health, health_of, stale_deployments
 from mlmodel_operator.settings import OperatorSettings
+from support.operator import operator_command
 
 
 def status(ready: str, degraded: str = "False", reason: str = "AsExpected") -> dict:
