@@ -6,30 +6,16 @@ miss that must be accepted, checked with a server-side dry run (nothing is store
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import pytest
-from controlplane.models import SHA256, mlmodel
 from support.cluster import Cluster, KubectlError
+from support.crd import with_changes
+
+from controlplane.models import SHA256, mlmodel
 
 pytestmark = pytest.mark.cluster
 NAMESPACE = "default"
-
-
-def with_changes(body: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
-    """`body` with dotted paths set (None removes the key)."""
-    changed = copy.deepcopy(body)
-    for path, value in changes.items():
-        *parents, last = path.split(".")
-        node = changed
-        for part in parents:
-            node = node.setdefault(part, {})
-        if value is None:
-            node.pop(last, None)
-        else:
-            node[last] = value
-    return changed
 
 
 BASE = mlmodel("sentiment", NAMESPACE)
