@@ -13,6 +13,8 @@ import hashlib
 import json
 from typing import Any
 
+from mlmodel_operator.kube import change_marker
+
 Key = tuple[str, str, str]  # kind, namespace, name
 
 
@@ -20,7 +22,7 @@ Key = tuple[str, str, str]  # kind, namespace, name
 class Seen:
     """A child as last seen in a watch event."""
 
-    version: str
+    version: str  # see change_marker
     controller_uid: str | None
     # What the MLModel's status reads of a Deployment (see status_view), for Deployments only.
     body: dict[str, Any] | None = None
@@ -50,7 +52,7 @@ def status_view(deployment: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
-def fingerprint(desired: dict[str, Any]) -> str:
+def fingerprint(desired: Any) -> str:
     """A digest of a desired object, to tell whether the spec asks for something new."""
     return hashlib.sha256(json.dumps(desired, sort_keys=True).encode()).hexdigest()
 
@@ -70,7 +72,7 @@ class Children:
             self._seen.pop(key, None)
             return
         self._seen[key] = Seen(
-            version=meta.get("resourceVersion", ""),
+            version=change_marker(body),
             controller_uid=controller_uid(body),
             body=status_view(body) if keep_body else None,
         )
@@ -90,8 +92,7 @@ class Children:
         )
 
     def record_applied(self, desired: dict[str, Any], live: dict[str, Any]) -> None:
-        version = (live.get("metadata") or {}).get("resourceVersion", "")
-        self._applied[_key(desired)] = (fingerprint(desired), version)
+        self._applied[_key(desired)] = (fingerprint(desired), change_marker(live))
 
     def forget_owner(self, namespace: str, name: str) -> None:
         """Drop what was applied for an MLModel's children (it is gone)."""

@@ -196,6 +196,7 @@ def register(registry: kopf.OperatorRegistry, ctx: Context, namespaces: Sequence
         uid = body.get("metadata", {}).get("uid")
         if not uid:
             return
+        ctx.mlmodels.observe(type, dict(body))
         if type == "DELETED":
             # No finalizer holds the MLModel for this: a deletion while the operator is down
             # is caught by the resync's comparison with the store instead.

@@ -13,6 +13,7 @@ import dataclasses
 import datetime
 import email.utils
 import enum
+import hashlib
 import json
 import time
 from typing import Any
@@ -63,6 +64,32 @@ CRD = ResourceType(
 # Every kind of child the operator may create, in the order stale ones are removed.
 CHILD_TYPES = (SERVICEMONITOR, PDB, HPA, NETWORKPOLICY, DEPLOYMENT, SERVICE)
 _BY_KIND = {(rt.api_version, rt.kind): rt for rt in (MLMODEL, CRD, *CHILD_TYPES)}
+
+
+# Kinds whose controllers write their status often (a Deployment's, a dozen times in a rollout)
+# and whose `metadata.generation` moves with every spec change: for these the cache compares
+# generation and metadata, so a status write by the controller is not mistaken for drift.
+GENERATION_KINDS = frozenset({"Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget"})
+# Annotations that controllers other than ours write on our children (the Deployment's revision).
+_FOREIGN_ANNOTATION_PREFIXES = ("deployment.kubernetes.io/",)
+
+
+def change_marker(obj: dict[str, Any]) -> str:
+    """What changes when someone else changes the object's spec or metadata.
+
+    The resourceVersion, except for the GENERATION_KINDS: their generation plus a digest of
+    the metadata the operator applies (labels, annotations, owners)."""
+    meta = obj.get("metadata") or {}
+    if obj.get("kind") not in GENERATION_KINDS or not meta.get("generation"):
+        return str(meta.get("resourceVersion", ""))
+    annotations = {
+        key: value
+        for key, value in (meta.get("annotations") or {}).items()
+        if not key.startswith(_FOREIGN_ANNOTATION_PREFIXES)
+    }
+    shape = [meta.get("labels") or {}, annotations, meta.get("ownerReferences") or []]
+    digest = hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()
+    return f"g{meta['generation']}:{digest[:16]}"
 
 
 def resource_of(obj: dict[str, Any]) -> ResourceType:
@@ -300,7 +327,7 @@ class KubeClient:
     ) -> tuple[Applied, dict[str, Any]]:
         """Server-Side Apply of `desired` (the whole of what the operator owns in it).
 
-        `seen_version` is the child's resourceVersion as last seen (None: not seen), which tells
+        `seen_version` is the child's change_marker as last seen (None: not seen), which tells
         a real change from a no-op. A child controlled by another owner is refused by the server
         (one controller per object) and reported as NotOurs; it is never forced.
         """
@@ -332,7 +359,7 @@ class KubeClient:
         if code == 201:
             return Applied.CREATED, live
         if seen_version is not None:
-            changed = live["metadata"].get("resourceVersion") != seen_version
+            changed = change_marker(live) != seen_version
         else:
             changed = _changed_by_this_apply(live, server_date)
         return (Applied.PATCHED if changed else Applied.UNCHANGED), live

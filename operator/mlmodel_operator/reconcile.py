@@ -32,8 +32,10 @@ from mlmodel_operator.kube import (
     KubeClient,
     NotOurs,
     ResourceType,
+    change_marker,
 )
 from mlmodel_operator.metadata import Metadata
+from mlmodel_operator.mlmodels import MLModels
 from mlmodel_operator.peering import Peering
 from mlmodel_operator.settings import OperatorSettings
 from mlmodel_operator.status import compute_status, invalid_spec_status
@@ -69,6 +71,8 @@ class Context:
     metadata: Metadata = dataclasses.field(default_factory=Metadata)
     # The children as the watches last showed them, and what was last applied to each.
     children: Children = dataclasses.field(default_factory=Children)
+    # The MLModels as the watch last showed them (or as our own status writes returned them).
+    mlmodels: MLModels = dataclasses.field(default_factory=MLModels)
     # MLModels (by uid) one of whose children is controlled by another owner: (reason, message).
     conflicts: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
 
@@ -113,6 +117,7 @@ async def reconcile(ctx: Context, mlmodel: dict[str, Any], logger: logging.Logge
 
     deployment: Any = _UNREAD
     conflict: NotOurs | None = None
+    changes: list[tuple[str, str, str]] = []  # (outcome, kind, name) of each child written
     for child in children:
         try:
             outcome, live = await apply_child(ctx, child)
@@ -120,9 +125,7 @@ async def reconcile(ctx: Context, mlmodel: dict[str, Any], logger: logging.Logge
             conflict = conflict or error  # the other children are still made and repaired
             continue
         if outcome is not Applied.UNCHANGED:
-            _announce_child(
-                mlmodel, logger, outcome.value, child["kind"], child["metadata"]["name"]
-            )
+            changes.append((outcome.value, child["kind"], child["metadata"]["name"]))
         if child["kind"] == DEPLOYMENT.kind and live is not None:
             deployment = live
     ctx.metadata.applied(mlmodel)
@@ -135,7 +138,8 @@ async def reconcile(ctx: Context, mlmodel: dict[str, Any], logger: logging.Logge
         ):
             continue
         if await delete_stale(ctx, rtype, namespace, names[rtype.kind], uid):
-            _announce_child(mlmodel, logger, "Deleted", rtype.kind, names[rtype.kind])
+            changes.append(("Deleted", rtype.kind, names[rtype.kind]))
+    _announce_children(mlmodel, logger, changes)
 
     if conflict is None:
         ctx.conflicts.pop(uid, None)
@@ -161,7 +165,7 @@ async def apply_child(ctx: Context, child: dict[str, Any]) -> tuple[Applied, dic
     upgraded = await ctx.kube.forget_client_side_apply(live)
     if upgraded is not None:
         # Apply again now that the old fields are ours: what 0.1 set and we no longer do goes.
-        _, live = await ctx.kube.apply(child, seen_version=upgraded["metadata"]["resourceVersion"])
+        _, live = await ctx.kube.apply(child, seen_version=change_marker(upgraded))
         outcome = Applied.PATCHED
     ctx.children.record_applied(child, live)
     return outcome, live
@@ -190,11 +194,14 @@ async def sync_status(
 ) -> None:
     """Write the status computed from the live MLModel and Deployment, only if it differs.
 
-    `mlmodel` is the MLModel as just read (it is read otherwise, and again after a conflict);
-    `deployment` is the Deployment as just seen (None: known to be gone), else taken from the
-    watch, else read.
+    `mlmodel` is the MLModel as just read, else taken from the watch, else read (and read
+    again after a conflict); `deployment` is the Deployment as just seen (None: known to be
+    gone), else taken from the watch, else read.
     """
+    fresh = False
     for _ in range(STATUS_ATTEMPTS):
+        if mlmodel is None and not fresh:
+            mlmodel = ctx.mlmodels.get(namespace, name)
         if mlmodel is None:
             mlmodel = await ctx.kube.get(MLMODEL, namespace, name)
         if mlmodel is None or mlmodel["metadata"].get("deletionTimestamp"):
@@ -223,13 +230,14 @@ async def sync_status(
             ctx.metadata.status(mlmodel, status)
             return
         try:
-            await ctx.kube.patch_status(mlmodel, status)
+            written = await ctx.kube.patch_status(mlmodel, status)
         except ApiError as error:
             if error.code != 409:
                 raise
             logger.debug("status write conflicted, retrying with a fresh read")
-            deployment, mlmodel = _UNREAD, None
+            deployment, mlmodel, fresh = _UNREAD, None, True
             continue
+        ctx.mlmodels.observe("MODIFIED", written)
         _announce_transitions(ctx, mlmodel, previous, status, logger)
         ctx.metadata.status(mlmodel, status)
         return
@@ -241,11 +249,18 @@ async def sync_status(
     )
 
 
-def _announce_child(
-    mlmodel: dict[str, Any], logger: logging.Logger, outcome: str, kind: str, name: str
+def _announce_children(
+    mlmodel: dict[str, Any], logger: logging.Logger, changes: list[tuple[str, str, str]]
 ) -> None:
-    logger.info("child %s: kind=%s name=%s", outcome.lower(), kind, name)
-    kopf.event(mlmodel, type="Normal", reason=f"Child{outcome}", message=f"{outcome} {kind} {name}")
+    """Log each child written; one Event per outcome of the pass ("Created Deployment m, Service m")."""
+    by_outcome: dict[str, list[str]] = {}
+    for outcome, kind, name in changes:
+        logger.info("child %s: kind=%s name=%s", outcome.lower(), kind, name)
+        by_outcome.setdefault(outcome, []).append(f"{kind} {name}")
+    for outcome, children in by_outcome.items():
+        kopf.event(
+            mlmodel, type="Normal", reason=f"Child{outcome}", message=f"{outcome} {', '.join(children)}"
+        )
 
 
 def _announce_transitions(
