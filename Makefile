@@ -70,7 +70,7 @@ test-fast: $(BIN)/mlmodel
 	$(BIN)/python -m pytest -m "not docker and not cluster"
 
 lint: $(BIN)/mlmodel
-	$(BIN)/ruff check runtime operator tests benchmarks examples
+	$(BIN)/ruff check common runtime operator tests benchmarks examples
 
 typecheck: $(BIN)/mlmodel
 	$(BIN)/mypy

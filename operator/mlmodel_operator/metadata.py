@@ -13,11 +13,12 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal
 
-from mlmodel_runtime.store.database import Database
-from mlmodel_runtime.store.operator_recorder import OperatorRecorder
+from mlmodel_store.database import Database
+from mlmodel_store.queries import live_deployments
 from prometheus_client import REGISTRY
 
 from mlmodel_operator.conditions import DEGRADED, READY, get_condition
+from mlmodel_operator.rollouts import OperatorRecorder
 from mlmodel_operator.settings import OperatorSettings
 
 logger = logging.getLogger("mlmodel_operator.metadata")
@@ -215,10 +216,7 @@ class Metadata:
     def _read_live(self) -> list[DeploymentKey]:
         assert self._reader is not None
         with self._reader.session(write=False, create=False) as session:
-            rows = session.fetch_all(
-                "SELECT namespace, name, uid FROM deployments WHERE deleted_at IS NULL"
-            )
-        return [(row["namespace"], row["name"], row["uid"]) for row in rows]
+            return live_deployments(session)
 
     async def close(self, timeout: float) -> int:
         """Flush for up to ``timeout`` seconds; returns how many writes were lost."""

@@ -8,8 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from mlmodel_runtime.settings import default_cache_dir
-from mlmodel_runtime.store.urls import url_scheme
+from mlmodel_store.urls import default_cache_dir, url_scheme
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 

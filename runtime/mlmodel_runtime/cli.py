@@ -1,24 +1,13 @@
-"""The `mlmodel` console script: `serve` here; `render`, `operator` and `history` hand their
-arguments to the modules that implement them, imported only when used."""
+"""`mlmodel serve`: the runtime's command line (the `mlmodel` command, mlmodel_cli, hands it
+its arguments)."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-
-# Subcommands implemented elsewhere: name -> (module, help). Their own parsers read the arguments.
-DELEGATED = {
-    "render": (
-        "mlmodel_operator.render",
-        "print the Kubernetes objects the operator creates for an MLModel",
-    ),
-    "operator": ("mlmodel_operator.main", "run the operator (kopf) against the current cluster"),
-    "history": ("mlmodel_runtime.store.history", "show deployment history from the metadata store"),
-}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,7 +42,9 @@ def _parser() -> argparse.ArgumentParser:
         "--workers", type=int, help="worker processes (default: spec.runtime.workers or 1)"
     )
     serve.add_argument(
-        "--log-format", choices=["json", "text"], help="json (default) or text for a terminal"
+        "--log-format",
+        choices=["json", "text"],
+        help="default: text on a terminal, json (one object a line) otherwise",
     )
     serve.add_argument(
         "--log-level", choices=["debug", "info", "warning", "error"], help="default info"
@@ -61,8 +52,6 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--cache-dir", type=Path, help="where artifacts are downloaded (MLMODEL_CACHE_DIR)"
     )
-    for name, (_module, help_text) in DELEGATED.items():
-        commands.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
@@ -113,12 +102,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    arguments = list(sys.argv[1:] if argv is None else argv)
-    if arguments and arguments[0] in DELEGATED:
-        # Handed over whole (flags included), so e.g. kopf options reach the operator untouched.
-        module = importlib.import_module(DELEGATED[arguments[0]][0])
-        return int(module.main(arguments[1:]) or 0)
-    args = _parser().parse_args(arguments)
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     return _serve(args)
 
 

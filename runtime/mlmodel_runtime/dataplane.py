@@ -84,8 +84,9 @@ def build_dataplane(
     ``database_url``, else SQLite in the cache dir) exporting its own metrics in the same registry."""
     metrics = RuntimeMetrics(settings.model_name)
     recorder = None
-    from mlmodel_runtime.store.runtime_recorder import RuntimeRecorder
-    from mlmodel_runtime.store.urls import resolve_database_url, scrub
+    from mlmodel_store.urls import resolve_database_url, scrub
+
+    from mlmodel_runtime.recorder import RuntimeRecorder
 
     try:
         recorder = RuntimeRecorder.from_settings(settings, registry=metrics.registry)

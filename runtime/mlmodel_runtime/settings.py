@@ -9,14 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from mlmodel_store.urls import ENV_PREFIX, default_cache_dir
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-ENV_PREFIX = "MLMODEL_"
-
-
-def default_cache_dir() -> Path:
-    return Path.home() / ".cache" / "mlmodel"
+__all__ = ["ENV_PREFIX", "RuntimeSettings", "default_cache_dir"]
 
 
 class RuntimeSettings(BaseSettings):

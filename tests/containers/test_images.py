@@ -49,8 +49,11 @@ def test_image_ships_no_compiler_no_pip_and_precompiled_modules(image: str) -> N
     assert code != 0 and "No module named 'pip'" in output
     # Read-only root: every module of the project must already be compiled in the image.
     missing = docker("run", "--rm", "--entrypoint", "python", image, "-c", (
-        "import pathlib, importlib.util, mlmodel_runtime, mlmodel_operator;"
-        "roots = [pathlib.Path(m.__file__).parent for m in (mlmodel_runtime, mlmodel_operator)];"
+        "import pathlib, importlib, importlib.util;"
+        "names = ['mlmodel_cli', 'mlmodel_store', 'mlmodel_runtime', 'mlmodel_operator'];"
+        "roots = [pathlib.Path(importlib.import_module(n).__file__).parent for n in names"
+        " if importlib.util.find_spec(n)];"
+        "assert len(roots) == 3, roots;"
         "print([str(p) for r in roots for p in r.rglob('*.py')"
         " if not pathlib.Path(importlib.util.cache_from_source(str(p))).exists()])"
     )).stdout.strip()
@@ -58,7 +61,7 @@ def test_image_ships_no_compiler_no_pip_and_precompiled_modules(image: str) -> N
 
 
 def test_runtime_image_has_no_operator_dependencies(runtime_image: str) -> None:
-    for module in ("kopf", "kubernetes", "aiohttp"):
+    for module in ("kopf", "kubernetes", "aiohttp", "mlmodel_operator"):
         code, output = run_python(runtime_image, f"import {module}")
         assert code != 0 and f"No module named '{module}'" in output, output
     code, output = run_python(runtime_image, "import sklearn, fastapi, uvicorn, numpy; print('ok')")
@@ -66,7 +69,7 @@ def test_runtime_image_has_no_operator_dependencies(runtime_image: str) -> None:
 
 
 def test_operator_image_has_no_scikit_learn(operator_image: str) -> None:
-    for module in ("sklearn", "scipy", "numpy", "fastapi"):
+    for module in ("sklearn", "scipy", "numpy", "fastapi", "mlmodel_runtime"):
         code, output = run_python(operator_image, f"import {module}")
         assert code != 0 and f"No module named '{module}'" in output, output
     code, output = run_python(operator_image, "import kopf, mlmodel_operator; print('ok')")

@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 from controlplane.models import SHA256, URI, condition, mlmodel
 from controlplane.pods import UNREADY_IMAGE, UNREADY_IMAGE_2, mark_ready, wait_for_pods
-from mlmodel_runtime.store.database import Database
-from mlmodel_runtime.store.queries import Deployment, Rollout, get_deployments, rollout_history
-from mlmodel_runtime.store.urls import default_sqlite_url
+from mlmodel_store.database import Database
+from mlmodel_store.queries import Deployment, Rollout, get_deployments, rollout_history
+from mlmodel_store.urls import default_sqlite_url
 from prometheus_client.parser import text_string_to_metric_families
 from support.cluster import Cluster
 from support.operator import operator_requests, utc_now

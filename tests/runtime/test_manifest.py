@@ -137,7 +137,7 @@ def test_serve_reports_a_bad_file_without_a_traceback(tmp_path: Path) -> None:
 
 def test_delegated_subcommands_receive_their_arguments() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "mlmodel_runtime.cli", "render", "--help"],
+        [sys.executable, "-m", "mlmodel_cli", "render", "--help"],
         capture_output=True,
         text=True,
         check=False,

@@ -11,8 +11,8 @@ from typing import Any
 
 import httpx
 from conftest import Models, write_mlmodel
-from mlmodel_runtime.store import queries
-from mlmodel_runtime.store.database import Database
+from mlmodel_store import queries
+from mlmodel_store.database import Database
 
 FAST_STORE = {
     "MLMODEL_METADATA_HEARTBEAT_SECONDS": "0.2",

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mlmodel_runtime.store.database import Database
+from mlmodel_store.database import Database
 from prometheus_client import CollectorRegistry
 
 BACKENDS = ["sqlite", "postgresql"]

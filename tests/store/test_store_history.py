@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from mlmodel_runtime.store import history
-from mlmodel_runtime.store.database import Database
-from mlmodel_runtime.store.events import ModelSpec, RolloutFailed, RolloutReady, RolloutStarted
+from mlmodel_store import history
+from mlmodel_store.database import Database
+from mlmodel_store.events import ModelSpec, RolloutFailed, RolloutReady, RolloutStarted
 from postgres_server import free_loopback_port
 
 T0 = datetime(2025, 3, 1, 14, 0, 0, tzinfo=UTC)
@@ -150,7 +150,7 @@ def test_history_runs_as_its_own_process(database_url: str) -> None:
         [
             sys.executable,
             "-m",
-            "mlmodel_runtime.store.history",
+            "mlmodel_store.history",
             "sentiment",
             "-n",
             "ml",

@@ -6,8 +6,8 @@ import multiprocessing
 from pathlib import Path
 
 import pytest
-from mlmodel_runtime.store.database import Database
-from mlmodel_runtime.store.migrations import (
+from mlmodel_store.database import Database
+from mlmodel_store.migrations import (
     Migration,
     MigrationError,
     applied_versions,
@@ -15,7 +15,7 @@ from mlmodel_runtime.store.migrations import (
     migrate,
     split_statements,
 )
-from mlmodel_runtime.store.queries import count_rows
+from mlmodel_store.queries import count_rows
 
 TABLES = ["deployments", "rollouts", "runtime_instances", "predictions"]
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 
+from mlmodel_operator.rollouts import OperatorRecorder, changed_by, model_spec
+from mlmodel_runtime.recorder import RuntimeRecorder
 from mlmodel_runtime.settings import RuntimeSettings
-from mlmodel_runtime.store import queries
-from mlmodel_runtime.store.database import Database
-from mlmodel_runtime.store.operator_recorder import OperatorRecorder, changed_by, model_spec
-from mlmodel_runtime.store.runtime_recorder import RuntimeRecorder
+from mlmodel_store import queries
+from mlmodel_store.database import Database
 from prometheus_client import CollectorRegistry
 
 DIGEST_A = "A" * 64

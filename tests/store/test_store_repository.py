@@ -6,9 +6,9 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from mlmodel_runtime.store import queries
-from mlmodel_runtime.store.database import Database
-from mlmodel_runtime.store.events import (
+from mlmodel_store import queries
+from mlmodel_store.database import Database
+from mlmodel_store.events import (
     DeploymentDeleted,
     DeploymentObserved,
     DeploymentStatusChanged,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from mlmodel_runtime.store.database import Database
-from mlmodel_runtime.store.urls import redact_url, resolve_database_url, scrub, sqlite_path
+from mlmodel_store.database import Database
+from mlmodel_store.urls import redact_url, resolve_database_url, scrub, sqlite_path
 from pydantic import SecretStr
 
 

@@ -8,10 +8,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from mlmodel_runtime.store.database import Database
-from mlmodel_runtime.store.events import InstanceRegistered, ModelSpec, RolloutStarted
-from mlmodel_runtime.store.queries import count_rows
-from mlmodel_runtime.store.writer import AsyncWriter
+from mlmodel_store.database import Database
+from mlmodel_store.events import InstanceRegistered, ModelSpec, RolloutStarted
+from mlmodel_store.queries import count_rows
+from mlmodel_store.writer import AsyncWriter
 from prometheus_client import CollectorRegistry
 
 SPEC = ModelSpec("model.joblib", "c" * 64, "sklearn", "runtime:0.1.0", 1)
@@ -136,7 +136,7 @@ async def test_postgres_outage_queues_then_delivers_everything(
     registry: CollectorRegistry,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="mlmodel_runtime.store")
+    caplog.set_level(logging.DEBUG, logger="mlmodel_store")
     writer = AsyncWriter(
         Database(postgres_url),
         component="runtime",

@@ -10,6 +10,13 @@ from pydantic import SecretStr
 
 SQLITE_FILE_NAME = "metadata.sqlite3"
 REDACTED = "***"
+# The runtime's variables; `mlmodel history` reads the same MLMODEL_DATABASE_URL and MLMODEL_CACHE_DIR.
+ENV_PREFIX = "MLMODEL_"
+
+
+def default_cache_dir() -> Path:
+    """Where artifacts and, without a database URL, the SQLite file go."""
+    return Path.home() / ".cache" / "mlmodel"
 
 
 def default_sqlite_url(cache_dir: Path) -> str:

@@ -12,10 +12,10 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ..settings import ENV_PREFIX, default_cache_dir
 from .changes import describe_changes
 from .database import Database
 from .queries import Rollout, rollout_history
+from .urls import ENV_PREFIX, default_cache_dir
 
 COLUMNS = (
     "GENERATION",

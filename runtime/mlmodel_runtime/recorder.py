@@ -13,17 +13,16 @@ import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry
-
-from .database import Database
-from .events import (
+from mlmodel_store.database import Database
+from mlmodel_store.events import (
     InstanceHeartbeat,
     InstanceRegistered,
     InstanceStopped,
     PredictionLogged,
     new_instance_id,
 )
-from .writer import AsyncWriter
+from mlmodel_store.writer import AsyncWriter
+from prometheus_client import CollectorRegistry
 
 if TYPE_CHECKING:
     from mlmodel_runtime.settings import RuntimeSettings

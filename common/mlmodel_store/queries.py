@@ -110,6 +110,12 @@ def get_deployments(session: Session, namespace: str, name: str) -> list[Deploym
     ]
 
 
+def live_deployments(session: Session) -> list[tuple[str, str, str]]:
+    """(namespace, name, uid) of every deployment not marked deleted."""
+    rows = session.fetch_all("SELECT namespace, name, uid FROM deployments WHERE deleted_at IS NULL")
+    return [(row["namespace"], row["name"], row["uid"]) for row in rows]
+
+
 def list_instances(session: Session, namespace: str, model: str) -> list[RuntimeInstance]:
     rows = session.fetch_all(
         """SELECT * FROM runtime_instances WHERE namespace = :namespace AND model = :model

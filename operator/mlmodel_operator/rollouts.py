@@ -1,4 +1,4 @@
-"""The operator's use of the store: deployment rows and rollout history from MLModel bodies.
+"""The store events an MLModel's reconcile outcomes imply: deployment rows and rollout history.
 
 ``model_spec`` and ``changed_by`` are pure readers of an MLModel body; ``OperatorRecorder``
 turns reconcile outcomes into queued write events, skipping exact repeats (timers reconcile
@@ -12,11 +12,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry
-from pydantic import SecretStr
-
-from .database import Database
-from .events import (
+from mlmodel_store.database import Database
+from mlmodel_store.events import (
     DeploymentDeleted,
     DeploymentObserved,
     DeploymentStatusChanged,
@@ -25,7 +22,9 @@ from .events import (
     RolloutReady,
     RolloutStarted,
 )
-from .writer import AsyncWriter
+from mlmodel_store.writer import AsyncWriter
+from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
 
 COMPONENT = "operator"
 

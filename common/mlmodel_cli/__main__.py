@@ -1,0 +1,5 @@
+import sys
+
+from mlmodel_cli import main
+
+sys.exit(main())
