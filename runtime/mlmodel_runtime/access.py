@@ -14,13 +14,19 @@ REQUEST_ID_HEADER = b"x-request-id"
 MAX_REQUEST_ID_LENGTH = 128
 
 
-def _request_id(headers: list[tuple[bytes, bytes]]) -> str:
+def accepted_request_id(offered: bytes | str | None) -> str:
+    """The client's request id (X-Request-ID, gRPC metadata x-request-id) when it is short ASCII,
+    else a new one."""
+    if offered and len(offered) <= MAX_REQUEST_ID_LENGTH and offered.isascii():
+        return offered.decode() if isinstance(offered, bytes) else offered
+    return os.urandom(16).hex()  # 32 hex digits like uuid4().hex, at a third of the cost
+
+
+def _offered_request_id(headers: list[tuple[bytes, bytes]]) -> bytes | None:
     for key, value in headers:
         if key == REQUEST_ID_HEADER:
-            if 0 < len(value) <= MAX_REQUEST_ID_LENGTH and value.isascii():
-                return value.decode()
-            break
-    return os.urandom(16).hex()  # 32 hex digits like uuid4().hex, at a third of the cost
+            return value
+    return None
 
 
 class ObservabilityMiddleware:
@@ -34,9 +40,9 @@ class ObservabilityMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter_ns()
-        request_id = _request_id(scope["headers"])
-        scope.setdefault("state", {})["request_id"] = request_id
-        encoded_id = request_id.encode()
+        accepted_id = accepted_request_id(_offered_request_id(scope["headers"]))
+        scope.setdefault("state", {})["request_id"] = accepted_id
+        encoded_id = accepted_id.encode()
         status = 500
 
         async def send_with_id(message: dict[str, Any]) -> None:
@@ -60,6 +66,6 @@ class ObservabilityMiddleware:
                     path=scope["path"],
                     status=status,
                     duration_ns=duration_ns,
-                    request_id=request_id,
+                    request_id=accepted_id,
                     client=client[0] if client else None,
                 )

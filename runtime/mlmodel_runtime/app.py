@@ -3,6 +3,7 @@ data plane. The only module that imports FastAPI; routes do HTTP and delegate ev
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,11 +21,17 @@ from starlette.responses import HTMLResponse, Response
 from mlmodel_runtime import __version__, schemas
 from mlmodel_runtime.access import ObservabilityMiddleware
 from mlmodel_runtime.auth import BearerTokens
-from mlmodel_runtime.dataplane import DataPlane, build_dataplane, reserved_bytes
+from mlmodel_runtime.dataplane import DataPlane, build_dataplane
 from mlmodel_runtime.errors import MLModelError, NotSupported
-from mlmodel_runtime.fastpath import INFERENCE_HEADER, PredictionEndpoints, binary_headers
-from mlmodel_runtime.fastpath import read_body as read_asgi_body
 from mlmodel_runtime.logs import AccessLog, base_fields
+from mlmodel_runtime.pipeline import (
+    V1_PREDICT,
+    V2_INFER,
+    Endpoint,
+    PredictionEndpoints,
+    PredictionPipeline,
+    error_body,
+)
 from mlmodel_runtime.settings import RuntimeSettings
 
 logger = logging.getLogger("mlmodel_runtime.app")
@@ -41,9 +48,24 @@ def json_response(
     )
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body within ``limit`` bytes (413 otherwise), as the fast path reads it."""
-    return await read_asgi_body(request.headers.get("content-length"), request.receive, limit)
+def error_response(
+    message: str, status_code: int, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(error_body(message), status_code=status_code, media_type=JSON, headers=headers)
+
+
+class PipelineResponse(Response):
+    """What a documented prediction route returns: the prediction pipeline reads the request's body
+    and writes the answer, exactly as when it takes the request ahead of the router."""
+
+    def __init__(
+        self, pipeline: PredictionPipeline, endpoint: Endpoint, name: str, version: str | None
+    ) -> None:
+        super().__init__()
+        self.serve = functools.partial(pipeline.serve, endpoint, name, version)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.serve(scope, receive, send)
 
 
 def _swagger_assets() -> Any:
@@ -71,7 +93,7 @@ def create_app(
         log_fields.setdefault(key, value)
     metrics = plane.metrics
     tokens = BearerTokens(settings.auth_token_file) if settings.auth_token_file else None
-    limit = settings.max_request_bytes
+    pipeline = PredictionPipeline(plane, tokens=tokens, limit=settings.max_request_bytes)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -91,15 +113,11 @@ def create_app(
         lifespan=lifespan,
     )
 
-    def authorize(request: Request) -> None:
-        if tokens is not None:
-            tokens.check(request.headers.get("authorization"))
-
     # --- errors -----------------------------------------------------------------------------
 
     async def on_mlmodel_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, MLModelError)
-        return json_response({"error": exc.message}, exc.status_code, exc.headers or None)
+        return error_response(exc.message, exc.status_code, exc.headers or None)
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
@@ -108,11 +126,11 @@ def create_app(
             message = f"no such endpoint: {request.method} {request.url.path}; see /docs"
         elif exc.status_code == 405:
             message = f"method {request.method} is not allowed on {request.url.path}; see /docs"
-        return json_response({"error": message}, exc.status_code, dict(exc.headers or {}) or None)
+        return error_response(message, exc.status_code, dict(exc.headers or {}) or None)
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         logger.error("unhandled error", exc_info=exc, extra={"url.path": request.url.path})
-        return json_response({"error": "internal server error; see the server logs"}, 500)
+        return error_response("internal server error; see the server logs", 500)
 
     app.add_exception_handler(MLModelError, on_mlmodel_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
@@ -228,27 +246,15 @@ def create_app(
         "openapi_extra": schemas.request_body(schemas.InferenceRequest),
     }
 
-    async def _infer_v2(request: Request, name: str, version: str | None) -> Response:
-        plane.check_model(name, version)
-        authorize(request)
-        with plane.admitted(reserved_bytes(request.headers.get("content-length"), limit)):
-            body = await read_body(request, limit)
-            result, json_length = await plane.infer_v2(
-                body,
-                header_length=request.headers.get(INFERENCE_HEADER),
-                request_id=request.state.request_id,
-            )
-        if json_length is None:
-            return Response(result, media_type=JSON)
-        return Response(result, headers={k.decode(): v.decode() for k, v in binary_headers(json_length)})
+    # The prediction routes document the endpoints and hand the rare request that reaches them
+    # (the pipeline usually takes it first, see PredictionEndpoints) to the same pipeline.
+    @app.post("/v2/models/{name}/infer", name=V2_INFER.route_name, **infer_docs)
+    async def infer(name: str) -> Response:
+        return PipelineResponse(pipeline, V2_INFER, name, None)
 
-    @app.post("/v2/models/{name}/infer", name="v2_infer", **infer_docs)
-    async def infer(name: str, request: Request) -> Response:
-        return await _infer_v2(request, name, None)
-
-    @app.post("/v2/models/{name}/versions/{version}/infer", name="v2_infer", **infer_docs)
-    async def infer_version(name: str, version: str, request: Request) -> Response:
-        return await _infer_v2(request, name, version)
+    @app.post("/v2/models/{name}/versions/{version}/infer", name=V2_INFER.route_name, **infer_docs)
+    async def infer_version(name: str, version: str) -> Response:
+        return PipelineResponse(pipeline, V2_INFER, name, version)
 
     @app.get(
         "/v1/models/{name}", name="v1_model", tags=["v1"], response_model=schemas.V1ModelStatus,
@@ -258,17 +264,12 @@ def create_app(
         return await _model_ready(name, None)
 
     @app.post(
-        "/v1/models/{name}:predict", name="v1_predict", tags=["v1"], response_model=schemas.V1Response,
-        responses=schemas.error_responses(400, 401, 404, 413, 503),
+        "/v1/models/{name}:predict", name=V1_PREDICT.route_name, tags=["v1"],
+        response_model=schemas.V1Response, responses=schemas.error_responses(400, 401, 404, 413, 503),
         openapi_extra=schemas.request_body(schemas.V1Request),
     )  # fmt: skip
-    async def v1_predict(name: str, request: Request) -> Response:
-        plane.check_model(name)
-        authorize(request)
-        with plane.admitted(reserved_bytes(request.headers.get("content-length"), limit)):
-            body = await read_body(request, limit)
-            result = await plane.infer_v1(body, request_id=request.state.request_id)
-        return Response(result, media_type=JSON)
+    async def v1_predict(name: str) -> Response:
+        return PipelineResponse(pipeline, V1_PREDICT, name, None)
 
     # --- metrics and docs -------------------------------------------------------------------
 
@@ -279,13 +280,16 @@ def create_app(
     app.mount(DOCS_STATIC, StaticFiles(directory=str(_swagger_assets())), name="docs_static")
 
     @app.get("/docs", name="docs", include_in_schema=False)
-    async def docs() -> HTMLResponse:
+    async def docs(request: Request) -> HTMLResponse:
+        # Behind a prefix (root_path) the browser must ask for the prefixed URLs.
+        prefix = request.scope.get("root_path", "").rstrip("/")
+        static = prefix + DOCS_STATIC
         return get_swagger_ui_html(
-            openapi_url=app.openapi_url or "/openapi.json",
+            openapi_url=prefix + (app.openapi_url or "/openapi.json"),
             title=f"{settings.model_name} - mlmodel runtime",
-            swagger_js_url=f"{DOCS_STATIC}/swagger-ui-bundle.js",
-            swagger_css_url=f"{DOCS_STATIC}/swagger-ui.css",
-            swagger_favicon_url=f"{DOCS_STATIC}/favicon-32x32.png",
+            swagger_js_url=f"{static}/swagger-ui-bundle.js",
+            swagger_css_url=f"{static}/swagger-ui.css",
+            swagger_favicon_url=f"{static}/favicon-32x32.png",
         )
 
     def openapi() -> dict[str, Any]:
@@ -308,10 +312,9 @@ def create_app(
     app.state.settings = settings
     app.state.tokens = tokens
     app.state.access_log = access_log
-    # Innermost first: the prediction endpoints answer ahead of FastAPI's router (the routes above
-    # document them and serve the rare request the fast path passes on, e.g. under a root_path);
+    # Innermost first: the prediction pipeline answers its endpoints ahead of FastAPI's router;
     # the observability middleware wraps everything.
     routes = {route.name: route for route in reversed(app.router.routes) if hasattr(route, "name")}
-    app.add_middleware(PredictionEndpoints, plane=plane, tokens=tokens, limit=limit, routes=routes)
+    app.add_middleware(PredictionEndpoints, pipeline=pipeline, routes=routes)
     app.add_middleware(ObservabilityMiddleware, metrics=metrics, access_log=access_log)
     return app

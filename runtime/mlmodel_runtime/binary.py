@@ -10,17 +10,9 @@ import struct
 
 import numpy as np
 
+from mlmodel_runtime.datatypes import RAW_DTYPES
 from mlmodel_runtime.errors import BadRequest
 
-# numpy dtypes of the fixed-size datatypes, little-endian as the protocol sends them.
-RAW_DTYPES: dict[str, np.dtype] = {
-    name: np.dtype(code)
-    for name, code in (
-        ("BOOL", "?"), ("UINT8", "u1"), ("UINT16", "<u2"), ("UINT32", "<u4"), ("UINT64", "<u8"),
-        ("INT8", "i1"), ("INT16", "<i2"), ("INT32", "<i4"), ("INT64", "<i8"),
-        ("FP16", "<f2"), ("FP32", "<f4"), ("FP64", "<f8"),
-    )
-}  # fmt: skip
 _LENGTH = struct.Struct("<I")
 
 

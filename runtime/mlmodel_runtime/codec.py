@@ -10,21 +10,21 @@ from typing import Any
 import numpy as np
 import orjson
 
+from mlmodel_runtime import datatypes
 from mlmodel_runtime.binary import BinaryChunks, decode_raw, encode_raw, split_body
 from mlmodel_runtime.errors import BadRequest
 from mlmodel_runtime.model import MATRIX_INPUT, Outputs, Rows, Signature, TensorSpec
 
-DATATYPES = (
-    "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
-    "FP16", "FP32", "FP64", "BYTES",
-)  # fmt: skip
-NUMERIC_DATATYPES = frozenset(DATATYPES) - {"BYTES"}
+_DATATYPE_CHOICES = ", ".join(datatypes.NAMES)
 _DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 _MAX_NAMES_SHOWN = 20
 
 
 @dataclass(frozen=True)
-class InferenceRequest:
+class DecodedRequest:
+    """A prediction request of any protocol, decoded and checked against the model's signature (the
+    wire format itself is ``schemas.InferenceRequest``, for the OpenAPI document)."""
+
     rows: Rows
     n_rows: int
     id: str | None = None
@@ -88,10 +88,8 @@ class Tensor:
 def checked_tensor(name: str, datatype: str, shape: Any) -> tuple[str, list[int]]:
     """The datatype and shape of input ``name``, refused with a 400 unless the protocol allows them."""
     where = f'input "{name}"'
-    if datatype not in NUMERIC_DATATYPES and datatype != "BYTES":
-        raise BadRequest(
-            f'{where}: unknown datatype "{datatype}"; use one of {", ".join(DATATYPES)}'
-        )
+    if datatype not in datatypes.DATATYPES:
+        raise BadRequest(f'{where}: unknown datatype "{datatype}"; use one of {_DATATYPE_CHOICES}')
     if (
         not isinstance(shape, list)
         or not shape
@@ -113,7 +111,7 @@ def _tensor(index: int, raw: Any, chunks: BinaryChunks | None) -> Tensor:
     where = f'input "{name}"'
     datatype = raw.get("datatype")
     if not isinstance(datatype, str):
-        raise BadRequest(f"{where}: datatype is missing; use one of {', '.join(DATATYPES)}")
+        raise BadRequest(f"{where}: datatype is missing; use one of {_DATATYPE_CHOICES}")
     datatype, shape = checked_tensor(name, datatype, raw.get("shape"))
     parameters = raw.get("parameters")
     size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
@@ -173,7 +171,7 @@ def _strings(tensor: Tensor) -> list[str]:
 
 
 def _numbers(tensor: Tensor) -> np.ndarray:
-    if tensor.datatype not in NUMERIC_DATATYPES:
+    if tensor.datatype not in datatypes.NUMERIC:
         raise BadRequest(
             f'input "{tensor.name}" has datatype {tensor.datatype} but this model takes numbers: '
             "send datatype FP64 (or another numeric type) with numeric data"
@@ -268,7 +266,7 @@ def _tabular_rows(tensors: list[Tensor], signature: Signature) -> tuple[np.ndarr
 
 def decode_v2(
     body: bytes, signature: Signature, header_length: str | None = None
-) -> InferenceRequest:
+) -> DecodedRequest:
     """A V2 request: a JSON body, or with ``header_length`` (the Inference-Header-Content-Length
     header) a JSON header followed by the raw tensors of the binary tensor extension."""
     chunks = None
@@ -309,7 +307,7 @@ def request_from_tensors(
     parameters: dict[str, Any] | None = None,
     outputs: tuple[str, ...] = (),
     binary_outputs: frozenset[str] = frozenset(),
-) -> InferenceRequest:
+) -> DecodedRequest:
     """The model's rows from decoded input tensors, checked against its signature."""
     rows: Rows
     if signature.takes_text:
@@ -318,7 +316,7 @@ def request_from_tensors(
         rows, n_rows = _tabular_rows(tensors, signature)
     if n_rows == 0:
         raise BadRequest("the request holds no rows: send at least one")
-    return InferenceRequest(
+    return DecodedRequest(
         rows=rows,
         n_rows=n_rows,
         id=id,
@@ -368,7 +366,7 @@ def check_output_names(names: list[str], signature: Signature) -> tuple[str, ...
 
 
 def selected_outputs(
-    request: InferenceRequest, outputs: Outputs, signature: Signature
+    request: DecodedRequest, outputs: Outputs, signature: Signature
 ) -> list[tuple[TensorSpec, np.ndarray]]:
     """The outputs the request asked for (all when it named none), in the model's order."""
     wanted = request.outputs or signature.output_names
@@ -379,7 +377,7 @@ def encode_v2(
     *,
     model_name: str,
     model_version: str,
-    request: InferenceRequest,
+    request: DecodedRequest,
     outputs: Outputs,
     signature: Signature,
 ) -> tuple[bytes, int | None]:
@@ -419,18 +417,18 @@ def encode_v2(
 # --- V1 -------------------------------------------------------------------------------------
 
 
-def decode_v1(body: bytes, signature: Signature) -> InferenceRequest:
+def decode_v1(body: bytes, signature: Signature) -> DecodedRequest:
     document = parse_json_object(body)
     instances = document.get("instances")
     if not isinstance(instances, list) or not instances:
         raise BadRequest('request must be {"instances": [...]} with at least one instance')
     if signature.takes_text:
         texts = [_v1_text(index, item) for index, item in enumerate(instances)]
-        return InferenceRequest(rows=texts, n_rows=len(texts))
+        return DecodedRequest(rows=texts, n_rows=len(texts))
     matrix = np.empty((len(instances), signature.n_features), dtype=np.float64)
     for index, item in enumerate(instances):
         matrix[index] = _v1_row(index, item, signature)
-    return InferenceRequest(rows=matrix, n_rows=len(instances))
+    return DecodedRequest(rows=matrix, n_rows=len(instances))
 
 
 def _v1_text(index: int, item: Any) -> str:

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from mlmodel_runtime import __version__, codec
-from mlmodel_runtime.artifact import ArtifactError
+from mlmodel_runtime.artifacts import ArtifactError
 from mlmodel_runtime.batching import Batcher
 from mlmodel_runtime.errors import (
     BadRequest,
@@ -59,7 +59,7 @@ Encoded = TypeVar("Encoded")
 
 
 def _default_fetcher() -> Fetcher:
-    from mlmodel_runtime.artifact import fetch_artifact_with_retry
+    from mlmodel_runtime.artifacts import fetch_artifact_with_retry
 
     return fetch_artifact_with_retry
 
@@ -373,8 +373,8 @@ class DataPlane:
 
     async def infer(
         self,
-        decode: Callable[[Signature], codec.InferenceRequest],
-        encode: Callable[[codec.InferenceRequest, Outputs, Signature], Encoded],
+        decode: Callable[[Signature], codec.DecodedRequest],
+        encode: Callable[[codec.DecodedRequest, Outputs, Signature], Encoded],
         request_id: str | None,
     ) -> Encoded:
         """The one inference pipeline of every protocol: decode against the signature, check the
@@ -403,7 +403,7 @@ class DataPlane:
         return result
 
     async def _infer(
-        self, request: codec.InferenceRequest, request_id: str | None
+        self, request: codec.DecodedRequest, request_id: str | None
     ) -> tuple[Outputs, int]:
         assert self._batcher is not None
         started = time.perf_counter()
@@ -424,7 +424,7 @@ class DataPlane:
 
     def _record(
         self,
-        request: codec.InferenceRequest,
+        request: codec.DecodedRequest,
         outputs: Outputs,
         request_id: str | None,
         seconds: float,

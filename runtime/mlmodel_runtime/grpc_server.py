@@ -5,7 +5,6 @@ limits, statistics), bearer tokens, metrics and access log as the HTTP routes.""
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -16,10 +15,11 @@ from google.protobuf.message import DecodeError
 from grpc import aio
 
 from mlmodel_runtime import codec
-from mlmodel_runtime.access import MAX_REQUEST_ID_LENGTH
+from mlmodel_runtime.access import accepted_request_id
 from mlmodel_runtime.auth import BearerTokens
 from mlmodel_runtime.binary import decode_raw, encode_raw
 from mlmodel_runtime.dataplane import DataPlane
+from mlmodel_runtime.datatypes import CONTENTS_FIELDS
 from mlmodel_runtime.errors import BadRequest, MLModelError
 from mlmodel_runtime.logs import AccessLog
 from mlmodel_runtime.model import Outputs, Signature
@@ -42,25 +42,13 @@ STATUS_CODES = {
     503: grpc.StatusCode.UNAVAILABLE,
 }
 
-# The InferTensorContents field that carries each datatype's typed values (FP16 has none).
-CONTENTS_FIELDS = {
-    "BOOL": "bool_contents",
-    "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
-    "INT64": "int64_contents",
-    "UINT8": "uint_contents", "UINT16": "uint_contents", "UINT32": "uint_contents",
-    "UINT64": "uint64_contents",
-    "FP32": "fp32_contents",
-    "FP64": "fp64_contents",
-    "BYTES": "bytes_contents",
-}  # fmt: skip
-
 Handler = Callable[[Any, dict[str, str], str], Awaitable[bytes]]
 
 
 # --- messages <-> the data plane's requests ------------------------------------------------------
 
 
-def decode_infer_request(message: pb.ModelInferRequest, signature: Signature) -> codec.InferenceRequest:
+def decode_infer_request(message: pb.ModelInferRequest, signature: Signature) -> codec.DecodedRequest:
     """The model's rows from a ModelInferRequest with typed contents or raw_input_contents."""
     raw = message.raw_input_contents
     if raw and len(raw) != len(message.inputs):
@@ -111,7 +99,7 @@ def encode_infer_response(
     *,
     model_name: str,
     model_version: str,
-    request: codec.InferenceRequest,
+    request: codec.DecodedRequest,
     outputs: Outputs,
     signature: Signature,
     raw: bool,
@@ -178,7 +166,7 @@ class InferenceService:
         async def call(request: Any, context: aio.ServicerContext) -> bytes:
             started = time.perf_counter_ns()
             metadata = {item[0]: item[1] for item in context.invocation_metadata() or ()}
-            request_id = _request_id(metadata.get("x-request-id"))
+            request_id = accepted_request_id(metadata.get("x-request-id"))
             status = 500
             try:
                 result = await handler(request, metadata, request_id)
@@ -260,12 +248,6 @@ class InferenceService:
                 ),
                 request_id,
             )
-
-
-def _request_id(offered: str | None) -> str:
-    if offered and len(offered) <= MAX_REQUEST_ID_LENGTH and offered.isascii():
-        return offered
-    return os.urandom(16).hex()
 
 
 def _peer_address(peer: str | None) -> str | None:

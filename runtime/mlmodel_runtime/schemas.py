@@ -8,10 +8,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 from pydantic.json_schema import models_json_schema
 
-Datatype = Literal[
-    "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
-    "FP16", "FP32", "FP64", "BYTES",
-]  # fmt: skip
+from mlmodel_runtime import datatypes
+
+# The protocol's datatype names, an enum in the OpenAPI document.
+Datatype = Literal[datatypes.NAMES]  # type: ignore[valid-type]
 
 
 class RequestInput(BaseModel):

@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from types import FrameType
@@ -17,7 +18,7 @@ import uvicorn
 
 from mlmodel_runtime.app import create_app
 from mlmodel_runtime.dataplane import DataPlane, build_dataplane
-from mlmodel_runtime.logs import base_fields, configure_logging
+from mlmodel_runtime.logs import base_fields, configure_logging, terminal_log_format
 from mlmodel_runtime.settings import RuntimeSettings
 
 logger = logging.getLogger("mlmodel_runtime.server")
@@ -178,9 +179,18 @@ def _bind_reuseport(host: str, port: int) -> socket.socket:
     return sock
 
 
+def with_log_format(settings: RuntimeSettings) -> RuntimeSettings:
+    """``settings`` with the log format decided: as configured (--log-format, MLMODEL_LOG_FORMAT),
+    else text on a terminal and JSON lines anywhere else."""
+    if "log_format" in settings.model_fields_set:
+        return settings
+    return settings.model_copy(update={"log_format": terminal_log_format(sys.stdout)})
+
+
 def serve(settings: RuntimeSettings) -> int:
     """Serve with ``settings.workers`` processes; with more than one, a small supervisor owns the
     socket, restarts workers that die, and passes SIGTERM on for each worker to drain."""
+    settings = with_log_format(settings)
     if settings.workers <= 1:
         return serve_one(settings)
     configure_logging(

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import runtime_models
 from conftest import Models, running_app, settings_for
-from mlmodel_runtime.artifact import fetch_artifact_with_retry
+from mlmodel_runtime.artifacts import fetch_artifact_with_retry
 from mlmodel_runtime.dataplane import DataPlane
 
 TEXT_REQUEST = {

@@ -21,7 +21,7 @@ from conftest_artifact import (
     make_settings,
     running_artifact_server,
 )
-from mlmodel_runtime.artifact import ArtifactError, fetch_artifact
+from mlmodel_runtime.artifacts import ArtifactError, fetch_artifact
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from conftest_artifact import (
     cache_listing,
     make_settings,
 )
-from mlmodel_runtime.artifact import ArtifactError, fetch_artifact
+from mlmodel_runtime.artifacts import ArtifactError, fetch_artifact
 
 
 @pytest.fixture

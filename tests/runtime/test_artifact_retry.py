@@ -16,7 +16,8 @@ from conftest_artifact import (
     make_settings,
     running_artifact_server,
 )
-from mlmodel_runtime.artifact import ArtifactError, backoff_delay, fetch_artifact_with_retry
+from mlmodel_runtime.artifacts import ArtifactError, fetch_artifact_with_retry
+from mlmodel_runtime.artifacts.fetch import backoff_delay
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from conftest_artifact import (
     free_port,
     make_settings,
 )
-from mlmodel_runtime.artifact import ArtifactError, fetch_artifact, fetch_artifact_with_retry
+from mlmodel_runtime.artifacts import ArtifactError, fetch_artifact, fetch_artifact_with_retry
 from moto.server import ThreadedMotoServer
 
 _bucket_numbers = itertools.count()

@@ -1,6 +1,6 @@
 """Artifact pull: one module per URI scheme, the cache sink, and the fetch/retry entry points.
 
-Import the public API from ``mlmodel_runtime.artifact`` (or from here).
+Import the public API from here.
 """
 
 from mlmodel_runtime.artifacts.errors import ArtifactError

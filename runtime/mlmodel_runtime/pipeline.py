@@ -1,12 +1,14 @@
-"""The prediction endpoints served straight from ASGI, ahead of FastAPI's router: same paths, errors
-and body limit as the documented routes in app.py, without the per-request routing, dependency
-solving and Request objects that cost more than the rest of a small prediction together."""
+"""The one prediction pipeline of the HTTP API: find the model, authorise, admit (or shed), read the
+body, infer, render errors. Served straight from ASGI ahead of FastAPI's router, without the
+per-request routing, dependency solving and Request objects that cost more than the rest of a small
+prediction; the documented FastAPI routes (app.py) hand the requests they get to it as well."""
 
 from __future__ import annotations
 
 import logging
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -18,13 +20,31 @@ from mlmodel_runtime.errors import BadRequest, MLModelError, PayloadTooLarge
 logger = logging.getLogger("mlmodel_runtime.app")
 
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
 
-# The same paths as the FastAPI routes ({name} matches one path segment, as in Starlette).
-V2_INFER = re.compile(r"/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer")
-V1_PREDICT = re.compile(r"/v1/models/(?P<name>[^/]+):predict")
-_JSON_HEADERS = [(b"content-type", b"application/json")]
+JSON_HEADERS: Headers = [(b"content-type", b"application/json")]
 INFERENCE_HEADER = "inference-header-content-length"
 _TOO_LARGE_ADVICE = "send fewer rows per request, or raise the limit (MLMODEL_MAX_REQUEST_BYTES)"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A prediction endpoint: the name of the FastAPI route documenting it (the ``endpoint`` label
+    of the metrics) and its path ({name} matches one path segment, as in Starlette)."""
+
+    route_name: str
+    path: re.Pattern[str]
+    v2: bool
+
+
+V2_INFER = Endpoint(
+    "v2_infer",
+    re.compile(r"/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer"),
+    v2=True,
+)
+V1_PREDICT = Endpoint("v1_predict", re.compile(r"/v1/models/(?P<name>[^/]+):predict"), v2=False)
+ENDPOINTS = (V2_INFER, V1_PREDICT)
 
 
 class ClientGone(Exception):
@@ -67,10 +87,17 @@ async def read_body(content_length: str | None, receive: Receive, limit: int) ->
 
 
 def error_body(message: str) -> bytes:
+    """The body of every error response: ``{"error": "..."}``."""
     return orjson.dumps({"error": message})
 
 
-def binary_headers(json_length: int) -> list[tuple[bytes, bytes]]:
+def error_headers(exc: MLModelError) -> Headers:
+    return JSON_HEADERS + [
+        (key.lower().encode(), value.encode()) for key, value in exc.headers.items()
+    ]
+
+
+def binary_headers(json_length: int) -> Headers:
     """Headers of a response in the binary tensor extension's framing: a JSON header of
     ``json_length`` bytes, then the raw output tensors."""
     return [
@@ -79,68 +106,45 @@ def binary_headers(json_length: int) -> list[tuple[bytes, bytes]]:
     ]
 
 
-class PredictionEndpoints:
-    """ASGI middleware answering POST on the V2 infer and V1 predict paths itself and passing every
-    other request on to ``app``. ``routes`` maps the route names (v2_infer, v1_predict) to the
-    documented routes, which are put in the scope for the access log and the metrics."""
+class PredictionPipeline:
+    """Serves one prediction request on ASGI ``receive``/``send``, whoever routed it."""
 
-    def __init__(
-        self,
-        app: Any,
-        *,
-        plane: DataPlane,
-        tokens: BearerTokens | None,
-        limit: int,
-        routes: dict[str, Any],
-    ) -> None:
-        self.app = app
+    def __init__(self, plane: DataPlane, *, tokens: BearerTokens | None, limit: int) -> None:
         self.plane = plane
         self.tokens = tokens
         self.limit = limit
-        self.v2_route = routes["v2_infer"]
-        self.v1_route = routes["v1_predict"]
 
-    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        path = scope["path"]
-        root_path = scope.get("root_path", "")
-        if root_path and path.startswith(root_path):
-            path = path[len(root_path) :]
-        match = V2_INFER.fullmatch(path)
-        v2 = match is not None
-        if match is None:
-            match = V1_PREDICT.fullmatch(path)
-            if match is None:
-                await self.app(scope, receive, send)
-                return
-        scope["route"] = self.v2_route if v2 else self.v1_route
-        state = scope.get("state") or {}
-        headers: list[tuple[bytes, bytes]] = _JSON_HEADERS
+    async def serve(
+        self,
+        endpoint: Endpoint,
+        name: str,
+        version: str | None,
+        scope: MutableMapping[str, Any],
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        plane = self.plane
+        headers = JSON_HEADERS
         try:
             content_length, authorization, header_length = _header_values(scope["headers"])
-            self.plane.check_model(match["name"], match["version"] if v2 else None)
+            plane.check_model(name, version)
             if self.tokens is not None:
                 self.tokens.check(authorization)
             # Admitted (or shed) before the body is read: bounded memory under a flood.
-            with self.plane.admitted(reserved_bytes(content_length, self.limit)):
+            with plane.admitted(reserved_bytes(content_length, self.limit)):
                 body = await read_body(content_length, receive, self.limit)
-                request_id = state.get("request_id")
-                if v2:
-                    payload, json_length = await self.plane.infer_v2(
+                request_id = (scope.get("state") or {}).get("request_id")
+                if endpoint.v2:
+                    payload, json_length = await plane.infer_v2(
                         body, header_length=header_length, request_id=request_id
                     )
                     if json_length is not None:
                         headers = binary_headers(json_length)
                 else:
-                    payload = await self.plane.infer_v1(body, request_id=request_id)
+                    payload = await plane.infer_v1(body, request_id=request_id)
             status = 200
         except MLModelError as exc:
-            status, payload = exc.status_code, error_body(exc.message)
-            headers = _JSON_HEADERS + [
-                (key.lower().encode(), value.encode()) for key, value in exc.headers.items()
-            ]
+            status, payload, headers = exc.status_code, error_body(exc.message), error_headers(exc)
         except ClientGone:
             return  # nobody to answer
         except Exception as exc:
@@ -151,9 +155,35 @@ class PredictionEndpoints:
         await send({"type": "http.response.body", "body": payload})
 
 
-def _header_values(
-    headers: list[tuple[bytes, bytes]],
-) -> tuple[str | None, str | None, str | None]:
+class PredictionEndpoints:
+    """ASGI middleware: POSTs to a prediction endpoint go straight to the pipeline; every other
+    request goes on to ``app``. ``routes`` maps route names to the documented routes, put in the
+    scope for the access log and the metrics as the router would."""
+
+    def __init__(self, app: Any, *, pipeline: PredictionPipeline, routes: dict[str, Any]) -> None:
+        self.app = app
+        self.pipeline = pipeline
+        self.routes = {endpoint: routes[endpoint.route_name] for endpoint in ENDPOINTS}
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path = scope["path"]
+            root_path = scope.get("root_path", "")
+            if root_path and path.startswith(root_path):
+                path = path[len(root_path) :]
+            for endpoint, route in self.routes.items():
+                match = endpoint.path.fullmatch(path)
+                if match is not None:
+                    scope["route"] = route
+                    await self.pipeline.serve(
+                        endpoint, match["name"], match["version"] if endpoint.v2 else None,
+                        scope, receive, send,
+                    )  # fmt: skip
+                    return
+        await self.app(scope, receive, send)
+
+
+def _header_values(headers: Headers) -> tuple[str | None, str | None, str | None]:
     """Content-Length, Authorization and Inference-Header-Content-Length, decoded as Starlette
     does (latin-1)."""
     content_length = authorization = header_length = None
