@@ -3,7 +3,7 @@
 # only the first build on a machine pays. Prints the cache's bin directory on stdout.
 #   build.sh                 etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok
 #   build.sh kubelet ...     also (or only) the named binaries (kubelet, kube-proxy, containerd,
-#                            containerd-shim-runc-v2, ctr, pause for the real node)
+#                            containerd-shim-runc-v2, ctr, pause, metrics-server for the real node)
 # The binaries are never committed; the wrapper modules under modules/ are.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -41,12 +41,16 @@ build() { # name module-dir package ldflags [output-dir]
   echo "built $name in $((SECONDS - started)) s" >&2
 }
 
-# containerd has its own version, so its own cache directory, linked into bin.
-containerd_bin="$cache/containerd-$CONTAINERD_VERSION/bin"
+# containerd and metrics-server have versions of their own, so cache directories of their own,
+# linked into bin.
+build_versioned() { # name version module-dir package ldflags
+  local out="$cache/$3-$2/bin"
+  build "$1" "$3" "$4" "$5" "$out"
+  ln -sfn "$out/$1" "$bin/$1"
+}
 build_containerd() { # name
-  build "$1" containerd "github.com/containerd/containerd/v2/cmd/$1" \
-    "-X github.com/containerd/containerd/v2/version.Version=${CONTAINERD_VERSION#v}" "$containerd_bin"
-  ln -sfn "$containerd_bin/$1" "$bin/$1"
+  build_versioned "$1" "$CONTAINERD_VERSION" containerd "github.com/containerd/containerd/v2/cmd/$1" \
+    "-X github.com/containerd/containerd/v2/version.Version=${CONTAINERD_VERSION#v}"
 }
 
 for name in "${wanted[@]}"; do
@@ -57,6 +61,8 @@ for name in "${wanted[@]}"; do
       build "$name" kubernetes "k8s.io/kubernetes/cmd/$name" "$stamp" ;;
     containerd | containerd-shim-runc-v2 | ctr) build_containerd "$name" ;;
     pause) build pause pause . "" ;;
+    metrics-server) build_versioned metrics-server "$METRICS_SERVER_VERSION" metrics-server \
+      sigs.k8s.io/metrics-server/cmd/metrics-server "-X k8s.io/client-go/pkg/version.gitVersion=$METRICS_SERVER_VERSION" ;;
     *) echo "build.sh: unknown binary $name" >&2; exit 2 ;;
   esac
 done
