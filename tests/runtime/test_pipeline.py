@@ -4,13 +4,17 @@ as set by `uvicorn --root-path` or a proxy) serves predictions and its docs unde
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import Models, running_app, settings_for
+from conftest import HERE, Models, free_port, running_app, settings_for
 from fastapi.routing import APIRoute
 from mlmodel_runtime.pipeline import PredictionEndpoints
 
@@ -154,3 +158,53 @@ async def test_a_deployment_behind_a_prefix(models: Models, tmp_path: Path) -> N
                 'mlmodel_requests_total{code="200",endpoint="v1_predict",model="sentiment"} 1.0'
                 in metrics
             )
+
+
+def test_uvicorn_root_path_behind_a_prefix_stripping_proxy(models: Models, tmp_path: Path) -> None:
+    """A real uvicorn started with --root-path, asked as a proxy that strips the prefix asks it."""
+    port = free_port()
+    environment = {
+        key: value for key, value in os.environ.items() if not key.startswith("MLMODEL_")
+    }
+    environment.update(
+        PYTHONPATH=os.pathsep.join([str(HERE), environment.get("PYTHONPATH", "")]),
+        MLMODEL_MODEL_NAME="sentiment",
+        MLMODEL_MODEL_URI=str(models.text.path),
+        MLMODEL_MODEL_SHA256=models.text.sha256,
+        MLMODEL_CACHE_DIR=str(tmp_path / "cache"),
+    )
+    command = [
+        sys.executable, "-m", "uvicorn", "--factory", "runtime_asgi:app", "--root-path", PREFIX,
+        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+    ]  # fmt: skip
+    log = tmp_path / "uvicorn.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            command, env=environment, stdout=output, stderr=subprocess.STDOUT
+        )
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            deadline = time.monotonic() + 60
+            while True:
+                assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+                try:
+                    if client.get("/v2/health/ready").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.1)
+            v2 = client.post("/v2/models/sentiment/infer", json=TEXT_REQUEST)
+            assert v2.status_code == 200, v2.text
+            assert v2.json()["outputs"][0]["data"] == ["positive"]
+            v1 = client.post("/v1/models/sentiment:predict", json={"instances": ["awful"]})
+            assert v1.json() == {"predictions": ["negative"]}
+            page = client.get("/docs")
+            assets = re.findall(r"""(?:src|href)=["']([^"']+)["']""", page.text)
+            assert assets and all(asset.startswith(f"{PREFIX}/docs/static/") for asset in assets)
+            # The proxy strips the prefix from what the browser asks for.
+            for asset in assets:
+                assert client.get(asset.removeprefix(PREFIX)).status_code == 200, asset
+            assert client.get("/openapi.json").json()["servers"] == [{"url": PREFIX}]
+    finally:
+        process.terminate()
+        process.wait(20)
