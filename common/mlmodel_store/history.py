@@ -9,13 +9,14 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
+from mlmodel_spec.runtime_settings import ENV_PREFIX
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .changes import describe_changes
 from .database import Database
 from .queries import Rollout, rollout_history
-from .urls import ENV_PREFIX, default_cache_dir
+from .urls import default_cache_dir
 
 COLUMNS = (
     "GENERATION",

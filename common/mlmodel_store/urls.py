@@ -10,8 +10,6 @@ from pydantic import SecretStr
 
 SQLITE_FILE_NAME = "metadata.sqlite3"
 REDACTED = "***"
-# The runtime's variables; `mlmodel history` reads the same MLMODEL_DATABASE_URL and MLMODEL_CACHE_DIR.
-ENV_PREFIX = "MLMODEL_"
 
 
 def default_cache_dir() -> Path:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import kopf
+from mlmodel_spec.resource import API_GROUP, API_VERSION, KIND, PLURAL
 
 from mlmodel_operator import metrics
 from mlmodel_operator.builders import InvalidSpec
@@ -24,7 +25,6 @@ from mlmodel_operator.reconcile import (
     sync_status,
 )
 from mlmodel_operator.resync import resync_forever
-from mlmodel_operator.spec import API_GROUP, API_VERSION, KIND, PLURAL
 
 MLMODELS = (API_GROUP, API_VERSION.split("/")[1], PLURAL)
 DEPLOYMENTS = ("apps", "v1", "deployments")

@@ -17,7 +17,6 @@ from mlmodel_operator.builders import (
     InvalidSpec,
     build_children,
     child_names,
-    spec_refusal,
 )
 from mlmodel_operator.children import Children
 from mlmodel_operator.conditions import DEGRADED, READY, get_condition
@@ -38,7 +37,7 @@ from mlmodel_operator.metadata import Metadata
 from mlmodel_operator.mlmodels import MLModels
 from mlmodel_operator.peering import Peering
 from mlmodel_operator.settings import OperatorSettings
-from mlmodel_operator.status import compute_status, invalid_spec_status
+from mlmodel_operator.status import compute_status
 
 # Status writes race with other writers (kopf's annotations, the Deployment watcher): re-read
 # and recompute this many times before leaving it to kopf's retry.
@@ -213,18 +212,15 @@ async def sync_status(
             else:
                 deployment = await ctx.kube.get(DEPLOYMENT, namespace, name)
         assert ctx.diagnosis is not None
-        refusal = spec_refusal(mlmodel, ctx.settings)
-        if refusal is not None:
-            status = invalid_spec_status(mlmodel, refusal, now=ctx.now())
-        else:
-            status = compute_status(
-                mlmodel,
-                deployment,
-                servicemonitor_supported=await ctx.servicemonitor_supported(),
-                now=ctx.now(),
-                artifact_problem=await ctx.diagnosis.problem(ctx.kube, mlmodel, deployment),
-                conflict=ctx.conflicts.get(mlmodel["metadata"]["uid"]),
-            )
+        # An invalid spec (the spec model's refusal) gives the Degraded/InvalidSpec status here.
+        status = compute_status(
+            mlmodel,
+            deployment,
+            servicemonitor_supported=await ctx.servicemonitor_supported(),
+            now=ctx.now(),
+            artifact_problem=await ctx.diagnosis.problem(ctx.kube, mlmodel, deployment),
+            conflict=ctx.conflicts.get(mlmodel["metadata"]["uid"]),
+        )
         previous = mlmodel.get("status") or {}
         if status == previous:
             ctx.metadata.status(mlmodel, status)

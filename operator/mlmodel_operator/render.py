@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import TextIO
 
 import yaml
+from mlmodel_spec.resource import KIND, InvalidSpec
 
 from mlmodel_operator.builders import build_children
 from mlmodel_operator.settings import OperatorSettings
-from mlmodel_operator.spec import KIND, InvalidSpec
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from mlmodel_spec.resource import InvalidSpec, parse_spec
 from mlmodel_store.database import Database
 from mlmodel_store.events import (
     DeploymentDeleted,
@@ -29,22 +30,25 @@ from pydantic import SecretStr
 COMPONENT = "operator"
 
 
-def model_spec(body: Mapping[str, Any], *, default_image: str) -> ModelSpec:
-    """The tracked fields of an MLModel; autoscaled models record their minimum replicas."""
-    spec = body.get("spec") or {}
-    model = spec.get("model") or {}
-    runtime = spec.get("runtime") or {}
-    autoscaling = spec.get("autoscaling")
-    if autoscaling:
-        replicas = autoscaling.get("minReplicas", 1)
+def model_spec(body: Mapping[str, Any], *, default_image: str) -> ModelSpec | None:
+    """The tracked fields of an MLModel; autoscaled models record their minimum replicas.
+
+    Read as written, without the rules about serving it in a cluster: the rollout of a spec the
+    operator refuses is recorded too, and fails. None for what the CRD's schema itself refuses.
+    """
+    try:
+        spec = parse_spec(dict(body), in_cluster=False)
+    except InvalidSpec:
+        return None
+    if spec.autoscaling is not None:
+        replicas = spec.autoscaling.min_replicas
     else:
-        replicas = spec.get("replicas", 1)
-    sha256 = model.get("sha256")
+        replicas = 1 if spec.replicas is None else spec.replicas
     return ModelSpec(
-        model_uri=model.get("uri", ""),
-        sha256=sha256.lower() if sha256 else None,
-        format=model.get("format", "sklearn"),
-        runtime_image=runtime.get("image") or default_image,
+        model_uri=spec.model.uri,
+        sha256=spec.model.sha256.lower() if spec.model.sha256 else None,
+        format=spec.model.format,
+        runtime_image=spec.runtime.image or default_image,
         desired_replicas=replicas,
     )
 
@@ -112,7 +116,7 @@ class OperatorRecorder:
         namespace, name, uid = identity(body)
         spec = model_spec(body, default_image=self.default_image)
         gen = generation(body)
-        if not self._changed((namespace, name, uid, "observed"), (gen, spec)):
+        if spec is None or not self._changed((namespace, name, uid, "observed"), (gen, spec)):
             return
         self.writer.submit(
             RolloutStarted(namespace, name, uid, gen, spec, changed_by=changed_by(body))

@@ -8,13 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from mlmodel_spec.resource import DURATION_PATTERN, QUANTITY_PATTERN
 from mlmodel_store.urls import default_cache_dir, url_scheme
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "MLMODEL_OPERATOR_"
-
-QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"
 
 
 class OperatorSettings(BaseSettings):
@@ -170,7 +169,7 @@ class OperatorSettings(BaseSettings):
     )
     servicemonitor_interval: str = Field(
         "30s",
-        pattern=r"^(0|(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$",
+        pattern=DURATION_PATTERN,
         min_length=1,
         description="Scrape interval of a ServiceMonitor whose MLModel sets no spec.monitoring.interval.",
     )

@@ -6,15 +6,17 @@ why not when something is wrong; Progressing says a rollout is under way.
 
 from __future__ import annotations
 
+from mlmodel_spec.resource import InvalidSpec, MLModelSpec, parse_spec
+
 from mlmodel_operator.builders.common import (
     ROLLOUT_HASH_ANNOTATION,
     name_of,
+    rollout_hash,
     selector_string,
     service_url,
 )
 from mlmodel_operator.builders.monitoring import SERVICEMONITOR_CRD
 from mlmodel_operator.conditions import DEGRADED, PROGRESSING, READY, get_condition, set_condition
-from mlmodel_operator.spec import InvalidSpec, MLModelSpec, parse_spec, rollout_hash
 
 # Deployment Progressing reasons that mean "a rollout is moving" (k8s.io/kubernetes deployment util).
 _MOVING_REASONS = {"NewReplicaSetCreated", "FoundNewReplicaSet", "ReplicaSetUpdated"}

@@ -1,5 +1,6 @@
 """Read an MLModel YAML file (the same one applied to a cluster) into runtime settings, for
-`mlmodel serve FILE.yaml`. A relative artifact path resolves against the YAML file's folder."""
+`mlmodel serve FILE.yaml`, through the one spec model (mlmodel_spec). A relative artifact path
+resolves against the YAML file's folder."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import yaml
+from mlmodel_spec.resource import KIND, InvalidSpec, parse_spec
+from mlmodel_spec.runtime_settings import spec_settings
 
 from mlmodel_runtime.settings import RuntimeSettings
-
-KIND = "MLModel"
 
 
 class ManifestError(ValueError):
@@ -52,49 +53,17 @@ def resolve_uri(uri: str, base_dir: Path) -> str:
     return str(candidate if candidate.is_absolute() else (base_dir / candidate).resolve())
 
 
-def _mapping(value: Any, where: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ManifestError(f"{where} must be a mapping")
-    return value
-
-
 def settings_values(mlmodel: dict[str, Any], base_dir: Path) -> dict[str, Any]:
     """RuntimeSettings keyword arguments taken from an MLModel (only the fields it sets)."""
-    metadata = _mapping(mlmodel.get("metadata"), "metadata")
-    spec = _mapping(mlmodel.get("spec"), "spec")
-    model = _mapping(spec.get("model"), "spec.model")
-    name = metadata.get("name")
-    if not isinstance(name, str) or not name:
-        raise ManifestError("metadata.name is required: it names the model (/v2/models/{name})")
-    uri = model.get("uri")
-    if not isinstance(uri, str) or not uri:
-        raise ManifestError("spec.model.uri is required: where the model artifact is")
-    values: dict[str, Any] = {"model_name": name, "model_uri": resolve_uri(uri, base_dir)}
+    try:
+        spec = parse_spec(mlmodel, in_cluster=False)
+    except InvalidSpec as error:
+        raise ManifestError(str(error)) from None
+    metadata = mlmodel["metadata"]
+    values: dict[str, Any] = {"model_name": metadata["name"], **spec_settings(spec, explicit_only=True)}
+    values["model_uri"] = resolve_uri(spec.model.uri, base_dir)
     if metadata.get("namespace"):
         values["namespace"] = metadata["namespace"]
-    optional = {
-        "sha256": "model_sha256",
-        "format": "model_format",
-        "version": "model_version",
-        "allowUnverified": "allow_unverified_artifact",
-        "s3EndpointUrl": "s3_endpoint_url",
-    }
-    for key, field in optional.items():
-        if model.get(key) is not None:
-            values[field] = str(model[key]) if key == "version" else model[key]
-    batching = _mapping(spec.get("batching"), "spec.batching")
-    if batching.get("maxBatchSize") is not None:
-        values["max_batch_size"] = batching["maxBatchSize"]
-    if batching.get("maxWaitMs") is not None:
-        values["max_batch_wait_ms"] = batching["maxWaitMs"]
-    runtime = _mapping(spec.get("runtime"), "spec.runtime")
-    if runtime.get("workers") is not None:
-        values["workers"] = runtime["workers"]
-    logging_spec = _mapping(spec.get("predictionLogging"), "spec.predictionLogging")
-    if logging_spec.get("sampleRate") is not None:
-        values["prediction_log_sample_rate"] = logging_spec["sampleRate"]
     return values
 
 

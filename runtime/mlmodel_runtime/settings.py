@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from mlmodel_store.urls import ENV_PREFIX, default_cache_dir
+from mlmodel_spec.runtime_settings import ENV_PREFIX
+from mlmodel_store.urls import default_cache_dir
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 

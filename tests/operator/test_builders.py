@@ -20,13 +20,13 @@ from mlmodel_operator.builders import (
     build_servicemonitor,
     child_names,
     selector_string,
-    spec_refusal,
 )
 from mlmodel_operator.builders.common import ROLLOUT_HASH_ANNOTATION
-from mlmodel_operator.builders.deployment import MANAGED_ENV
 from mlmodel_operator.settings import OperatorSettings
-from mlmodel_operator.status import invalid_spec_status
+from mlmodel_operator.status import compute_status, invalid_spec_status
 from mlmodel_runtime.settings import RuntimeSettings
+from mlmodel_spec.resource import parse_spec
+from mlmodel_spec.runtime_settings import MANAGED_ENV, MANAGED_SETTINGS, SPEC_FIELDS
 from support.crd import DIGEST, K8S_VERSION, SAMPLES, with_changes
 
 SETTINGS = OperatorSettings()
@@ -227,6 +227,12 @@ def test_the_runtime_reads_the_env_it_is_given(name, monkeypatch):
     assert str(runtime.cache_dir) == "/var/cache/mlmodel"
 
 
+def test_every_setting_the_operator_manages_is_a_runtime_setting():
+    fields = set(RuntimeSettings.model_fields)
+    assert set(MANAGED_SETTINGS) <= fields
+    assert set(SPEC_FIELDS) <= set(MANAGED_SETTINGS)
+
+
 def test_a_user_env_cannot_override_what_the_spec_decides():
     for name in sorted(MANAGED_ENV):
         bad = with_changes(SAMPLES["minimal"], {"spec.runtime": {"env": [{"name": name, "value": "x"}]}})
@@ -413,14 +419,20 @@ def test_specs_the_cluster_cannot_serve_raise_invalid_spec(changes, message):
          "requests.cpu"),
     ],
 )
-def test_spec_refusal_names_what_the_builders_refuse_and_the_status_says_it(changes, message):
+def test_the_spec_model_is_the_one_gate_and_the_status_says_what_it_refuses(changes, message):
     refused = with_changes(SAMPLES["minimal"], changes)
-    reason = spec_refusal(refused, SETTINGS)
-    assert reason is not None and re.search(message, reason)
+    with pytest.raises(InvalidSpec) as raised:
+        parse_spec(refused)
+    reason = str(raised.value)
+    assert re.search(message, reason)
     status = invalid_spec_status(refused, reason, now="2026-01-01T00:00:00Z")
     degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
     assert (degraded["status"], degraded["reason"], degraded["message"]) == ("True", "InvalidSpec", reason)
-    assert spec_refusal(SAMPLES["minimal"], SETTINGS) is None
+    # What the reconcile path writes, whatever wakes it up: the same status.
+    assert compute_status(
+        refused, None, servicemonitor_supported=True, now="2026-01-01T00:00:00Z"
+    ) == status
+    parse_spec(SAMPLES["minimal"])
 
 
 def test_version_label_is_a_valid_label_value():

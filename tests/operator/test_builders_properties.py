@@ -10,10 +10,10 @@ import pytest
 from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 from mlmodel_operator.builders import InvalidSpec, build_children
-from mlmodel_operator.builders.deployment import MANAGED_ENV
 from mlmodel_operator.conditions import CONDITION_TYPES, get_condition
 from mlmodel_operator.settings import OperatorSettings
 from mlmodel_operator.status import compute_status, invalid_spec_status
+from mlmodel_spec.runtime_settings import MANAGED_ENV
 from openapi_schema_validator import OAS30Validator, oas30_format_checker
 from support.crd import mlmodel_errors, root_schema
 from test_builders import validate

@@ -6,8 +6,8 @@ import celpy
 import kubernetes_validate
 import pytest
 import yaml
-from mlmodel_operator import spec as spec_module
-from mlmodel_operator.spec import InvalidSpec, parse_spec
+from mlmodel_spec import resource as spec_module
+from mlmodel_spec.resource import InvalidSpec, parse_spec
 from support.crd import (
     DIGEST,
     EXAMPLE_MLMODELS,
@@ -103,6 +103,10 @@ def test_uri_rule_is_the_one_the_operator_applies():
     rule = _field(".spec.model.uri")["x-kubernetes-validations"][0]["rule"]
     assert rule == f"self.matches('{spec_module.URI_PATTERN}')"
     assert _field(".spec.model.sha256")["pattern"] == spec_module.SHA256_PATTERN
+    assert _field(".spec.monitoring.interval")["pattern"] == spec_module.DURATION_PATTERN
+    for kind in ("requests", "limits"):
+        quantity = _field(f".spec.runtime.resources.{kind}")["additionalProperties"]
+        assert quantity["pattern"] == spec_module.QUANTITY_PATTERN
 
 
 def test_crd_defaults_are_the_operators_defaults():

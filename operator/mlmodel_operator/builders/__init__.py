@@ -1,10 +1,13 @@
 """Pure builders: an MLModel and the operator settings in, complete Kubernetes objects out.
 
-Each ``build_*`` parses the MLModel (raising ``InvalidSpec`` with what to fix) and returns plain
-dicts; nothing here reads the environment, the clock or the cluster.
+``build_children`` parses the MLModel once (``InvalidSpec`` says what to fix: the spec model is
+the one gate, no builder refuses anything) and returns plain dicts; nothing here reads the
+environment, the clock or the cluster.
 """
 
 from __future__ import annotations
+
+from mlmodel_spec.resource import InvalidSpec, parse_spec
 
 from mlmodel_operator.builders.common import child_names, selector_string, service_url
 from mlmodel_operator.builders.deployment import build_deployment_from_spec
@@ -19,7 +22,6 @@ from mlmodel_operator.builders.networking import (
 )
 from mlmodel_operator.builders.scaling import build_hpa_from_spec, build_pdb_from_spec
 from mlmodel_operator.settings import OperatorSettings
-from mlmodel_operator.spec import InvalidSpec, parse_spec
 
 __all__ = [
     "SERVICEMONITOR_API_VERSION",
@@ -35,7 +37,6 @@ __all__ = [
     "child_names",
     "selector_string",
     "service_url",
-    "spec_refusal",
 ]
 
 
@@ -83,15 +84,3 @@ def build_children(
     ]
     return [child for child in candidates if child is not None]
 
-
-def spec_refusal(mlmodel: dict, settings: OperatorSettings) -> str | None:
-    """What is wrong with a spec the schema let through but the builders refuse, or None.
-
-    The status must say so whatever wakes it up (a Deployment event, a resync), not only the
-    reconcile that first tried to build the children.
-    """
-    try:
-        build_children(mlmodel, settings, servicemonitor_supported=True)
-    except InvalidSpec as error:
-        return str(error)
-    return None

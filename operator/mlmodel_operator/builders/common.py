@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 
+from mlmodel_spec.resource import API_VERSION, KIND, MLModelSpec
+
 from mlmodel_operator import __version__
-from mlmodel_operator.spec import API_VERSION, KIND, MLModelSpec
 
 APP_NAME = "mlmodel-runtime"
 PART_OF = "mlmodel"
@@ -107,3 +110,24 @@ def child_names(mlmodel: dict) -> dict[str, str]:
 def service_url(mlmodel: dict, port: int) -> str:
     name = name_of(mlmodel)
     return f"http://{name}.{namespace_of(mlmodel)}.svc.cluster.local:{port}/v2/models/{name}"
+
+
+# Spec parts that change what a pod runs; a change to any of them must roll the pods.
+_ROLLOUT_FIELDS = (
+    "model",
+    "runtime",
+    "batching",
+    "database",
+    "prediction_logging",
+    "auth",
+    "node_selector",
+    "tolerations",
+    "service_account_name",
+)
+
+
+def rollout_hash(spec: MLModelSpec) -> str:
+    """Short, stable digest of the spec parts that require new pods (defaults applied)."""
+    parts = spec.model_dump(include=set(_ROLLOUT_FIELDS), by_alias=True, mode="json")
+    canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from mlmodel_spec.resource import MLModelSpec
+from mlmodel_spec.runtime_settings import MANAGED_SETTINGS, env_var, spec_settings
+
 from mlmodel_operator.builders.common import (
     ROLLOUT_HASH_ANNOTATION,
     labels,
     object_meta,
+    rollout_hash,
     selector_labels,
 )
 from mlmodel_operator.settings import OperatorSettings
-from mlmodel_operator.spec import InvalidSpec, MLModelSpec, rollout_hash
 
 CONTAINER_NAME = "runtime"
 RUNTIME_PORT = 8080
@@ -17,32 +20,8 @@ GRPC_PORT = 8081
 CACHE_DIR = "/var/cache/mlmodel"
 AUTH_DIR = "/var/run/secrets/mlmodel/auth"
 AUTH_FILE = "tokens"
-
-# Env the operator derives from the spec; a user env entry with one of these names would
-# silently fight the spec field it comes from, so it is refused instead.
-MANAGED_ENV = frozenset(
-    {
-        "MLMODEL_MODEL_NAME",
-        "MLMODEL_MODEL_URI",
-        "MLMODEL_MODEL_SHA256",
-        "MLMODEL_MODEL_FORMAT",
-        "MLMODEL_MODEL_VERSION",
-        "MLMODEL_ALLOW_UNVERIFIED_ARTIFACT",
-        "MLMODEL_CACHE_DIR",
-        "MLMODEL_PORT",
-        "MLMODEL_GRPC_PORT",
-        "MLMODEL_WORKERS",
-        "MLMODEL_MAX_BATCH_SIZE",
-        "MLMODEL_MAX_BATCH_WAIT_MS",
-        "MLMODEL_NAMESPACE",
-        "MLMODEL_POD_NAME",
-        "MLMODEL_DATABASE_URL",
-        "MLMODEL_S3_ENDPOINT_URL",
-        "MLMODEL_PREDICTION_LOG_SAMPLE_RATE",
-        "MLMODEL_AUTH_TOKEN_FILE",
-        "MLMODEL_SHUTDOWN_GRACE_SECONDS",
-    }
-)
+# RuntimeSettings fields the kubelet fills in from the pod itself.
+_DOWNWARD_API = {"namespace": "metadata.namespace", "pod_name": "metadata.name"}
 
 
 def _value(name: str, value: object) -> dict:
@@ -57,46 +36,34 @@ def _field_ref(name: str, path: str) -> dict:
 
 def runtime_env(name: str, spec: MLModelSpec, settings: OperatorSettings) -> list[dict]:
     """The RuntimeSettings variables (env prefix MLMODEL_) for this MLModel, then the user's env."""
-    model = spec.model
-    env = [
-        _value("MLMODEL_MODEL_NAME", name),
-        _value("MLMODEL_MODEL_URI", model.uri),
-        _value("MLMODEL_MODEL_FORMAT", model.format),
-        _value("MLMODEL_ALLOW_UNVERIFIED_ARTIFACT", model.allow_unverified),
-        _value("MLMODEL_CACHE_DIR", CACHE_DIR),
-        _value("MLMODEL_PORT", RUNTIME_PORT),
-        _value("MLMODEL_GRPC_PORT", GRPC_PORT),
-        _value("MLMODEL_WORKERS", spec.runtime.workers),
-        _value("MLMODEL_MAX_BATCH_SIZE", spec.batching.max_batch_size),
-        _value("MLMODEL_MAX_BATCH_WAIT_MS", spec.batching.max_wait_ms),
-        _value("MLMODEL_PREDICTION_LOG_SAMPLE_RATE", spec.prediction_logging.sample_rate),
-        _value("MLMODEL_SHUTDOWN_GRACE_SECONDS", settings.runtime_shutdown_grace_seconds),
-        _field_ref("MLMODEL_NAMESPACE", "metadata.namespace"),
-        _field_ref("MLMODEL_POD_NAME", "metadata.name"),
-    ]
-    if model.sha256:
-        env.append(_value("MLMODEL_MODEL_SHA256", model.sha256))
-    if model.version:
-        env.append(_value("MLMODEL_MODEL_VERSION", model.version))
-    if model.s3_endpoint_url:
-        env.append(_value("MLMODEL_S3_ENDPOINT_URL", model.s3_endpoint_url))
-    if spec.database:
-        ref = spec.database.secret_ref
-        env.append(
-            {
-                "name": "MLMODEL_DATABASE_URL",
-                "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
-            }
-        )
+    decided = {
+        "model_name": name,
+        **spec_settings(spec),
+        "cache_dir": CACHE_DIR,
+        "port": RUNTIME_PORT,
+        "grpc_port": GRPC_PORT,
+        "shutdown_grace_seconds": settings.runtime_shutdown_grace_seconds,
+    }
     if spec.auth:
-        env.append(_value("MLMODEL_AUTH_TOKEN_FILE", f"{AUTH_DIR}/{AUTH_FILE}"))
-    for index, entry in enumerate(spec.runtime.env):
-        if entry.get("name") in MANAGED_ENV:
-            raise InvalidSpec(
-                f"spec.runtime.env[{index}].name {entry['name']} is set by the operator from the "
-                "MLModel's own fields; set that field instead"
-            )
-        env.append(entry)
+        decided["auth_token_file"] = f"{AUTH_DIR}/{AUTH_FILE}"
+    env = []
+    for field in MANAGED_SETTINGS:
+        variable = env_var(field)
+        if field in _DOWNWARD_API:
+            env.append(_field_ref(variable, _DOWNWARD_API[field]))
+        elif field == "database_url":
+            if spec.database:
+                ref = spec.database.secret_ref
+                env.append(
+                    {
+                        "name": variable,
+                        "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
+                    }
+                )
+        elif field in decided:
+            env.append(_value(variable, decided[field]))
+    # The spec model refuses user entries named like these (mlmodel_spec MANAGED_ENV).
+    env.extend(spec.runtime.env)
     return env
 
 
@@ -194,11 +161,6 @@ def volumes(spec: MLModelSpec, settings: OperatorSettings) -> list[dict]:
 
 def build_deployment_from_spec(mlmodel: dict, spec: MLModelSpec, settings: OperatorSettings) -> dict:
     name = mlmodel["metadata"]["name"]
-    if spec.autoscaling is not None and not _requests_cpu(spec, settings):
-        raise InvalidSpec(
-            "spec.autoscaling scales on CPU utilisation, which needs "
-            "spec.runtime.resources.requests.cpu (or limits.cpu)"
-        )
     pod_spec = {
         "containers": [container(name, spec, settings)],
         "volumes": volumes(spec, settings),
@@ -262,7 +224,3 @@ def build_deployment_from_spec(mlmodel: dict, spec: MLModelSpec, settings: Opera
         "spec": deployment_spec,
     }
 
-
-def _requests_cpu(spec: MLModelSpec, settings: OperatorSettings) -> bool:
-    chosen = resources(spec, settings)
-    return "cpu" in chosen.get("requests", {}) or "cpu" in chosen.get("limits", {})

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from mlmodel_spec.resource import MLModelSpec
+
 from mlmodel_operator.builders.common import object_meta, selector_labels
 from mlmodel_operator.settings import OperatorSettings
-from mlmodel_operator.spec import MLModelSpec
 
 SERVICEMONITOR_API_VERSION = "monitoring.coreos.com/v1"
 SERVICEMONITOR_CRD = "servicemonitors.monitoring.coreos.com"

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from mlmodel_spec.resource import MLModelSpec
+
 from mlmodel_operator.builders.common import name_of, object_meta, selector_labels
-from mlmodel_operator.spec import MLModelSpec
 
 
 def build_hpa_from_spec(mlmodel: dict, spec: MLModelSpec) -> dict | None:
