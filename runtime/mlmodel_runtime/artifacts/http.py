@@ -7,7 +7,7 @@ import httpx
 
 from mlmodel_runtime.artifacts import errors
 from mlmodel_runtime.artifacts.sink import ArtifactSink
-from mlmodel_runtime.artifacts.uris import HttpSource, redact_library_logs, scrub
+from mlmodel_runtime.artifacts.uris import HttpSource, redact_library_logs, redact_uris
 from mlmodel_runtime.settings import RuntimeSettings
 
 _NOT_FOUND_STATUSES = {404, 410}
@@ -45,14 +45,16 @@ async def download_http(
             raise _timeout_error(exc, sink, settings, shown_uri) from exc
         except httpx.UnsupportedProtocol as exc:
             raise errors.unsupported(
-                shown_uri, f"it redirects to an unsupported URL ({scrub(str(exc))})"
+                shown_uri, f"it redirects to an unsupported URL ({redact_uris(str(exc))})"
             ) from exc
         except (httpx.ConnectError, httpx.TooManyRedirects) as exc:
-            raise errors.unreachable(shown_uri, f"{type(exc).__name__}: {scrub(str(exc))}") from exc
+            raise errors.unreachable(
+                shown_uri, f"{type(exc).__name__}: {redact_uris(str(exc))}"
+            ) from exc
         except (httpx.HTTPError, httpx.StreamError) as exc:
             raise errors.unreachable(
                 shown_uri,
-                f"connection broke after {sink.size} bytes ({type(exc).__name__}: {scrub(str(exc))})",
+                f"connection broke after {sink.size} bytes ({type(exc).__name__}: {redact_uris(str(exc))})",
             ) from exc
     if expected is not None and sink.size != expected:
         raise errors.unreachable(shown_uri, f"the body ended after {sink.size} of {expected} bytes")

@@ -7,7 +7,7 @@ from typing import Any
 
 from mlmodel_runtime.artifacts import errors
 from mlmodel_runtime.artifacts.sink import CHUNK_BYTES, ArtifactSink, run_blocking
-from mlmodel_runtime.artifacts.uris import S3Source, redact_library_logs, scrub
+from mlmodel_runtime.artifacts.uris import S3Source, redact_library_logs, redact_uris
 from mlmodel_runtime.settings import RuntimeSettings
 
 _NOT_FOUND_CODES = {"NoSuchKey", "NoSuchBucket", "404", "NotFound"}
@@ -69,7 +69,7 @@ def _download(
     except ValueError as exc:  # botocore's answer to a malformed endpoint URL
         raise errors.unreachable(
             shown_uri,
-            f"invalid S3 endpoint ({scrub(str(exc))}): fix spec.model.s3EndpointUrl (MLMODEL_S3_ENDPOINT_URL)",
+            f"invalid S3 endpoint ({redact_uris(str(exc))}): fix spec.model.s3EndpointUrl (MLMODEL_S3_ENDPOINT_URL)",
             retryable=False,
         ) from exc
     if expected is not None and sink.size != expected:
@@ -90,7 +90,7 @@ def _client_error(exc: Any, shown_uri: str) -> errors.ArtifactError:
             f"S3 {code}: check the credentials (spec.model.credentialsSecret) and the bucket policy",
         )
     return errors.unreachable(
-        shown_uri, f"S3 error {code or status}: {scrub(str(error.get('Message', '')))}"
+        shown_uri, f"S3 error {code or status}: {redact_uris(str(error.get('Message', '')))}"
     )
 
 
@@ -122,9 +122,9 @@ def _transport_error(
     if isinstance(exc, boto.EndpointConnectionError):
         return errors.unreachable(
             shown_uri,
-            f"cannot connect to the S3 endpoint ({scrub(str(exc))}); check spec.model.s3EndpointUrl",
+            f"cannot connect to the S3 endpoint ({redact_uris(str(exc))}); check spec.model.s3EndpointUrl",
         )
     return errors.unreachable(
         shown_uri,
-        f"connection broke after {sink.size} bytes ({type(exc).__name__}: {scrub(str(exc))})",
+        f"connection broke after {sink.size} bytes ({type(exc).__name__}: {redact_uris(str(exc))})",
     )

@@ -45,7 +45,7 @@ def redact_uri(uri: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
-def scrub(text: str) -> str:
+def redact_uris(text: str) -> str:
     """Redact every URI found in free text, such as a library's exception message."""
     return _URL_IN_TEXT.sub(lambda match: redact_uri(match.group(0)), text)
 
@@ -91,7 +91,7 @@ class RedactingFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        cleaned = scrub(message)
+        cleaned = redact_uris(message)
         if cleaned != message:
             record.msg, record.args = cleaned, None
         return True
