@@ -16,7 +16,6 @@ from mlmodel_operator.builders import (
     SERVICEMONITOR_CRD,
     InvalidSpec,
     build_children,
-    child_names,
 )
 from mlmodel_operator.children import Children
 from mlmodel_operator.conditions import DEGRADED, READY, get_condition
@@ -130,14 +129,14 @@ async def reconcile(ctx: Context, mlmodel: dict[str, Any], logger: logging.Logge
     ctx.metadata.applied(mlmodel)
 
     wanted = {(child["apiVersion"], child["kind"]) for child in children}
-    names = child_names(mlmodel)
     for rtype in CHILD_TYPES:
         if (rtype.api_version, rtype.kind) in wanted or (
             rtype is SERVICEMONITOR and not monitoring
         ):
             continue
-        if await delete_stale(ctx, rtype, namespace, names[rtype.kind], uid):
-            changes.append(("Deleted", rtype.kind, names[rtype.kind]))
+        # Every child is named after its MLModel.
+        if await delete_stale(ctx, rtype, namespace, meta["name"], uid):
+            changes.append(("Deleted", rtype.kind, meta["name"]))
     _announce_children(mlmodel, logger, changes)
 
     if conflict is None:

@@ -18,10 +18,10 @@ from mlmodel_operator.builders import (
     build_pdb,
     build_service,
     build_servicemonitor,
-    child_names,
     selector_string,
 )
 from mlmodel_operator.builders.common import ROLLOUT_HASH_ANNOTATION
+from mlmodel_operator.kube import CHILD_TYPES
 from mlmodel_operator.settings import OperatorSettings
 from mlmodel_operator.status import compute_status, invalid_spec_status
 from mlmodel_runtime.settings import RuntimeSettings
@@ -103,10 +103,9 @@ def test_every_child_passes_the_kubernetes_schema(name, supported):
 def test_children_are_named_labelled_and_owned(name):
     mlmodel = SAMPLES[name]
     uid = mlmodel["metadata"].get("uid")
-    names = child_names(mlmodel)
     for child in build_children(mlmodel, SETTINGS, servicemonitor_supported=True):
         meta = child["metadata"]
-        assert meta["name"] == names[child["kind"]] == mlmodel["metadata"]["name"]
+        assert meta["name"] == mlmodel["metadata"]["name"]
         assert meta["namespace"] == "models"
         assert LABEL_KEYS <= set(meta["labels"])
         assert meta["labels"]["app.kubernetes.io/instance"] == mlmodel["metadata"]["name"]
@@ -148,24 +147,24 @@ def test_children_in_apply_order_and_optional_kinds():
     ]
     minimal = [c["kind"] for c in build_children(SAMPLES["minimal"], SETTINGS, servicemonitor_supported=True)]
     assert minimal == ["Service", "Deployment", "ServiceMonitor"]
-    assert set(full) == set(child_names(SAMPLES["full"]))
+    assert set(full) == {rtype.kind for rtype in CHILD_TYPES}  # the kinds the operator prunes
 
 
 def test_the_single_builders_match_build_children():
     mlmodel = SAMPLES["full"]
     singles = [
-        build_network_policy(mlmodel, SETTINGS),
-        build_service(mlmodel, SETTINGS),
-        build_deployment(mlmodel, SETTINGS),
-        build_hpa(mlmodel, SETTINGS),
-        build_pdb(mlmodel, SETTINGS),
-        build_servicemonitor(mlmodel, SETTINGS),
+        build_network_policy(mlmodel, parse_spec(mlmodel)),
+        build_service(mlmodel, parse_spec(mlmodel)),
+        build_deployment(mlmodel, parse_spec(mlmodel), SETTINGS),
+        build_hpa(mlmodel, parse_spec(mlmodel)),
+        build_pdb(mlmodel, parse_spec(mlmodel)),
+        build_servicemonitor(mlmodel, parse_spec(mlmodel), SETTINGS),
     ]
     assert singles == build_children(mlmodel, SETTINGS, servicemonitor_supported=True)
 
 
 def _pod(mlmodel: dict, settings: OperatorSettings = SETTINGS) -> dict:
-    return build_deployment(mlmodel, settings)["spec"]["template"]
+    return build_deployment(mlmodel, parse_spec(mlmodel), settings)["spec"]["template"]
 
 
 def _container(mlmodel: dict, settings: OperatorSettings = SETTINGS) -> dict:
@@ -237,7 +236,7 @@ def test_a_user_env_cannot_override_what_the_spec_decides():
     for name in sorted(MANAGED_ENV):
         bad = with_changes(SAMPLES["minimal"], {"spec.runtime": {"env": [{"name": name, "value": "x"}]}})
         with pytest.raises(InvalidSpec, match=name):
-            build_deployment(bad, SETTINGS)
+            build_deployment(bad, parse_spec(bad), SETTINGS)
 
 
 def test_restricted_security_context_and_writable_cache():
@@ -302,12 +301,12 @@ def test_image_from_spec_else_settings():
 
 
 def test_replicas_omitted_when_the_hpa_owns_them():
-    assert "replicas" not in build_deployment(SAMPLES["full"], SETTINGS)["spec"]
-    assert build_deployment(SAMPLES["fixed-replicas"], SETTINGS)["spec"]["replicas"] == 3
-    assert build_deployment(SAMPLES["minimal"], SETTINGS)["spec"]["replicas"] == 1
-    assert build_deployment(SAMPLES["scaled-to-zero"], SETTINGS)["spec"]["replicas"] == 0
-    assert build_hpa(SAMPLES["fixed-replicas"], SETTINGS) is None
-    hpa = build_hpa(SAMPLES["full"], SETTINGS)
+    assert "replicas" not in build_deployment(SAMPLES["full"], parse_spec(SAMPLES["full"]), SETTINGS)["spec"]
+    assert build_deployment(SAMPLES["fixed-replicas"], parse_spec(SAMPLES["fixed-replicas"]), SETTINGS)["spec"]["replicas"] == 3
+    assert build_deployment(SAMPLES["minimal"], parse_spec(SAMPLES["minimal"]), SETTINGS)["spec"]["replicas"] == 1
+    assert build_deployment(SAMPLES["scaled-to-zero"], parse_spec(SAMPLES["scaled-to-zero"]), SETTINGS)["spec"]["replicas"] == 0
+    assert build_hpa(SAMPLES["fixed-replicas"], parse_spec(SAMPLES["fixed-replicas"])) is None
+    hpa = build_hpa(SAMPLES["full"], parse_spec(SAMPLES["full"]))
     assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "sentiment"}
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 5)
     assert hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 60
@@ -324,7 +323,7 @@ def test_replicas_omitted_when_the_hpa_owns_them():
     ],
 )
 def test_pdb_only_when_several_replicas_can_run(name, expected):
-    pdb = build_pdb(SAMPLES[name], SETTINGS)
+    pdb = build_pdb(SAMPLES[name], parse_spec(SAMPLES[name]))
     if expected is None:
         assert pdb is None
     else:
@@ -362,9 +361,9 @@ def test_selectors_service_and_monitor_are_wired_to_the_pods():
 
 
 def test_optional_children_off_by_default():
-    assert build_network_policy(SAMPLES["minimal"], SETTINGS) is None
-    assert build_servicemonitor(SAMPLES["fixed-replicas"], SETTINGS) is None
-    assert build_servicemonitor(SAMPLES["minimal"], SETTINGS)["spec"]["endpoints"][0]["interval"] == "30s"
+    assert build_network_policy(SAMPLES["minimal"], parse_spec(SAMPLES["minimal"])) is None
+    assert build_servicemonitor(SAMPLES["fixed-replicas"], parse_spec(SAMPLES["fixed-replicas"]), SETTINGS) is None
+    assert build_servicemonitor(SAMPLES["minimal"], parse_spec(SAMPLES["minimal"]), SETTINGS)["spec"]["endpoints"][0]["interval"] == "30s"
     kinds = [c["kind"] for c in build_children(SAMPLES["minimal"], SETTINGS, servicemonitor_supported=False)]
     assert "ServiceMonitor" not in kinds
 
@@ -439,6 +438,6 @@ def test_version_label_is_a_valid_label_value():
     odd = with_changes(SAMPLES["minimal"], {"spec.model.version": "v1.0 (Jan/2025)+build" + "x" * 80})
     for child in build_children(odd, SETTINGS, servicemonitor_supported=True):
         validate(child)
-    label = build_service(odd, SETTINGS)["metadata"]["labels"]["app.kubernetes.io/version"]
+    label = build_service(odd, parse_spec(odd))["metadata"]["labels"]["app.kubernetes.io/version"]
     assert len(label) <= 63 and label.startswith("v1.0")
-    assert build_service(SAMPLES["minimal"], SETTINGS)["metadata"]["labels"]["app.kubernetes.io/version"] == DIGEST[:12]
+    assert build_service(SAMPLES["minimal"], parse_spec(SAMPLES["minimal"]))["metadata"]["labels"]["app.kubernetes.io/version"] == DIGEST[:12]

@@ -10,6 +10,7 @@ from mlmodel_operator.builders import build_deployment, selector_string
 from mlmodel_operator.conditions import get_condition, set_condition
 from mlmodel_operator.settings import OperatorSettings
 from mlmodel_operator.status import compute_status, invalid_spec_status
+from mlmodel_spec.resource import parse_spec
 from support.crd import DIGEST, SAMPLES, root_schema, schema_errors, with_changes
 
 T0 = "2025-01-01T00:00:00Z"
@@ -85,7 +86,7 @@ def deployment(
     settings: OperatorSettings = SETTINGS,
 ) -> dict:
     """The Deployment the builder made, as the Deployment controller would report it."""
-    obj = build_deployment(mlmodel, settings)
+    obj = build_deployment(mlmodel, parse_spec(mlmodel), settings)
     obj["metadata"]["generation"] = 7
     obj["status"] = {
         "observedGeneration": 7 if observed else 6,

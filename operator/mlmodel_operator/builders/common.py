@@ -1,4 +1,5 @@
-"""What every child object shares: its name, labels, selector and owner reference."""
+"""What every child object shares: its name (the MLModel's own, so `kubectl get all -l ...` reads
+naturally), labels, selector and owner reference."""
 
 from __future__ import annotations
 
@@ -89,22 +90,6 @@ def object_meta(mlmodel: dict, spec: MLModelSpec, *, extra_labels: dict | None =
     if owners:
         meta["ownerReferences"] = owners
     return meta
-
-
-def child_names(mlmodel: dict) -> dict[str, str]:
-    """Every child is named after its MLModel, so `kubectl get all -l ...` reads naturally."""
-    name = name_of(mlmodel)
-    return {
-        kind: name
-        for kind in (
-            "Deployment",
-            "Service",
-            "HorizontalPodAutoscaler",
-            "PodDisruptionBudget",
-            "ServiceMonitor",
-            "NetworkPolicy",
-        )
-    }
 
 
 def service_url(mlmodel: dict, port: int) -> str:

@@ -159,7 +159,7 @@ def volumes(spec: MLModelSpec, settings: OperatorSettings) -> list[dict]:
     return result
 
 
-def build_deployment_from_spec(mlmodel: dict, spec: MLModelSpec, settings: OperatorSettings) -> dict:
+def build_deployment(mlmodel: dict, spec: MLModelSpec, settings: OperatorSettings) -> dict:
     name = mlmodel["metadata"]["name"]
     pod_spec = {
         "containers": [container(name, spec, settings)],

@@ -11,7 +11,7 @@ SERVICEMONITOR_API_VERSION = "monitoring.coreos.com/v1"
 SERVICEMONITOR_CRD = "servicemonitors.monitoring.coreos.com"
 
 
-def build_servicemonitor_from_spec(
+def build_servicemonitor(
     mlmodel: dict, spec: MLModelSpec, settings: OperatorSettings
 ) -> dict | None:
     monitoring = spec.monitoring

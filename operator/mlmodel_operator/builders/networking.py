@@ -7,7 +7,7 @@ from mlmodel_spec.resource import MLModelSpec
 from mlmodel_operator.builders.common import object_meta, selector_labels
 
 
-def build_service_from_spec(mlmodel: dict, spec: MLModelSpec) -> dict:
+def build_service(mlmodel: dict, spec: MLModelSpec) -> dict:
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -36,7 +36,7 @@ def build_service_from_spec(mlmodel: dict, spec: MLModelSpec) -> dict:
     }
 
 
-def build_network_policy_from_spec(mlmodel: dict, spec: MLModelSpec) -> dict | None:
+def build_network_policy(mlmodel: dict, spec: MLModelSpec) -> dict | None:
     if not spec.network_policy.enabled:
         return None
     # An empty podSelector in `from` means every pod of the MLModel's own namespace.

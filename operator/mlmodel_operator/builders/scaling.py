@@ -7,7 +7,7 @@ from mlmodel_spec.resource import MLModelSpec
 from mlmodel_operator.builders.common import name_of, object_meta, selector_labels
 
 
-def build_hpa_from_spec(mlmodel: dict, spec: MLModelSpec) -> dict | None:
+def build_hpa(mlmodel: dict, spec: MLModelSpec) -> dict | None:
     scaling = spec.autoscaling
     if scaling is None:
         return None
@@ -41,7 +41,7 @@ def may_run_several_replicas(spec: MLModelSpec) -> bool:
     return (spec.replicas if spec.replicas is not None else 1) > 1
 
 
-def build_pdb_from_spec(mlmodel: dict, spec: MLModelSpec) -> dict | None:
+def build_pdb(mlmodel: dict, spec: MLModelSpec) -> dict | None:
     """A budget of one pod down at a time, only when more than one replica can run.
 
     With one replica a budget either protects nothing (maxUnavailable 1) or blocks every node
