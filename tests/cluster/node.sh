@@ -25,6 +25,10 @@
 #   with the apiserver's kubelet client certificate and nothing else is let in.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=processes.sh
+source "$here/processes.sh"
+# shellcheck source=pki.sh
+source "$here/pki.sh"
 action=${1:?usage: node.sh up|import|down DIR [IMAGE...]}
 dir=$(cd "${2:?usage: node.sh up|import|down DIR}" && pwd)
 shift 2
@@ -42,28 +46,6 @@ node="$dir/node"
 bin=$("$here/build.sh" kubelet kube-proxy containerd containerd-shim-runc-v2 ctr pause | tail -n 1)
 
 ctr() { "$bin/ctr" --address "$sock" --namespace k8s.io "$@"; }
-alive() { [[ -f $dir/run/$1.pid ]] && kill -0 "$(cat "$dir/run/$1.pid")" 2>/dev/null; }
-fail() { # component message
-  echo "node.sh: $1 $2; the end of $dir/logs/$1.log:" >&2
-  tail -n 30 "$dir/logs/$1.log" >&2 || true
-  exit 1
-}
-start() { # name command...
-  local name=$1; shift
-  alive "$name" && return 0
-  setsid nohup "$@" >"$dir/logs/$name.log" 2>&1 </dev/null &
-  echo $! >"$dir/run/$name.pid"
-}
-wait_until() { # name seconds command...
-  local name=$1 seconds=$2; shift 2
-  local deadline=$((SECONDS + seconds))
-  until "$@" >/dev/null 2>&1; do
-    alive "$name" || fail "$name" "exited"
-    ((SECONDS < deadline)) || fail "$name" "was not ready after $seconds s"
-    sleep 0.5
-  done
-}
-
 import_images() { # docker-image...
   local image
   for image in "$@"; do
@@ -134,34 +116,15 @@ pki="$dir/pki"
 
 # --- certificates: the kubelet's client (system:node:NAME) and serving certificates, kube-proxy's
 if [[ ! -f $node/pki/kubelet.crt ]]; then
-  sign() { # name subject extensions
-    openssl req -newkey rsa:2048 -nodes -subj "$2" -keyout "$node/pki/$1.key" -out "$node/pki/$1.csr" 2>/dev/null
-    printf '%s\n' "$3" >"$node/pki/$1.ext"
-    openssl x509 -req -in "$node/pki/$1.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
-      -days 3650 -extfile "$node/pki/$1.ext" -out "$node/pki/$1.crt" 2>/dev/null
-  }
-  sign kubelet "/O=system:nodes/CN=system:node:$node_name" "extendedKeyUsage=clientAuth"
-  sign kubelet-serving "/CN=$node_name" \
-    "$(printf 'subjectAltName=IP:%s,IP:127.0.0.1,DNS:%s\nextendedKeyUsage=serverAuth' "$node_ip" "$node_name")"
-  sign kube-proxy "/CN=system:kube-proxy" "extendedKeyUsage=clientAuth"
+  issue_certificate "$node/pki" kubelet "/O=system:nodes/CN=system:node:$node_name" \
+    "extendedKeyUsage=clientAuth" "$pki/ca"
+  issue_certificate "$node/pki" kubelet-serving "/CN=$node_name" \
+    "$(printf 'subjectAltName=IP:%s,IP:127.0.0.1,DNS:%s\nextendedKeyUsage=serverAuth' "$node_ip" "$node_name")" \
+    "$pki/ca"
+  issue_certificate "$node/pki" kube-proxy /CN=system:kube-proxy "extendedKeyUsage=clientAuth" "$pki/ca"
 fi
 for user in kubelet kube-proxy; do
-  cat >"$node/$user.kubeconfig" <<KUBECONFIG
-apiVersion: v1
-kind: Config
-clusters:
-- name: mlmodel-local
-  cluster:
-    server: https://127.0.0.1:$port
-    certificate-authority: $pki/ca.crt
-users:
-- name: $user
-  user: {client-certificate: $node/pki/$user.crt, client-key: $node/pki/$user.key}
-contexts:
-- name: mlmodel-local
-  context: {cluster: mlmodel-local, user: $user}
-current-context: mlmodel-local
-KUBECONFIG
+  write_kubeconfig "$node/$user.kubeconfig" "https://127.0.0.1:$port" "$pki/ca.crt" "$node/pki/$user"
 done
 
 # --- network: one bridge, host-local addresses; no masquerade (pods talk to the host and each

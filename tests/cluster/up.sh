@@ -8,7 +8,9 @@
 # Environment: MLMODEL_CLUSTER_PORT (kube-apiserver's port, default 16443; etcd, the controller
 # manager, the scheduler and KWOK take the next five).
 # MLMODEL_CLUSTER_NODE=real adds a real node beside the KWOK one (node.sh: containerd, kubelet,
-# kube-proxy; root and Docker needed; it takes the next four ports).
+# kube-proxy; root and Docker needed; it takes the next four ports) and metrics-server, which
+# scrapes its kubelet (port + 10). MLMODEL_CLUSTER_HPA_DOWNSCALE_STABILIZATION: how long the HPA
+# controller waits before scaling down (default 5m0s, as Kubernetes).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -19,6 +21,10 @@ kwok_port=$((port + 5))
 server="https://127.0.0.1:$port"
 # shellcheck source=versions.env
 source "$here/versions.env"
+# shellcheck source=processes.sh
+source "$here/processes.sh"
+# shellcheck source=pki.sh
+source "$here/pki.sh"
 
 bin=$("$here/build.sh" | tail -n 1)
 mkdir -p "$dir/bin" "$dir/pki" "$dir/logs" "$dir/run"
@@ -26,90 +32,43 @@ ln -sf "$bin/kubectl" "$dir/bin/kubectl"
 kubeconfig="$dir/kubeconfig"
 kubectl() { "$bin/kubectl" --kubeconfig "$kubeconfig" "$@"; }
 
-alive() { [[ -f $dir/run/$1.pid ]] && kill -0 "$(cat "$dir/run/$1.pid")" 2>/dev/null; }
-
 if alive kube-apiserver && kubectl get --raw /readyz >/dev/null 2>&1; then
   echo "cluster already running: export KUBECONFIG=$kubeconfig"
   exit 0
 fi
 
-fail() { # component message
-  echo "up.sh: $1 $2; the end of $dir/logs/$1.log:" >&2
-  tail -n 30 "$dir/logs/$1.log" >&2 || true
-  exit 1
-}
-
-start() { # name command...
-  local name=$1; shift
-  alive "$name" && return 0
-  setsid nohup "$@" >"$dir/logs/$name.log" 2>&1 </dev/null &
-  echo $! >"$dir/run/$name.pid"
-}
-
-wait_until() { # name seconds command...
-  local name=$1 seconds=$2; shift 2
-  local deadline=$((SECONDS + seconds))
-  until "$@" >/dev/null 2>&1; do
-    alive "$name" || fail "$name" "exited"
-    ((SECONDS < deadline)) || fail "$name" "was not ready after $seconds s"
-    sleep 0.2
-  done
-}
-
 # --- PKI: one CA; a serving certificate; client certificates; the service-account key pair.
 pki="$dir/pki"
+client='extendedKeyUsage=clientAuth'
 if [[ ! -f $pki/ca.crt ]]; then
-  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=mlmodel-local-ca" \
-    -keyout "$pki/ca.key" -out "$pki/ca.crt" 2>/dev/null
-  openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver" \
-    -keyout "$pki/apiserver.key" -out "$pki/apiserver.csr" 2>/dev/null
-  printf 'subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\nextendedKeyUsage=serverAuth\n' >"$pki/apiserver.ext"
-  openssl x509 -req -in "$pki/apiserver.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" \
-    -CAcreateserial -days 3650 -extfile "$pki/apiserver.ext" -out "$pki/apiserver.crt" 2>/dev/null
-  printf 'extendedKeyUsage=clientAuth\n' >"$pki/client.ext"
-  for user in "admin|/O=system:masters/CN=kubernetes-admin" \
-    "controller-manager|/CN=system:kube-controller-manager" "scheduler|/CN=system:kube-scheduler"; do
-    file=${user%%|*} subject=${user#*|}
-    openssl req -newkey rsa:2048 -nodes -subj "$subject" \
-      -keyout "$pki/$file.key" -out "$pki/$file.csr" 2>/dev/null
-    openssl x509 -req -in "$pki/$file.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" \
-      -CAcreateserial -days 3650 -extfile "$pki/client.ext" -out "$pki/$file.crt" 2>/dev/null
-  done
+  issue_ca "$pki" ca mlmodel-local-ca
+  issue_certificate "$pki" apiserver /CN=kube-apiserver "$(printf '%s\n%s' \
+    'subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local' \
+    'extendedKeyUsage=serverAuth')" "$pki/ca"
+  issue_certificate "$pki" admin /O=system:masters/CN=kubernetes-admin "$client" "$pki/ca"
+  issue_certificate "$pki" controller-manager /CN=system:kube-controller-manager "$client" "$pki/ca"
+  issue_certificate "$pki" scheduler /CN=system:kube-scheduler "$client" "$pki/ca"
   openssl genrsa -out "$pki/sa.key" 2048 2>/dev/null
   openssl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
 fi
 # The apiserver's client certificate towards kubelets (logs, exec on a real node).
 if [[ ! -f $pki/kubelet-client.crt ]]; then
-  openssl req -newkey rsa:2048 -nodes -subj "/O=system:masters/CN=kube-apiserver-kubelet-client" \
-    -keyout "$pki/kubelet-client.key" -out "$pki/kubelet-client.csr" 2>/dev/null
-  openssl x509 -req -in "$pki/kubelet-client.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" \
-    -CAcreateserial -days 3650 -extfile <(printf 'extendedKeyUsage=clientAuth\n') \
-    -out "$pki/kubelet-client.crt" 2>/dev/null
+  issue_certificate "$pki" kubelet-client /O=system:masters/CN=kube-apiserver-kubelet-client \
+    "$client" "$pki/ca"
+fi
+# The aggregation layer: the apiserver proxies /apis/metrics.k8s.io to metrics-server with a
+# front-proxy client certificate of a CA of its own (the cluster CA would let any client
+# certificate assert a user in request headers), and metrics-server's own identity.
+if [[ ! -f $pki/front-proxy-client.crt ]]; then
+  issue_ca "$pki" front-proxy-ca mlmodel-local-front-proxy-ca
+  issue_certificate "$pki" front-proxy-client /CN=front-proxy-client "$client" "$pki/front-proxy-ca"
+  issue_certificate "$pki" metrics-server /CN=system:metrics-server "$client" "$pki/ca"
 fi
 
-write_kubeconfig() { # path user
-  cat >"$1" <<KUBECONFIG
-apiVersion: v1
-kind: Config
-clusters:
-- name: mlmodel-local
-  cluster:
-    server: $server
-    certificate-authority-data: $(base64 -w0 "$pki/ca.crt")
-users:
-- name: $2
-  user:
-    client-certificate-data: $(base64 -w0 "$pki/$2.crt")
-    client-key-data: $(base64 -w0 "$pki/$2.key")
-contexts:
-- name: mlmodel-local
-  context: {cluster: mlmodel-local, user: $2}
-current-context: mlmodel-local
-KUBECONFIG
-}
-write_kubeconfig "$kubeconfig" admin
-write_kubeconfig "$dir/controller-manager.kubeconfig" controller-manager
-write_kubeconfig "$dir/scheduler.kubeconfig" scheduler
+for user in controller-manager scheduler metrics-server; do
+  write_kubeconfig "$dir/$user.kubeconfig" "$server" "$pki/ca.crt" "$pki/$user"
+done
+write_kubeconfig "$kubeconfig" "$server" "$pki/ca.crt" "$pki/admin"
 
 # --- etcd
 start etcd "$bin/etcd" --name local --data-dir "$dir/etcd" \
@@ -136,6 +95,11 @@ start kube-apiserver "$bin/kube-apiserver" \
   --allow-privileged=true \
   --audit-policy-file "$here/audit-policy.yaml" --audit-log-path "$dir/logs/audit.log" \
   --audit-log-maxsize 200 --audit-log-maxbackup 1 \
+  --requestheader-client-ca-file "$pki/front-proxy-ca.crt" --requestheader-allowed-names front-proxy-client \
+  --requestheader-username-headers X-Remote-User --requestheader-group-headers X-Remote-Group \
+  --requestheader-extra-headers-prefix X-Remote-Extra- \
+  --proxy-client-cert-file "$pki/front-proxy-client.crt" --proxy-client-key-file "$pki/front-proxy-client.key" \
+  --enable-aggregator-routing=true \
   --profiling=false
 wait_until kube-apiserver 90 kubectl get --raw /readyz
 
@@ -149,6 +113,7 @@ start kube-controller-manager "$bin/kube-controller-manager" \
   --use-service-account-credentials=true \
   --cluster-signing-cert-file "$pki/ca.crt" --cluster-signing-key-file "$pki/ca.key" \
   --horizontal-pod-autoscaler-sync-period 5s \
+  --horizontal-pod-autoscaler-downscale-stabilization "${MLMODEL_CLUSTER_HPA_DOWNSCALE_STABILIZATION:-5m0s}" \
   --profiling=false
 start kube-scheduler "$bin/kube-scheduler" \
   --kubeconfig "$dir/scheduler.kubeconfig" \
@@ -178,11 +143,62 @@ wait_until kube-controller-manager 60 kubectl get serviceaccount default -n defa
 wait_until kwok 60 kubectl wait --for=condition=Ready node/kwok-node-0 --timeout=1s
 wait_until kube-scheduler 30 curl -skf "https://127.0.0.1:$sched_port/readyz"
 
+# --- metrics-server: the resource metrics API (metrics.k8s.io) that the HPA controller and
+# `kubectl top` read, through the aggregation layer. A process on the host, not a pod: the apiserver
+# proxies to the address of its Service's EndpointSlice (--enable-aggregator-routing; an endpoint
+# may not be a loopback address, so it listens on the real node's address). It scrapes only the
+# nodes that are not KWOK's, whose kubelets have no metrics endpoint.
+start_metrics_server() {
+  local ms_bin ms_port=$((port + 10)) address
+  ms_bin=$("$here/build.sh" metrics-server | tail -n 1)
+  address=$(kubectl get nodes -l 'type!=kwok' \
+    -o jsonpath='{.items[0].status.addresses[?(@.type=="InternalIP")].address}')
+  if [[ ! -f $pki/metrics-server-serving.crt ]]; then
+    issue_certificate "$pki" metrics-server-serving /CN=metrics-server.kube-system.svc \
+      "$(printf 'subjectAltName=DNS:metrics-server.kube-system.svc,IP:%s\nextendedKeyUsage=serverAuth' "$address")" \
+      "$pki/ca"
+  fi
+  start metrics-server "$ms_bin/metrics-server" \
+    --kubeconfig "$dir/metrics-server.kubeconfig" \
+    --authentication-kubeconfig "$dir/metrics-server.kubeconfig" \
+    --authorization-kubeconfig "$dir/metrics-server.kubeconfig" \
+    --bind-address "$address" --secure-port "$ms_port" \
+    --tls-cert-file "$pki/metrics-server-serving.crt" --tls-private-key-file "$pki/metrics-server-serving.key" \
+    --kubelet-certificate-authority "$pki/ca.crt" --kubelet-preferred-address-types InternalIP \
+    --kubelet-use-node-status-port --node-selector 'type!=kwok' --metric-resolution 15s
+  kubectl apply -f "$here/metrics-server.yaml" >/dev/null
+  kubectl apply -f - >/dev/null <<YAML
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: metrics-server
+  namespace: kube-system
+  labels: {kubernetes.io/service-name: metrics-server, endpointslice.kubernetes.io/managed-by: up.sh}
+addressType: IPv4
+endpoints: [{addresses: ["$address"], conditions: {ready: true}}]
+ports: [{name: https, port: $ms_port, protocol: TCP}]
+---
+apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata:
+  name: v1beta1.metrics.k8s.io
+spec:
+  group: metrics.k8s.io
+  version: v1beta1
+  groupPriorityMinimum: 100
+  versionPriority: 100
+  service: {name: metrics-server, namespace: kube-system, port: 443}
+  caBundle: $(base64 -w0 "$pki/ca.crt")
+YAML
+  wait_until metrics-server 60 kubectl wait --for=condition=Available apiservice/v1beta1.metrics.k8s.io --timeout=1s
+}
+
 case ${MLMODEL_CLUSTER_NODE:-kwok} in
   kwok) ;;
   real) # Pods go to the real node; only those that tolerate the taint to KWOK's.
     kubectl taint node kwok-node-0 kwok.x-k8s.io/node=fake:NoSchedule --overwrite >/dev/null
-    "$here/node.sh" up "$dir" ;;
+    "$here/node.sh" up "$dir"
+    start_metrics_server ;;
   *) echo "up.sh: MLMODEL_CLUSTER_NODE is kwok (the default) or real" >&2; exit 2 ;;
 esac
 
