@@ -38,7 +38,9 @@ Problem = tuple[str, str]
 
 
 @dataclasses.dataclass
-class _Verdict:
+class _LastFinding:
+    """The problem last found for an MLModel's pods (None: none) and when, reused for an interval."""
+
     at: float
     problem: Problem | None
 
@@ -46,7 +48,7 @@ class _Verdict:
 class PodDiagnosis:
     def __init__(self, settings: OperatorSettings) -> None:
         self._settings = settings
-        self._verdicts: dict[str, _Verdict] = {}
+        self._findings: dict[str, _LastFinding] = {}
         self._gate = asyncio.Semaphore(PROBE_CONCURRENCY)
         self._session: aiohttp.ClientSession | None = None
 
@@ -56,7 +58,7 @@ class PodDiagnosis:
             self._session = None
 
     def forget(self, uid: str) -> None:
-        self._verdicts.pop(uid, None)
+        self._findings.pop(uid, None)
 
     async def problem(
         self, kube: KubeClient, mlmodel: dict[str, Any], deployment: dict[str, Any] | None
@@ -64,10 +66,10 @@ class PodDiagnosis:
         """Why the model's pods are not ready, or None (all available, or no reason known)."""
         uid = mlmodel["metadata"]["uid"]
         if not not_fully_available(deployment):
-            self._verdicts.pop(uid, None)
+            self._findings.pop(uid, None)
             return None
         now = time.monotonic()
-        cached = self._verdicts.get(uid)
+        cached = self._findings.get(uid)
         if cached is not None and now - cached.at < self._settings.pod_diagnosis_interval_seconds:
             return cached.problem
         pods = (
@@ -76,7 +78,7 @@ class PodDiagnosis:
         found = container_problem(pods)
         if found is None and self._settings.pod_probe_enabled:
             found = await self._ask_runtimes(probe_targets(pods)[:PODS_PROBED_PER_MODEL])
-        self._verdicts[uid] = _Verdict(time.monotonic(), found)
+        self._findings[uid] = _LastFinding(time.monotonic(), found)
         return found
 
     async def _ask_runtimes(self, targets: list[ProbeTarget]) -> Problem | None:

@@ -16,7 +16,7 @@ from mlmodel_operator import metrics
 from mlmodel_operator.builders import InvalidSpec
 from mlmodel_operator.builders.common import ANNOTATION_PREFIX, MANAGED_BY
 from mlmodel_operator.kube import MAX_RETRY_AFTER, ApiError, NotOurs
-from mlmodel_operator.metadata import Metadata
+from mlmodel_operator.metadata import MetadataRecorder
 from mlmodel_operator.peering import CLUSTER_PEERING
 from mlmodel_operator.reconcile import (
     WATCHED_CHILD_TYPES,
@@ -117,8 +117,8 @@ def register(registry: kopf.OperatorRegistry, ctx: Context, namespaces: Sequence
             logger.info("metrics served: port=%s", ctx.settings.metrics_port)
         # No connection is made here: the writer connects (and migrates) in the background, so
         # a database that is down delays the history, never the reconciling.
-        ctx.metadata = Metadata.from_settings(ctx.settings)
-        ctx.metadata.start()
+        ctx.recorder = MetadataRecorder.from_settings(ctx.settings)
+        ctx.recorder.start()
         await ctx.kube.login()
         if ctx.peering.name is not None and not ctx.peering.namespaces:
             # kopf waits for its peering object; an install cannot create it in the same
@@ -132,7 +132,7 @@ def register(registry: kopf.OperatorRegistry, ctx: Context, namespaces: Sequence
                 logger.info("peering object created: name=%s", ctx.peering.name)
         logger.info(
             "metadata store configured: backend=%s%s",
-            ctx.metadata.backend,
+            ctx.recorder.backend,
             "" if ctx.settings.database_url else f" path={ctx.settings.cache_dir}",
         )
 
@@ -150,7 +150,7 @@ def register(registry: kopf.OperatorRegistry, ctx: Context, namespaces: Sequence
         await ctx.kube.close()
         if ctx.diagnosis is not None:
             await ctx.diagnosis.close()
-        await ctx.metadata.close(ctx.settings.metadata_flush_timeout_seconds)
+        await ctx.recorder.close(ctx.settings.metadata_flush_timeout_seconds)
 
     @kopf.on.resume(*MLMODELS, registry=registry)
     @kopf.on.create(*MLMODELS, registry=registry)
@@ -200,7 +200,7 @@ def register(registry: kopf.OperatorRegistry, ctx: Context, namespaces: Sequence
         if type == "DELETED":
             # No finalizer holds the MLModel for this: a deletion while the operator is down
             # is caught by the resync's comparison with the store instead.
-            ctx.metadata.deleted(body)
+            ctx.recorder.deleted(body)
             ctx.forget(uid)
         else:
             ctx.census.observe(uid, (body.get("status") or {}).get("conditions"))

@@ -18,7 +18,7 @@ from mlmodel_store.queries import live_deployments
 from prometheus_client import REGISTRY
 
 from mlmodel_operator.conditions import DEGRADED, READY, get_condition
-from mlmodel_operator.rollouts import OperatorRecorder
+from mlmodel_operator.rollouts import RolloutEvents
 from mlmodel_operator.settings import OperatorSettings
 
 logger = logging.getLogger("mlmodel_operator.metadata")
@@ -79,13 +79,14 @@ def _identity(mlmodel: Mapping[str, Any]) -> tuple[str, int]:
     return meta.get("uid") or "", int(meta.get("generation") or 1)
 
 
-class Metadata:
-    """Queues what the operator learns for the store; a no-op when built with no recorder."""
+class MetadataRecorder:
+    """Records what the operator learns in the metadata store (queued, never awaited); a no-op
+    when built with no events queue."""
 
     def __init__(
-        self, recorder: OperatorRecorder | None = None, reader: Database | None = None
+        self, events: RolloutEvents | None = None, reader: Database | None = None
     ) -> None:
-        self.recorder = recorder
+        self.events = events
         self._reader = reader
         self._read_executor: ThreadPoolExecutor | None = None
         self._read_in_flight: Future[list[DeploymentKey]] | None = None
@@ -96,9 +97,9 @@ class Metadata:
         self._ready: dict[str, int] = {}
 
     @classmethod
-    def from_settings(cls, settings: OperatorSettings) -> Metadata:
+    def from_settings(cls, settings: OperatorSettings) -> MetadataRecorder:
         """The configured PostgreSQL database, else SQLite in ``settings.cache_dir``."""
-        recorder = OperatorRecorder.create(
+        events = RolloutEvents.create(
             settings.database_url,
             cache_dir=settings.cache_dir,
             default_image=settings.runtime_image,
@@ -107,41 +108,41 @@ class Metadata:
         reader = Database.from_settings(
             settings.database_url, settings.cache_dir, application_name="mlmodel-operator"
         )
-        return cls(recorder, reader)
+        return cls(events, reader)
 
     @property
     def enabled(self) -> bool:
-        return self.recorder is not None
+        return self.events is not None
 
     @property
     def backend(self) -> str:
         return self._reader.backend if self._reader is not None else "none"
 
     def start(self) -> None:
-        if self.recorder is not None:
-            self.recorder.start()
+        if self.events is not None:
+            self.events.start()
 
     # --- what reconcile passes tell ------------------------------------------------------------
     def applied(self, mlmodel: Mapping[str, Any]) -> None:
         """The children of this generation were applied: open its rollout."""
-        if self.recorder is None:
+        if self.events is None:
             return
-        self.recorder.observed(mlmodel, phase="Progressing", ready=False)
+        self.events.observed(mlmodel, phase="Progressing", ready=False)
         uid, generation = _identity(mlmodel)
         self._observed[uid] = generation
 
     def invalid(self, mlmodel: Mapping[str, Any]) -> None:
         """This generation cannot be served: its rollout is recorded, and fails with the status."""
-        if self.recorder is None:
+        if self.events is None:
             return
-        self.recorder.observed(mlmodel, phase="Failed", ready=False)
+        self.events.observed(mlmodel, phase="Failed", ready=False)
         uid, generation = _identity(mlmodel)
         self._observed[uid] = generation
 
     def status(self, mlmodel: Mapping[str, Any], status: Mapping[str, Any]) -> None:
         """The status just computed (written or unchanged): level-based, so a restarted operator
-        records what it finds; the recorder drops exact repeats."""
-        if self.recorder is None:
+        records what it finds; the events queue drops exact repeats."""
+        if self.events is None:
             return
         uid, generation = _identity(mlmodel)
         if self._observed.get(uid) != generation:
@@ -149,17 +150,17 @@ class Metadata:
         health = health_of(status, reached_ready=self._ready.get(uid) == generation)
         if health.kind == "ready":
             self._ready[uid] = generation
-            self.recorder.ready(mlmodel)
+            self.events.ready(mlmodel)
         elif health.kind == "failed":
-            self.recorder.failed(mlmodel, reason=health.reason, message=health.message)
+            self.events.failed(mlmodel, reason=health.reason, message=health.message)
         else:
-            self.recorder.status(mlmodel, phase=health.phase, ready=health.ready)
+            self.events.status(mlmodel, phase=health.phase, ready=health.ready)
 
     def deleted(self, mlmodel: Mapping[str, Any]) -> None:
-        if self.recorder is None:
+        if self.events is None:
             return
         self.forget(_identity(mlmodel)[0])
-        self.recorder.deleted(mlmodel)
+        self.events.deleted(mlmodel)
 
     def forget(self, uid: str) -> None:
         self._observed.pop(uid, None)
@@ -200,7 +201,7 @@ class Metadata:
         served: Callable[[str], bool],
     ) -> int:
         """Mark deleted the recorded deployments whose MLModel is no longer listed."""
-        if self.recorder is None or recorded is None:
+        if self.events is None or recorded is None:
             return 0
         uids = {(m.get("metadata") or {}).get("uid") or "" for m in listed}
         stale = stale_deployments(recorded, uids, served)
@@ -221,8 +222,8 @@ class Metadata:
     async def close(self, timeout: float) -> int:
         """Flush for up to ``timeout`` seconds; returns how many writes were lost."""
         lost = 0
-        if self.recorder is not None:
-            lost = await self.recorder.close(timeout)
+        if self.events is not None:
+            lost = await self.events.close(timeout)
         if self._read_executor is not None:
             reader = self._reader
             if reader is not None:

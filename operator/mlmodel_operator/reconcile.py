@@ -32,7 +32,7 @@ from mlmodel_operator.kube import (
     ResourceType,
     change_marker,
 )
-from mlmodel_operator.metadata import Metadata
+from mlmodel_operator.metadata import MetadataRecorder
 from mlmodel_operator.mlmodels import MLModels
 from mlmodel_operator.peering import Peering
 from mlmodel_operator.settings import OperatorSettings
@@ -65,8 +65,8 @@ class Context:
     # Standalone unless `mlmodel operator` runs with kopf peering (the resync loop follows it).
     peering: Peering = dataclasses.field(default_factory=lambda: Peering(name=None, identity=""))
     diagnosis: PodDiagnosis | None = None
-    # The metadata store; replaced by the enabled one at operator start-up.
-    metadata: Metadata = dataclasses.field(default_factory=Metadata)
+    # Records in the metadata store; replaced by the enabled one at operator start-up.
+    recorder: MetadataRecorder = dataclasses.field(default_factory=MetadataRecorder)
     # The children as the watches last showed them, and what was last applied to each.
     children: Children = dataclasses.field(default_factory=Children)
     # The MLModels as the watch last showed them (or as our own status writes returned them).
@@ -89,7 +89,7 @@ class Context:
         assert self.diagnosis is not None
         self.diagnosis.forget(uid)
         self.census.forget(uid)
-        self.metadata.forget(uid)
+        self.recorder.forget(uid)
 
     def now(self) -> str:
         return self.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -109,7 +109,7 @@ async def reconcile(ctx: Context, mlmodel: dict[str, Any], logger: logging.Logge
     try:
         children = build_children(mlmodel, ctx.settings, servicemonitor_supported=monitoring)
     except InvalidSpec:  # the status says what to fix; the children of the last good spec stay
-        ctx.metadata.invalid(mlmodel)
+        ctx.recorder.invalid(mlmodel)
         await sync_status(ctx, namespace, meta["name"], logger, mlmodel=mlmodel)
         raise
 
@@ -126,7 +126,7 @@ async def reconcile(ctx: Context, mlmodel: dict[str, Any], logger: logging.Logge
             changes.append((outcome.value, child["kind"], child["metadata"]["name"]))
         if child["kind"] == DEPLOYMENT.kind and live is not None:
             deployment = live
-    ctx.metadata.applied(mlmodel)
+    ctx.recorder.applied(mlmodel)
 
     wanted = {(child["apiVersion"], child["kind"]) for child in children}
     for rtype in CHILD_TYPES:
@@ -222,7 +222,7 @@ async def sync_status(
         )
         previous = mlmodel.get("status") or {}
         if status == previous:
-            ctx.metadata.status(mlmodel, status)
+            ctx.recorder.status(mlmodel, status)
             return
         try:
             written = await ctx.kube.patch_status(mlmodel, status)
@@ -234,7 +234,7 @@ async def sync_status(
             continue
         ctx.mlmodels.observe("MODIFIED", written)
         _announce_transitions(ctx, mlmodel, previous, status, logger)
-        ctx.metadata.status(mlmodel, status)
+        ctx.recorder.status(mlmodel, status)
         return
     raise ApiError(
         "patch",

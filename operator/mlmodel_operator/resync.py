@@ -78,13 +78,13 @@ async def resync_once(ctx: Context, namespaces: Sequence[str]) -> None:
     # list permission; patterns (globs, exclusions) need the cluster-wide list.
     plain = namespaces and not any(set(ns) & set("*?[!") for ns in namespaces)
     # Read before listing: a model created in between must not look deleted.
-    recorded = await ctx.metadata.live_deployments()
+    recorded = await ctx.recorder.live_deployments()
     items: list[dict[str, Any]] = []
     for namespace in namespaces if plain else [None]:
         items += (await ctx.kube.list(MLMODEL, namespace)).get("items") or []
     # The listing is complete (an error would have ended the pass): models deleted while the
     # operator was down, or while its watch was reconnecting, are recorded as deleted now.
-    ctx.metadata.sweep(recorded, items, lambda namespace: served(namespace, namespaces))
+    ctx.recorder.sweep(recorded, items, lambda namespace: served(namespace, namespaces))
     gate = asyncio.Semaphore(CONCURRENCY)
 
     async def one(mlmodel: dict[str, Any]) -> None:

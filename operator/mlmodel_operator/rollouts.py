@@ -1,6 +1,6 @@
 """The store events an MLModel's reconcile outcomes imply: deployment rows and rollout history.
 
-``model_spec`` and ``changed_by`` are pure readers of an MLModel body; ``OperatorRecorder``
+``model_spec`` and ``changed_by`` are pure readers of an MLModel body; ``RolloutEvents``
 turns reconcile outcomes into queued write events, skipping exact repeats (timers reconcile
 the same state over and over).
 """
@@ -79,7 +79,7 @@ def generation(body: Mapping[str, Any]) -> int:
     return int((body.get("metadata") or {}).get("generation") or 1)
 
 
-class OperatorRecorder:
+class RolloutEvents:
     def __init__(self, writer: AsyncWriter, *, default_image: str) -> None:
         self.writer = writer
         self.default_image = default_image
@@ -95,7 +95,7 @@ class OperatorRecorder:
         default_image: str,
         registry: CollectorRegistry | None = None,
         **writer_options: Any,
-    ) -> OperatorRecorder:
+    ) -> RolloutEvents:
         database = Database.from_settings(
             database_url, cache_dir, application_name="mlmodel-operator"
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from mlmodel_operator.rollouts import OperatorRecorder, changed_by, model_spec
+from mlmodel_operator.rollouts import RolloutEvents, changed_by, model_spec
 from mlmodel_runtime.recorder import RuntimeRecorder
 from mlmodel_runtime.settings import RuntimeSettings
 from mlmodel_store import queries
@@ -80,7 +80,7 @@ def test_model_spec_and_changed_by_read_the_body() -> None:
 
 
 async def test_operator_create_update_delete_produce_rows(database_url: str) -> None:
-    recorder = OperatorRecorder.create(
+    recorder = RolloutEvents.create(
         database_url,
         cache_dir="/nonexistent",
         default_image="runtime:0.1.0",
