@@ -1,5 +1,7 @@
-"""The GitHub workflows: actionlint (with shellcheck on every run step) and the promises the
-issue makes about them: pinned actions, least privilege, concurrency, what gets built and pushed."""
+"""The GitHub workflows: actionlint (with shellcheck on every run step) over every workflow, the
+make targets CI calls, and rules every workflow must keep that actionlint does not check (actions
+pinned to a commit, least privilege, no secret in a shell step, no token left in git config, no CI
+setting that no test reads). What a given job contains is the workflow's own business."""
 
 from __future__ import annotations
 
@@ -31,10 +33,6 @@ def steps(job: dict) -> list[dict]:
 
 def step_using(job: dict, action: str) -> list[dict]:
     return [step for step in steps(job) if step.get("uses", "").split("@")[0] == action]
-
-
-def test_the_expected_workflows_exist():
-    assert {path.name for path in workflow_paths()} >= {"ci.yml", "release.yml"}
 
 
 def test_every_workflow_passes_actionlint_with_shellcheck(actionlint, shellcheck):
@@ -109,123 +107,12 @@ def test_least_privilege_permissions(workflows, name):
         assert set(permissions.values()) <= {"read", "write", "none"}
 
 
-def test_write_permissions_only_where_needed(workflows):
-    writes = {
-        (workflow_name, job_name): sorted(k for k, v in job["permissions"].items() if v == "write")
-        for workflow_name, workflow in workflows.items()
-        for job_name, job in workflow["jobs"].items()
-        if "write" in job["permissions"].values()
-    }
-    assert writes == {
-        ("release", "images"): ["packages"],
-        ("release", "deploy"): ["contents", "pull-requests"],
-    }
-
-
-@pytest.mark.parametrize("name", ["ci", "release"])
-def test_concurrency_groups(workflows, name):
-    concurrency = workflows[name]["concurrency"]
-    assert "github.ref" in concurrency["group"]
-
-
-def test_release_runs_queue_instead_of_racing_or_cancelling(workflows):
-    # Cancelling a publish half-way could leave one registry ahead of the other.
-    assert workflows["release"]["concurrency"]["cancel-in-progress"] is False
-
-
-def test_ci_triggers_and_jobs(workflows):
-    ci = workflows["ci"]
-    assert set(ci["on"]) == {"pull_request", "push", "workflow_call"}
-    # main is covered by release.yml calling this workflow; no double run there.
-    assert ci["on"]["push"] == {"branches-ignore": ["main"]}
-    assert set(ci["jobs"]) == {"lint", "typecheck", "test"}
-    commands = {name: " ".join(step.get("run", "") for step in steps(job))
-                for name, job in ci["jobs"].items()}
-    assert "make lint" in commands["lint"]
-    assert "make typecheck" in commands["typecheck"]
-    assert "make test" in commands["test"]
-
-
 @pytest.mark.parametrize("target", ["lint", "typecheck", "test"])
 def test_make_targets_used_by_ci_exist(target):
     # -n: print, do not run. Fails with "No rule to make target" when the target is missing.
     result = subprocess.run(["make", "-n", target], cwd=REPO_ROOT, check=False, capture_output=True,
                             text=True)
     assert result.returncode == 0, result.stderr
-
-
-def test_mypy_is_configured_for_both_packages():
-    import tomllib
-
-    config = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["mypy"]
-    assert set(config["files"]) == {"runtime/mlmodel_runtime", "operator/mlmodel_operator"}
-
-
-def test_ci_tests_get_a_postgresql_service(workflows):
-    job = workflows["ci"]["jobs"]["test"]
-    service = job["services"]["postgres"]
-    assert service["image"].startswith("postgres:")
-    assert "5432:5432" in service["ports"]
-    assert "pg_isready" in service["options"]
-    assert job["env"]["MLMODEL_TEST_DATABASE_URL"].startswith("postgresql://")
-    assert ":5432/" in job["env"]["MLMODEL_TEST_DATABASE_URL"]
-
-
-def test_release_triggers_on_main_and_version_tags_only(workflows):
-    on = workflows["release"]["on"]
-    assert set(on) == {"push"}
-    assert on["push"]["branches"] == ["main"]
-    assert all(tag.startswith("v") for tag in on["push"]["tags"])
-
-
-def test_images_are_published_only_after_ci(workflows):
-    jobs = workflows["release"]["jobs"]
-    assert jobs["ci"]["uses"] == "./.github/workflows/ci.yml"
-    assert jobs["images"]["needs"] == "ci"
-    assert jobs["deploy"]["needs"] == "images"
-
-
-def test_both_images_built_for_two_platforms_with_attestations_and_cache(workflows):
-    job = workflows["release"]["jobs"]["images"]
-    images = job["strategy"]["matrix"]["image"]
-    assert sorted(images) == ["operator", "runtime"]
-    for image in images:
-        assert (REPO_ROOT / f"Dockerfile.{image}").is_file(), f"Dockerfile.{image} missing"
-
-    assert step_using(job, "docker/setup-qemu-action")
-    assert step_using(job, "docker/setup-buildx-action")
-    (build,) = step_using(job, "docker/build-push-action")
-    options = build["with"]
-    assert options["file"] == "Dockerfile.${{ matrix.image }}"
-    assert set(options["platforms"].split(",")) == {"linux/amd64", "linux/arm64"}
-    assert options["push"] is True
-    assert options["sbom"] is True
-    assert options["provenance"] == "mode=max"
-    assert options["cache-from"].startswith("type=gha")
-    assert options["cache-to"].startswith("type=gha") and "mode=max" in options["cache-to"]
-    assert options["tags"] == "${{ steps.meta.outputs.tags }}"
-
-
-def test_image_tags_semver_sha_and_latest_on_main_only(workflows):
-    job = workflows["release"]["jobs"]["images"]
-    (meta,) = step_using(job, "docker/metadata-action")
-    tags = [line.strip() for line in meta["with"]["tags"].splitlines() if line.strip()]
-    assert "type=semver,pattern={{version}}" in tags
-    assert "type=sha,prefix=sha-,format=short" in tags
-    assert "type=raw,value=latest,enable={{is_default_branch}}" in tags
-    # Without this, metadata-action also tags `latest` on every semver tag.
-    assert "latest=false" in meta["with"]["flavor"]
-    images = meta["with"]["images"]
-    assert "steps.names.outputs.ghcr" in images and "steps.names.outputs.dockerhub" in images
-
-
-def test_both_registries_logged_in_from_secrets(workflows):
-    job = workflows["release"]["jobs"]["images"]
-    logins = {step["with"]["registry"]: step["with"] for step in step_using(job, "docker/login-action")}
-    assert set(logins) == {"ghcr.io", "docker.io"}
-    assert logins["ghcr.io"]["password"] == "${{ secrets.GITHUB_TOKEN }}"
-    assert logins["docker.io"]["username"] == "${{ secrets.DOCKERHUB_USERNAME }}"
-    assert logins["docker.io"]["password"] == "${{ secrets.DOCKERHUB_TOKEN }}"
 
 
 @pytest.mark.parametrize("path", workflow_paths(), ids=lambda path: path.name)
@@ -243,18 +130,6 @@ def test_checkouts_do_not_leave_the_token_in_git_config(workflows):
         for job in workflow["jobs"].values():
             for step in step_using(job, "actions/checkout"):
                 assert step["with"]["persist-credentials"] is False
-
-
-def test_deploy_opens_a_pull_request_on_version_tags_only(workflows):
-    job = workflows["release"]["jobs"]["deploy"]
-    assert job["if"] == "startsWith(github.ref, 'refs/tags/v')"
-    script = "\n".join(step.get("run", "") for step in steps(job))
-    assert "kustomize edit set image" in script
-    for directory in ("operator/deploy", "examples/gitops/overlays/staging"):
-        assert f"cd {directory}" in script
-        assert (REPO_ROOT / directory / "kustomization.yaml").is_file()
-    (pull_request,) = step_using(job, "peter-evans/create-pull-request")
-    assert pull_request["with"]["branch"] == "deploy/${{ github.ref_name }}"
 
 
 def test_every_test_setting_ci_passes_is_read_by_the_tests(workflows):
