@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +92,74 @@ def denied(events: list[dict[str, Any]]) -> list[str]:
     ]
 
 
+def start_operator(
+    cluster: Cluster,
+    workdir: Path,
+    *args: str,
+    namespaces: Sequence[str] | None = None,
+    kubeconfig: Path | None = None,
+    user: str = OPERATOR_USER,
+    log_path: Path | None = None,
+    verbose: bool = True,
+    wait: bool = True,
+    **env: str | None,
+) -> OperatorProcess:
+    """`mlmodel operator ARGS` (default `--standalone`) as a process of its own: the one way the
+    tests and the benchmarks run it.
+
+    It logs in with a TokenRequest token of the install's ServiceAccount unless `kubeconfig` is
+    given (`user` is who that logs in as); `namespaces` (default: every namespace) become
+    `--namespace` flags. Its environment is the caller's without any `MLMODEL_`, `KUBERNETES_`
+    or `KOPF_` variable, plus a 2 s resync, no caching of the ServiceMonitor CRD check, text logs
+    and a free metrics port; `env` adds to or overrides those (None: the operator's default).
+    With `wait`, returns once the API server has seen it watch MLModels and Deployments.
+    """
+    suffix = uuid.uuid4().hex[:6]
+    if kubeconfig is None:
+        token = cluster.token(OPERATOR_SERVICE_ACCOUNT, OPERATOR_NAMESPACE)
+        kubeconfig = cluster.kubeconfig_for_token(workdir / f"operator-{suffix}.kubeconfig", token)
+    log_path = log_path or workdir / f"operator-{suffix}.log"
+    metrics_port = free_port()
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("MLMODEL_", "KUBERNETES_", "KOPF_"))
+    }
+    settings: dict[str, str | None] = {
+        "KUBECONFIG": str(kubeconfig),
+        "MLMODEL_OPERATOR_RESYNC_INTERVAL_SECONDS": "2",
+        "MLMODEL_OPERATOR_CRD_CHECK_INTERVAL_SECONDS": "0",
+        "MLMODEL_OPERATOR_METRICS_PORT": str(metrics_port),
+        "MLMODEL_OPERATOR_LOG_FORMAT": "text",
+        "HOME": str(workdir / "home"),
+        "PYTHONUNBUFFERED": "1",
+        **env,
+    }
+    environment.update({key: value for key, value in settings.items() if value is not None})
+    scope = [f"--namespace={ns}" for ns in namespaces] if namespaces else ["--all-namespaces"]
+    flags = [*scope, *(args or ("--standalone",)), *(["--verbose"] if verbose else [])]
+    begun = utc_now() - datetime.timedelta(seconds=1)  # audit timestamps are in microseconds
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            [*operator_command(), *flags], env=environment, stdout=log_file, stderr=subprocess.STDOUT
+        )
+    operator = OperatorProcess(process, log_path, metrics_port, begun, user)
+
+    def watching() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"the operator exited early:\n{operator.log()}")
+        watched = {
+            (e.get("objectRef") or {}).get("resource")
+            for e in operator_requests(cluster, begun, user)
+            if e["verb"] == "watch"
+        }
+        return {"mlmodels", "deployments"} <= watched
+
+    if wait:
+        wait_until(watching, timeout=60, what="the operator to watch mlmodels and deployments")
+    return operator
+
+
 @pytest.fixture()
 def run_operator(
     installed_cluster: Cluster, tmp_path: Path, request: pytest.FixtureRequest
@@ -101,64 +169,19 @@ def run_operator(
     The test fails if the API server denied the operator any request (RBAC too narrow).
     """
     started: list[OperatorProcess] = []
-    cluster = installed_cluster
 
-    def start(
-        *args: str,
-        namespaces: list[str] | None = None,
-        resync: float = 2.0,
-        kubeconfig: Path | None = None,
-        user: str = OPERATOR_USER,
-        wait: bool = True,
-        **env: str,
-    ) -> OperatorProcess:
-        """`args` are passed to `mlmodel operator` (default: `--standalone`); `namespaces`
-        (default: every namespace) become `-n` flags; `user` is who `kubeconfig` logs in as."""
-        if kubeconfig is None:
-            token = cluster.token(OPERATOR_SERVICE_ACCOUNT, OPERATOR_NAMESPACE)
-            kubeconfig = cluster.kubeconfig_for_token(tmp_path / f"operator-{uuid.uuid4().hex[:6]}.kubeconfig", token)
-        metrics_port = free_port()
-        environment = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(("MLMODEL_", "KUBERNETES_", "KOPF_"))
-        }
-        environment.update(
-            KUBECONFIG=str(kubeconfig),
+    def start(*args: str, resync: float = 2.0, **options: Any) -> OperatorProcess:
+        """`start_operator` on the session's cluster, runtime image TEST_RUNTIME_IMAGE."""
+        options.setdefault("MLMODEL_OPERATOR_RUNTIME_IMAGE", TEST_RUNTIME_IMAGE)
+        operator = start_operator(
+            installed_cluster,
+            tmp_path,
+            *args,
+            log_path=tmp_path / f"operator-{len(started)}.log",
             MLMODEL_OPERATOR_RESYNC_INTERVAL_SECONDS=str(resync),
-            MLMODEL_OPERATOR_CRD_CHECK_INTERVAL_SECONDS="0",
-            MLMODEL_OPERATOR_METRICS_PORT=str(metrics_port),
-            MLMODEL_OPERATOR_LOG_FORMAT="text",
-            MLMODEL_OPERATOR_RUNTIME_IMAGE=TEST_RUNTIME_IMAGE,
-            HOME=str(tmp_path / "home"),
-            PYTHONUNBUFFERED="1",
+            **options,
         )
-        environment.update(env)
-        scope = [f"--namespace={ns}" for ns in namespaces] if namespaces else ["--all-namespaces"]
-        log_path = tmp_path / f"operator-{len(started)}.log"
-        begun = utc_now() - datetime.timedelta(seconds=1)
-        with open(log_path, "wb") as log_file:
-            process = subprocess.Popen(
-                [*operator_command(), *scope, *(args or ("--standalone",)), "--verbose"],
-                env=environment,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
-        operator = OperatorProcess(process, log_path, metrics_port, begun, user)
         started.append(operator)
-
-        def watching() -> bool:
-            if process.poll() is not None:
-                raise AssertionError(f"the operator exited early:\n{operator.log()}")
-            watched = {
-                (e.get("objectRef") or {}).get("resource")
-                for e in operator_requests(cluster, begun, user)
-                if e["verb"] == "watch"
-            }
-            return {"mlmodels", "deployments"} <= watched
-
-        if wait:
-            wait_until(watching, timeout=60, what="the operator to watch mlmodels and deployments")
         return operator
 
     yield start
@@ -169,7 +192,7 @@ def run_operator(
         if failed:
             sys.stderr.write(f"--- operator log (exit {code}) ---\n{operator.log()[-20000:]}\n")
     for operator in started:
-        refused = denied(operator_requests(cluster, operator.started, operator.user))
+        refused = denied(operator_requests(installed_cluster, operator.started, operator.user))
         assert not refused, f"the API server denied the operator: {refused}"
 
 
