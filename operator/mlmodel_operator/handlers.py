@@ -93,14 +93,15 @@ async def reconcile_guarded(
         metrics.RECONCILE_DURATION.observe(time.monotonic() - started)
 
 
-def owner_name(deployment: kopf.Body) -> str | None:
+def controlling_mlmodel(deployment: kopf.Body) -> tuple[str, str] | None:
+    """The name and uid of the MLModel that controls `deployment`, if one does."""
     for ref in deployment.get("metadata", {}).get("ownerReferences") or ():
         if (
             ref.get("kind") == KIND
             and ref.get("apiVersion") == API_VERSION
             and ref.get("controller")
         ):
-            return ref.get("name")
+            return ref.get("name"), ref.get("uid")
     return None
 
 
@@ -144,9 +145,10 @@ def register(registry: kopf.OperatorRegistry, ctx: Context, namespaces: Sequence
 
     @kopf.on.cleanup(registry=registry)
     async def on_cleanup(**_: Any) -> None:
-        for task in background:
+        tasks = [*background, *pending_status.values()]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*background, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await ctx.kube.close()
         if ctx.diagnosis is not None:
             await ctx.diagnosis.close()
@@ -170,22 +172,39 @@ def register(registry: kopf.OperatorRegistry, ctx: Context, namespaces: Sequence
                 api_version, plural, labels=MANAGED_LABELS, registry=registry, id=f"cache-{plural}"
             )(on_child_event)
 
+    pending_status: dict[tuple[str, str], asyncio.Task[None]] = {}
+
+    async def follow_deployment(
+        namespace: str, name: str, uid: str, logger: logging.Logger
+    ) -> None:
+        await asyncio.sleep(ctx.settings.status_debounce_seconds)
+        del pending_status[namespace, name]
+        try:
+            # The Deployment as the watch shows it now (read if it is gone from the watch);
+            # never at the same time as a reconcile pass of the MLModel (one status writer).
+            async with ctx.lock_for(uid):
+                await sync_status(ctx, namespace, name, logger)
+        except ApiError as error:
+            # Event handlers are not retried; the resync loop catches up.
+            logger.warning("status not updated from deployment event: error=%s", error)
+
     @kopf.on.event(*DEPLOYMENTS, labels=MANAGED_LABELS, registry=registry)
     async def on_deployment_event(
         type: str | None, body: kopf.Body, logger: logging.Logger, **_: Any
     ) -> None:
-        """The MLModel's status follows its Deployment's rollout as the controller reports it."""
+        """The MLModel's status follows its Deployment's rollout as the controller reports it.
+
+        A rollout is a burst of Deployment events: the first schedules one status update a
+        moment later, which the others join, computed from the state the watch shows then."""
         on_child_event(type, body)
-        name = owner_name(body)
+        owner = controlling_mlmodel(body)
         namespace = body.get("metadata", {}).get("namespace")
-        if name is None or namespace is None:
+        if owner is None or namespace is None or (namespace, owner[0]) in pending_status:
             return
-        deployment = None if type == "DELETED" else copy.deepcopy(dict(body))
-        try:
-            await sync_status(ctx, namespace, name, logger, deployment=deployment)
-        except ApiError as error:
-            # Event handlers are not retried; the resync loop catches up.
-            logger.warning("status not updated from deployment event: error=%s", error)
+        name, uid = owner
+        pending_status[namespace, name] = asyncio.create_task(
+            follow_deployment(namespace, name, uid, logger), name=f"status {namespace}/{name}"
+        )
 
     @kopf.on.event(*MLMODELS, registry=registry)
     async def on_mlmodel_event(type: str | None, body: kopf.Body, **_: Any) -> None:

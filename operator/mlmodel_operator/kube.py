@@ -416,14 +416,19 @@ class KubeClient:
         return upgraded
 
     async def patch_status(self, obj: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
-        """Write `status` through /status, failing with 409 if the object changed since it was read."""
+        """Write `status` through /status, as a merge patch from the status in `obj`.
+
+        The patch names the object's uid (a recreated namesake is not written to) but not its
+        resourceVersion: kopf's own annotation writes would turn most status writes into 409s
+        and fresh reads. The operator is the status's only writer and writes it one pass at a
+        time per MLModel, and the conditions carry the generation they were computed for."""
         rtype = resource_of(obj)
         meta = obj["metadata"]
         resource = await self._resource(rtype)
         dynamic = await self._client()
         path = resource.path(name=meta["name"], namespace=meta.get("namespace")) + "/status"
         patch = {
-            "metadata": {"resourceVersion": meta["resourceVersion"]},
+            "metadata": {"uid": meta["uid"]},
             "status": merge_patch(obj.get("status") or {}, status),
         }
         _, _, body = await self._send(

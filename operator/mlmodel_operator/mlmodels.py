@@ -2,8 +2,9 @@
 
 A status update that follows a Deployment's rollout needs the MLModel's spec and current
 status; reading both from here instead of from the API server saves a GET per Deployment event.
-The copy can be behind the server: a status write made from it carries the resourceVersion it
-was computed from, so a stale copy costs a 409 and a fresh read, never a wrong status.
+The copy holds at least the operator's own last status write (the answer to it is kept), and
+the operator is the status's only writer; a spec change not seen here yet is reconciled when
+its event arrives.
 """
 
 from __future__ import annotations

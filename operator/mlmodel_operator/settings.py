@@ -48,6 +48,14 @@ class OperatorSettings(BaseSettings):
         le=65535,
         description="Port of the operator's own Prometheus /metrics endpoint; 0 turns it off.",
     )
+    status_debounce_seconds: float = Field(
+        0.5,
+        ge=0,
+        description=(
+            "How long after a Deployment event the MLModel's status is computed, from the "
+            "latest state: the events of a rollout in that time share one computation."
+        ),
+    )
     pod_diagnosis_interval_seconds: float = Field(
         30.0,
         ge=0,
