@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8080
 
-.PHONY: help install serve test test-fast lint typecheck examples images bench bench-transformer bench-operator grpc-stubs cluster cluster-down clean
+.PHONY: help install serve test test-fast lint typecheck examples images bench bench-transformer bench-operator k6 grpc-stubs cluster cluster-down clean
 
 help:
 	@echo "make serve      serve the sentiment example locally (trains it first if needed)"
@@ -17,6 +17,7 @@ help:
 	@echo "make bench      serving benchmark: ours vs MLServer, FastAPI, Flask (about 12 min; BENCH_ARGS=--quick)"
 	@echo "make bench-transformer  the MiniLM example: ours vs MLServer, batching on/off (about 15 min)"
 	@echo "make bench-operator  the operator with 1,000 MLModels on the local control plane (make cluster)"
+	@echo "make k6         examples/loadtest/k6.js against a served model (BASE_URL, default: make serve's)"
 	@echo "make images     build the runtime and operator images (BASE_IMAGE=... to change the base)"
 	@echo "make cluster    a local Kubernetes control plane built from source (etcd, apiserver, controllers, KWOK node)"
 	@echo "                MLMODEL_CLUSTER_NODE=real make cluster adds a real node (containerd, kubelet, kube-proxy)"
@@ -60,10 +61,18 @@ bench-transformer: $(BIN)/mlmodel examples/sentiment-minilm/model.onnx
 bench-operator: $(BIN)/mlmodel
 	$(BIN)/python benchmarks/operator_scale.py $(BENCH_ARGS)
 
+# The k6 load test against a model already served: `make serve` in another terminal, or
+# BASE_URL=http://SERVICE make k6 (MODEL, VUS, DURATION, MAX_P99_MS...: see the script's header).
+# k6 is built from tests/tools/modules/k6 on first use (about 4 minutes on 2 cores).
+k6:
+	k6=$$(bash tests/tools/build.sh k6) && BASE_URL=$${BASE_URL:-http://127.0.0.1:$(PORT)} \
+		"$$k6" run --no-usage-report examples/loadtest/k6.js
+
 test: $(BIN)/mlmodel
 	bash .ci/system-packages.sh
 	bash tests/cluster/build.sh >/dev/null
 	bash tests/cluster/build.sh kubelet kube-proxy containerd containerd-shim-runc-v2 ctr pause >/dev/null
+	bash tests/tools/build.sh k6 >/dev/null
 	$(BIN)/python -m pytest
 
 test-fast: $(BIN)/mlmodel

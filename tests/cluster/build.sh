@@ -17,11 +17,8 @@ mkdir -p "$bin"
 wanted=("$@")
 ((${#wanted[@]})) || wanted=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok)
 
-if ! command -v go >/dev/null; then
-  echo "build.sh: the Go toolchain (1.26 or newer) is needed to build the local cluster" >&2
-  exit 1
-fi
-export CGO_ENABLED=0 GOFLAGS=-mod=readonly
+# shellcheck source=../tools/gobuild.sh
+source "$here/../tools/gobuild.sh"
 minor=${KUBERNETES_VERSION#v1.}; minor=${minor%%.*}
 build_date=$(date -u -d "@${SOURCE_DATE_EPOCH:-0}" +%Y-%m-%dT%H:%M:%SZ)
 stamp=""
@@ -31,14 +28,7 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
 done
 
 build() { # name module-dir package ldflags [output-dir]
-  local name=$1 dir=$2 pkg=$3 flags=$4 out=${5:-$bin}
-  [[ -x $out/$name ]] && return 0
-  echo "building $name (first time on this machine; cached in $out)" >&2
-  local started=$SECONDS
-  mkdir -p "$out"
-  (cd "$here/modules/$dir" && go build -trimpath -ldflags "-s -w $flags" -o "$out/$name.tmp" "$pkg") >&2
-  mv "$out/$name.tmp" "$out/$name"
-  echo "built $name in $((SECONDS - started)) s" >&2
+  go_build "$1" "$here/modules/$2" "$3" "$4" "${5:-$bin}"
 }
 
 # containerd and metrics-server have versions of their own, so cache directories of their own,
