@@ -23,19 +23,19 @@ import pytest
 from support.cluster import (
     CLUSTER_SCRIPTS,
     OPERATOR_NAMESPACE,
-    OPERATOR_SERVICE_ACCOUNT,
     REPO_ROOT,
     Cluster,
     free_port_block,
     stop_cluster,
 )
-from support.operator import OPERATOR_USER, denied, operator_command, operator_requests, utc_now
+from support.operator import denied, operator_requests, start_operator
 from support.ports import free_port
 
 NODE_NAME = "mlmodel-node-0"
 # The host's address on the node's bridge (tests/cluster/node.sh), which pods reach directly.
 POD_GATEWAY = "10.244.0.1"
 RUNTIME_IMAGE = "mlmodel-runtime:realnode"
+HPA_DOWNSCALE_STABILIZATION_SECONDS = 30
 BASE_IMAGE = os.environ.get("MLMODEL_TEST_BASE_IMAGE", "mlmodel-local/python:3.11-slim-bookworm")
 EXAMPLES = REPO_ROOT / "examples"
 POSITIVE = "A wonderful film: moving, funny and beautifully acted."
@@ -78,16 +78,20 @@ def fixture_runtime_image() -> str:
 def fixture_node_cluster(
     tmp_path_factory: pytest.TempPathFactory, runtime_image: str
 ) -> Iterator[Cluster]:
-    """A fresh cluster with a real node (and the runtime image in its containerd)."""
+    """A fresh cluster with a real node (and the runtime image in its containerd) and
+    metrics-server."""
     if shutil.which("runc") is None or not Path("/usr/lib/cni/bridge").exists():
         pytest.fail("a real node needs runc and containernetworking-plugins (apt-get install)")
     directory = tmp_path_factory.mktemp("realnode")
-    port = free_port_block(10)
+    port = free_port_block(11)
     environment = {
         **os.environ,
         "MLMODEL_CLUSTER_PORT": str(port),
         "MLMODEL_CLUSTER_NODE": "real",
         "MLMODEL_CLUSTER_IMAGES": runtime_image,
+        # The HPA waits this long before scaling down (Kubernetes: 5 min; the MLModel has no
+        # field for the HPA's behavior), so the autoscaling test sees the way down too.
+        "MLMODEL_CLUSTER_HPA_DOWNSCALE_STABILIZATION": f"{HPA_DOWNSCALE_STABILIZATION_SECONDS}s",
     }
     result = subprocess.run(
         ["bash", str(CLUSTER_SCRIPTS / "up.sh"), str(directory)],
@@ -161,48 +165,19 @@ def fixture_node_operator(
     node_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[None]:
     """`mlmodel operator` with the install's ServiceAccount token, images never pulled."""
-    home = tmp_path_factory.mktemp("operator")
-    token = node_cluster.token(OPERATOR_SERVICE_ACCOUNT, OPERATOR_NAMESPACE)
-    kubeconfig = node_cluster.kubeconfig_for_token(home / "kubeconfig", token)
-    environment = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("MLMODEL_", "KUBERNETES_", "KOPF_"))
-    }
-    environment.update(
-        KUBECONFIG=str(kubeconfig),
-        HOME=str(home),
-        PYTHONUNBUFFERED="1",
-        MLMODEL_OPERATOR_RESYNC_INTERVAL_SECONDS="2",
-        MLMODEL_OPERATOR_CRD_CHECK_INTERVAL_SECONDS="0",
-        MLMODEL_OPERATOR_METRICS_PORT=str(free_port()),
-        MLMODEL_OPERATOR_LOG_FORMAT="text",
+    operator = start_operator(
+        node_cluster,
+        tmp_path_factory.mktemp("operator"),
         MLMODEL_OPERATOR_POD_DIAGNOSIS_INTERVAL_SECONDS="1",
         MLMODEL_OPERATOR_RUNTIME_IMAGE=f"docker.io/library/{RUNTIME_IMAGE}",
         MLMODEL_OPERATOR_IMAGE_PULL_POLICY="Never",
     )
-    begun = utc_now()
-    log_path = home / "operator.log"
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(
-            [*operator_command(), "--all-namespaces", "--standalone", "--verbose"],
-            env=environment,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
     try:
         yield
     finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    refused = denied(operator_requests(node_cluster, begun, OPERATOR_USER))
-    assert not refused, (
-        f"the API server denied the operator: {refused}\n{log_path.read_text()[-5000:]}"
-    )
+        operator.stop()
+    refused = denied(operator_requests(node_cluster, operator.started, operator.user))
+    assert not refused, f"the API server denied the operator: {refused}\n{operator.log()[-5000:]}"
 
 
 @pytest.fixture(name="namespace")

@@ -23,6 +23,7 @@ from support.ports import wait_until
 from controlplane.models import condition, mlmodel
 from controlplane.realnode import (  # noqa: F401  (the real-node session's fixtures)
     EXAMPLES,
+    HPA_DOWNSCALE_STABILIZATION_SECONDS,
     NEGATIVE,
     NODE_NAME,
     POSITIVE,
@@ -300,3 +301,118 @@ def test_restricted_pod_security_is_enforced_and_the_runtime_pods_start(
     (pod,) = node_cluster.list("pods", namespace)
     assert pod["status"]["phase"] == "Running"
     assert pod["spec"]["containers"][0]["securityContext"]["runAsNonRoot"] is True
+
+
+def top_pods(cluster: Cluster, namespace: str) -> dict[str, tuple[int, int]]:
+    """`kubectl top pods`: each pod's CPU (millicores) and memory (MiB), as metrics-server has
+    them; empty until it has scraped a pod."""
+    result = cluster.kubectl("top", "pods", "-n", namespace, "--no-headers", check=False)
+    usage = {}
+    for line in result.stdout.splitlines():
+        name, cpu, memory = line.split()
+        assert cpu.endswith("m") and memory.endswith("Mi"), line
+        usage[name] = (int(cpu[:-1]), int(memory[:-2]))
+    return usage
+
+
+def test_the_hpa_scales_the_runtime_up_under_load_and_back_down_after(
+    node_cluster: Cluster, artifacts: ArtifactServer, namespace: str
+):
+    """metrics-server (up.sh) scrapes the node's kubelet; the HPA controller reads pod CPU from
+    it and scales the runtime's Deployment between the MLModel's min and max replicas."""
+    node_cluster.apply(
+        example_model(
+            "sentiment",
+            namespace,
+            "sentiment",
+            artifacts.uri("sentiment/v1/model.joblib"),
+            replicas=None,
+            # 100m requested; one busy worker uses several times that.
+            autoscaling={"minReplicas": 1, "maxReplicas": 3, "targetCPUUtilizationPercentage": 50},
+        )
+    )
+    ready(node_cluster, namespace, "sentiment")
+    host = cluster_ip(node_cluster, namespace, "sentiment")
+    request = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [POSITIVE]}]}
+
+    def hpa() -> dict[str, Any]:
+        found = node_cluster.get("hpa", "sentiment", namespace)
+        assert found is not None, "the operator made no HorizontalPodAutoscaler"
+        return found
+
+    def ready_replicas() -> int:
+        deployment = node_cluster.get("deployment", "sentiment", namespace) or {}
+        return int(deployment.get("status", {}).get("readyReplicas") or 0)
+
+    def cpu_utilization(status: dict[str, Any]) -> int | None:
+        for metric in status.get("currentMetrics") or ():
+            if metric.get("type") == "Resource" and metric["resource"]["name"] == "cpu":
+                return metric["resource"]["current"].get("averageUtilization")
+        return None
+
+    def measured() -> dict[str, Any] | None:
+        status = hpa().get("status", {})
+        return status if cpu_utilization(status) is not None else None
+
+    # Idle first: the HPA reads a utilisation from the metrics API and stays at its minimum.
+    idle = wait_until(
+        measured, timeout=180, what="the HPA to read the pods' CPU from metrics.k8s.io"
+    )
+    assert idle["desiredReplicas"] == 1, idle
+
+    with Load(host, "/v2/models/sentiment/infer", request) as load:
+        loaded_at = time.monotonic()
+
+        def scaled_up() -> dict[str, Any] | None:
+            status = hpa().get("status", {})
+            return status if status.get("desiredReplicas", 0) > 1 and ready_replicas() > 1 else None
+
+        up = wait_until(scaled_up, timeout=300, every=2, what="the HPA to scale up under load")
+        scale_up_seconds = time.monotonic() - loaded_at
+        utilization = cpu_utilization(up)
+        assert utilization is not None and utilization > 50, up
+
+        # `kubectl top` reads the same API: every running pod, their memory, the CPU of the busy.
+        pods = {
+            pod["metadata"]["name"]
+            for pod in node_cluster.list("pods", namespace)
+            if pod["status"].get("phase") == "Running"
+        }
+
+        def top_lists_every_pod() -> dict[str, tuple[int, int]] | None:
+            usage = top_pods(node_cluster, namespace)
+            return usage if set(usage) >= pods else None
+
+        usage = wait_until(
+            top_lists_every_pod, timeout=120, every=2, what="kubectl top to list every pod"
+        )
+        assert all(memory > 0 for _, memory in usage.values()), usage
+        assert max(cpu for cpu, _ in usage.values()) > 50, usage
+    assert len(load.latencies) > 100 and not load.errors, load.errors[:10]
+    most = max(up["desiredReplicas"], ready_replicas())
+    top_nodes = node_cluster.kubectl("top", "nodes", "--no-headers").stdout
+    assert NODE_NAME in top_nodes, top_nodes
+
+    stopped_at = time.monotonic()
+
+    def scaled_down() -> dict[str, Any] | None:
+        status = hpa().get("status", {})
+        down = status.get("desiredReplicas") == status.get("currentReplicas") == 1
+        return status if down and ready_replicas() == 1 else None
+
+    wait_until(
+        scaled_down,
+        timeout=HPA_DOWNSCALE_STABILIZATION_SECONDS + 300,
+        every=2,
+        what="the HPA to scale back down to minReplicas",
+    )
+    scale_down_seconds = time.monotonic() - stopped_at
+    print(
+        f"HPA: scaled 1 -> {most} in {scale_up_seconds:.0f} s under load "
+        f"({len(load.latencies)} requests, CPU {utilization}% of the request), "
+        f"back to 1 in {scale_down_seconds:.0f} s after it stopped "
+        f"(downscale stabilization {HPA_DOWNSCALE_STABILIZATION_SECONDS} s); top: {usage}"
+    )
+    assert (
+        condition(node_cluster.get("mlmodel", "sentiment", namespace), "Ready")["status"] == "True"
+    )
