@@ -71,7 +71,7 @@ k6:
 test: $(BIN)/mlmodel
 	bash .ci/system-packages.sh
 	bash tests/cluster/build.sh >/dev/null
-	bash tests/cluster/build.sh kubelet kube-proxy containerd containerd-shim-runc-v2 ctr pause >/dev/null
+	bash tests/cluster/build.sh kubelet kube-proxy containerd containerd-shim-runc-v2 ctr pause metrics-server >/dev/null
 	bash tests/tools/build.sh k6 >/dev/null
 	$(BIN)/python -m pytest
 
