@@ -1,6 +1,6 @@
 # shellcheck shell=bash
-# Sourced by build scripts (tests/tools/build.sh): builds a binary from a committed wrapper Go
-# module into a cache directory, so only the first build on a machine pays.
+# Sourced by tests/tools/build.sh and tests/cluster/build.sh: builds a binary from a committed
+# wrapper Go module into a cache directory, so only the first build on a machine pays.
 if ! command -v go >/dev/null; then
   echo "${0##*/}: the Go toolchain (1.26 or newer) is needed to build the test binaries" >&2
   exit 1
