@@ -158,14 +158,6 @@ start_metrics_server() {
       "$(printf 'subjectAltName=DNS:metrics-server.kube-system.svc,IP:%s\nextendedKeyUsage=serverAuth' "$address")" \
       "$pki/ca"
   fi
-  start metrics-server "$ms_bin/metrics-server" \
-    --kubeconfig "$dir/metrics-server.kubeconfig" \
-    --authentication-kubeconfig "$dir/metrics-server.kubeconfig" \
-    --authorization-kubeconfig "$dir/metrics-server.kubeconfig" \
-    --bind-address "$address" --secure-port "$ms_port" \
-    --tls-cert-file "$pki/metrics-server-serving.crt" --tls-private-key-file "$pki/metrics-server-serving.key" \
-    --kubelet-certificate-authority "$pki/ca.crt" --kubelet-preferred-address-types InternalIP \
-    --kubelet-use-node-status-port --node-selector 'type!=kwok' --metric-resolution 15s
   kubectl apply -f "$here/metrics-server.yaml" >/dev/null
   kubectl apply -f - >/dev/null <<YAML
 apiVersion: discovery.k8s.io/v1
@@ -190,6 +182,18 @@ spec:
   service: {name: metrics-server, namespace: kube-system, port: 443}
   caBundle: $(base64 -w0 "$pki/ca.crt")
 YAML
+  # Once its RBAC is in force: it reads kube-system/extension-apiserver-authentication once at
+  # start, and exits if refused.
+  wait_until kube-apiserver 30 kubectl auth can-i get configmap/extension-apiserver-authentication \
+    -n kube-system --as system:metrics-server
+  start metrics-server "$ms_bin/metrics-server" \
+    --kubeconfig "$dir/metrics-server.kubeconfig" \
+    --authentication-kubeconfig "$dir/metrics-server.kubeconfig" \
+    --authorization-kubeconfig "$dir/metrics-server.kubeconfig" \
+    --bind-address "$address" --secure-port "$ms_port" \
+    --tls-cert-file "$pki/metrics-server-serving.crt" --tls-private-key-file "$pki/metrics-server-serving.key" \
+    --kubelet-certificate-authority "$pki/ca.crt" --kubelet-preferred-address-types InternalIP \
+    --kubelet-use-node-status-port --node-selector 'type!=kwok' --metric-resolution 15s
   wait_until metrics-server 60 kubectl wait --for=condition=Available apiservice/v1beta1.metrics.k8s.io --timeout=1s
 }
 
