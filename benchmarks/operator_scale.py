@@ -32,9 +32,9 @@ REPO_ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 
-from benchkit.procs import RssSampler, free_port
-from support.cluster import OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT, Cluster
-from support.operator import OPERATOR_USER, WRITE_VERBS, audit_time
+from benchkit.procs import RssSampler
+from support.cluster import OPERATOR_NAMESPACE, Cluster
+from support.operator import OPERATOR_USER, WRITE_VERBS, audit_time, start_operator
 
 SHA256 = "5e" * 32
 # What an idle pass must not change: every object the MLModels own or cause.
@@ -150,25 +150,18 @@ def run(settings: Settings, workdir: Path) -> dict[str, Any]:
         cluster.kubectl("delete", "namespace", namespace, "--ignore-not-found", "--wait=true", timeout=600)
     for namespace in namespaces:
         cluster.create_namespace(namespace)
-    token = cluster.token(OPERATOR_SERVICE_ACCOUNT, OPERATOR_NAMESPACE)
-    kubeconfig = cluster.kubeconfig_for_token(workdir / "operator.kubeconfig", token)
-    environment = {k: v for k, v in os.environ.items() if not k.startswith(("MLMODEL_", "KUBERNETES_", "KOPF_"))}
-    environment.update(
-        KUBECONFIG=str(kubeconfig),
+    # As the tests run it, but with the operator's own defaults except the resync interval, and
+    # quiet JSON logs.
+    operator = start_operator(
+        cluster, workdir, "--standalone", namespaces=namespaces, log_path=workdir / "operator.log",
+        verbose=False, wait=False,
         MLMODEL_OPERATOR_RESYNC_INTERVAL_SECONDS=str(settings.resync_seconds),
-        MLMODEL_OPERATOR_METRICS_PORT=str(free_port()),
+        MLMODEL_OPERATOR_CRD_CHECK_INTERVAL_SECONDS=None,
         MLMODEL_OPERATOR_LOG_FORMAT="json",
         MLMODEL_OPERATOR_LOG_LEVEL="warning",
-        HOME=str(workdir / "home"),
-    )
-    log = open(workdir / "operator.log", "wb")  # noqa: SIM115
-    operator = subprocess.Popen(
-        [str(Path(sys.prefix) / "bin" / "mlmodel"), "operator", "--standalone",
-         *(f"--namespace={namespace}" for namespace in namespaces)],
-        env=environment, stdout=log, stderr=subprocess.STDOUT,
     )
     try:
-        with RssSampler(operator.pid) as rss:
+        with RssSampler(operator.process.pid) as rss:
             time.sleep(5)
             rss_idle_kib = rss.peak_single_kib
             started = datetime.datetime.now(datetime.UTC)
@@ -196,8 +189,8 @@ def run(settings: Settings, workdir: Path) -> dict[str, Any]:
                 ))
             seconds_applied = time.monotonic() - clock
             while (ready := ready_count(cluster)) < settings.count:
-                if operator.poll() is not None:
-                    raise RuntimeError(f"the operator exited: {(workdir / 'operator.log').read_text()[-3000:]}")
+                if operator.process.poll() is not None:
+                    raise RuntimeError(f"the operator exited: {operator.log()[-3000:]}")
                 if time.monotonic() - clock > settings.timeout:
                     raise RuntimeError(f"only {ready} of {settings.count} Ready after {settings.timeout:.0f} s")
                 time.sleep(0.5)
@@ -216,12 +209,7 @@ def run(settings: Settings, workdir: Path) -> dict[str, Any]:
             idle = requests_between(cluster, idle_start, idle_end)
             peak_kib = rss.peak_single_kib
     finally:
-        operator.terminate()
-        try:
-            operator.wait(30)
-        except subprocess.TimeoutExpired:
-            operator.kill()
-        log.close()
+        operator.stop(timeout=30)
     changed = sorted(key for key in before if after.get(key) != before[key])
     rollout_kinds = collections.Counter(describe(e) for e in rollout)
     idle_kinds = collections.Counter(describe(e) for e in idle)
