@@ -1,7 +1,7 @@
 """The runtime's one settings object, read from ``MLMODEL_*`` environment variables.
 
 The operator passes exactly these variables to every runtime container (see
-``mlmodel_operator.builders``), and ``mlmodel serve`` builds them from an MLModel YAML.
+``mlmodel_spec.runtime_settings``), and ``mlmodel serve`` builds them from an MLModel YAML.
 """
 
 from __future__ import annotations
