@@ -52,6 +52,27 @@ def test_settings_values_map_the_spec(tmp_path: Path) -> None:
     }
 
 
+def test_rules_about_running_in_a_cluster_do_not_apply_to_serve(tmp_path: Path) -> None:
+    """The operator refuses these (tests/operator); `mlmodel serve` runs no pods of its own."""
+    text = """
+kind: MLModel
+metadata: {name: My_Model}
+spec:
+  model: {uri: model.onnx, format: onnx}
+  replicas: 2
+  autoscaling: {maxReplicas: 3}
+  runtime:
+    resources: {limits: {memory: 1Gi}}
+    env: [{name: MLMODEL_PORT, value: "9000"}]
+"""
+    values = settings_values(read_mlmodel(text), tmp_path)
+    assert values == {
+        "model_name": "My_Model",
+        "model_uri": str(tmp_path / "model.onnx"),
+        "model_format": "onnx",
+    }
+
+
 @pytest.mark.parametrize(
     ("uri", "expected"),
     [
@@ -99,6 +120,15 @@ def test_load_settings_with_overrides_and_env(
         (
             "kind: MLModel\nmetadata: {name: a}\nspec: {model: {uri: x}, batching: 3}\n",
             "spec.batching must be a mapping",
+        ),
+        # The operator's spec model reads the file: what a cluster would refuse, serve refuses.
+        (
+            "kind: MLModel\nmetadata: {name: a}\nspec: {model: {uri: x, checksum: y}}\n",
+            "spec.model.checksum: Extra inputs are not permitted",
+        ),
+        (
+            "kind: MLModel\nmetadata: {name: a}\nspec: {model: {uri: x}, runtime: {workers: many}}\n",
+            "spec.runtime.workers: Input should be a valid integer",
         ),
     ],
 )
