@@ -18,7 +18,7 @@ import uvicorn
 
 from mlmodel_runtime.app import create_app
 from mlmodel_runtime.dataplane import DataPlane, build_dataplane
-from mlmodel_runtime.logs import base_fields, configure_logging, terminal_log_format
+from mlmodel_runtime.logs import base_fields, configure_logging, log_format_for
 from mlmodel_runtime.settings import RuntimeSettings
 
 logger = logging.getLogger("mlmodel_runtime.server")
@@ -184,7 +184,7 @@ def with_log_format(settings: RuntimeSettings) -> RuntimeSettings:
     else text on a terminal and JSON lines anywhere else."""
     if "log_format" in settings.model_fields_set:
         return settings
-    return settings.model_copy(update={"log_format": terminal_log_format(sys.stdout)})
+    return settings.model_copy(update={"log_format": log_format_for(sys.stdout)})
 
 
 def serve(settings: RuntimeSettings) -> int:

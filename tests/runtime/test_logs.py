@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import HERE, Models, free_port, write_mlmodel
-from mlmodel_runtime.logs import terminal_log_format
+from mlmodel_runtime.logs import log_format_for
 
 # TextFormatter's lines and the access log's text lines: "2026-12-02 12:00:00,123 INFO    ..."
 TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(,\d{3})? (DEBUG|INFO|WARNING|ERROR) +\S")
@@ -27,16 +27,16 @@ TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(,\d{3})? (DEBUG|INFO|WA
 def test_terminal_log_format_of_a_tty_a_pipe_and_memory() -> None:
     leader, follower = pty.openpty()
     with os.fdopen(follower, "w") as terminal:
-        assert terminal_log_format(terminal) == "text"
+        assert log_format_for(terminal) == "text"
     os.close(leader)
     reader, writer = os.pipe()
     with os.fdopen(writer, "w") as pipe:
-        assert terminal_log_format(pipe) == "json"
+        assert log_format_for(pipe) == "json"
     os.close(reader)
-    assert terminal_log_format(io.StringIO()) == "json"
+    assert log_format_for(io.StringIO()) == "json"
     closed = io.StringIO()
     closed.close()
-    assert terminal_log_format(closed) == "json"
+    assert log_format_for(closed) == "json"
 
 
 def _serve(manifest: Path, tmp_path: Path, args: list[str], env: dict[str, str], stdout: int):
