@@ -63,7 +63,7 @@ bench-operator: $(BIN)/mlmodel
 
 # The k6 load test against a model already served: `make serve` in another terminal, or
 # BASE_URL=http://SERVICE make k6 (MODEL, VUS, DURATION, MAX_P99_MS...: see the script's header).
-# k6 is built from tests/tools/modules/k6 on first use (about 4 minutes on 2 cores).
+# k6 is built from tests/tools/modules/k6 on first use (4-7 minutes on 2 cores).
 k6:
 	k6=$$(bash tests/tools/build.sh k6) && BASE_URL=$${BASE_URL:-http://127.0.0.1:$(PORT)} \
 		"$$k6" run --no-usage-report examples/loadtest/k6.js

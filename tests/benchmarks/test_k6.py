@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-# The first test may build k6 (3.5 min cold on the 2-core machine; `make test` builds it before
+# The first test may build k6 (4-7 min cold on the 2-core machine; `make test` builds it before
 # pytest); every k6 run has its own timeout below.
 pytestmark = pytest.mark.timeout(1200)
 
