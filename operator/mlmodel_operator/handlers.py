@@ -68,7 +68,7 @@ async def reconcile_guarded(
     """One pass, serialised per MLModel with the resync loop; errors become kopf's retry policy."""
     started = time.monotonic()
     try:
-        async with ctx.lock_for(body["metadata"]["uid"]):
+        async with ctx.reconcile_slots, ctx.lock_for(body["metadata"]["uid"]):
             await reconcile(ctx, copy.deepcopy(dict(body)), logger)
     except InvalidSpec as error:
         metrics.RECONCILES.labels(result="invalid_spec").inc()

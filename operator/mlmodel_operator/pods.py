@@ -149,8 +149,14 @@ def readiness_problem(target: ProbeTarget, code: int, body: Any) -> tuple[str, s
 
 
 def not_fully_available(deployment: dict[str, Any] | None) -> bool:
-    """Whether some desired replica of the Deployment is not available (worth a diagnosis)."""
+    """Whether some desired replica of the Deployment is not available (worth a diagnosis).
+
+    Not while the Deployment controller has yet to see the Deployment's latest spec: the pods of
+    that spec do not exist yet (this is every MLModel's first status, right after the apply)."""
     if deployment is None:
+        return False
+    observed = (deployment.get("status") or {}).get("observedGeneration") or 0
+    if observed < ((deployment.get("metadata") or {}).get("generation") or 0):
         return False
     desired = (deployment.get("spec") or {}).get("replicas", 1)
     available = (deployment.get("status") or {}).get("availableReplicas") or 0

@@ -74,9 +74,13 @@ class Context:
     # MLModels (by uid) one of whose children is controlled by another owner: (reason, message).
     conflicts: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
 
+    reconcile_slots: asyncio.Semaphore = dataclasses.field(init=False)
+
     def __post_init__(self) -> None:
         if self.diagnosis is None:
             self.diagnosis = PodDiagnosis(self.settings)
+        # Passes started by kopf's handlers that run at once; the others wait their turn.
+        self.reconcile_slots = asyncio.Semaphore(self.settings.max_concurrent_reconciles)
     # One lock per MLModel uid: event handlers and the resync loop never reconcile it at once.
     locks: dict[str, asyncio.Lock] = dataclasses.field(default_factory=dict)
 

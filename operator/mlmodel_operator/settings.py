@@ -48,6 +48,14 @@ class OperatorSettings(BaseSettings):
         le=65535,
         description="Port of the operator's own Prometheus /metrics endpoint; 0 turns it off.",
     )
+    max_concurrent_reconciles: int = Field(
+        32,
+        ge=1,
+        description=(
+            "Reconcile passes run at once (as controller-runtime's MaxConcurrentReconciles): a "
+            "thousand MLModels applied together queue here instead of all holding requests."
+        ),
+    )
     status_debounce_seconds: float = Field(
         0.5,
         ge=0,

@@ -194,6 +194,14 @@ def test_not_fully_available():
     assert not not_fully_available(None)
 
 
+def test_a_deployment_its_controller_has_not_seen_yet_is_not_diagnosed():
+    fresh = {"metadata": {"generation": 2}, "spec": {"replicas": 1}, "status": {"observedGeneration": 1}}
+    assert not not_fully_available(fresh)
+    assert not not_fully_available({"metadata": {"generation": 1}, "spec": {"replicas": 1}})
+    seen = {**fresh, "status": {"observedGeneration": 2, "availableReplicas": 0}}
+    assert not_fully_available(seen)
+
+
 NOW = datetime.datetime(2025, 1, 1, 12, 0, tzinfo=datetime.UTC)
 
 
