@@ -104,6 +104,10 @@ start kube-apiserver "$bin/kube-apiserver" \
 wait_until kube-apiserver 90 kubectl get --raw /readyz
 
 # --- controllers, scheduler, KWOK
+# Each controller's client may send this many requests per second. Kubernetes' defaults (20 for
+# the controller manager, 50 for the scheduler) hold a thousand new Deployments for minutes
+# whatever the operator does; large clusters raise them, and so does this one by default.
+api_qps=${MLMODEL_CLUSTER_API_QPS:-200}
 start kube-controller-manager "$bin/kube-controller-manager" \
   --kubeconfig "$dir/controller-manager.kubeconfig" \
   --authentication-kubeconfig "$dir/controller-manager.kubeconfig" \
@@ -114,12 +118,14 @@ start kube-controller-manager "$bin/kube-controller-manager" \
   --cluster-signing-cert-file "$pki/ca.crt" --cluster-signing-key-file "$pki/ca.key" \
   --horizontal-pod-autoscaler-sync-period 5s \
   --horizontal-pod-autoscaler-downscale-stabilization "${MLMODEL_CLUSTER_HPA_DOWNSCALE_STABILIZATION:-5m0s}" \
+  --kube-api-qps "$api_qps" --kube-api-burst "$((api_qps * 2))" \
   --profiling=false
 start kube-scheduler "$bin/kube-scheduler" \
   --kubeconfig "$dir/scheduler.kubeconfig" \
   --authentication-kubeconfig "$dir/scheduler.kubeconfig" \
   --authorization-kubeconfig "$dir/scheduler.kubeconfig" \
   --leader-elect=false --bind-address 127.0.0.1 --secure-port "$sched_port" \
+  --kube-api-qps "$api_qps" --kube-api-burst "$((api_qps * 2))" \
   --profiling=false
 
 # KWOK's own default stages (read from its module, as kwokctl embeds them) plus ours.
