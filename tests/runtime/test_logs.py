@@ -24,7 +24,7 @@ from mlmodel_runtime.logs import log_format_for
 TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(,\d{3})? (DEBUG|INFO|WARNING|ERROR) +\S")
 
 
-def test_terminal_log_format_of_a_tty_a_pipe_and_memory() -> None:
+def test_log_format_for_a_tty_a_pipe_and_memory() -> None:
     leader, follower = pty.openpty()
     with os.fdopen(follower, "w") as terminal:
         assert log_format_for(terminal) == "text"
