@@ -189,6 +189,35 @@ class MLModelSpec(_Spec):
     prediction_logging: PredictionLogging = PredictionLogging()
     auth: SecretKeyHolder | None = None
     network_policy: NetworkPolicySpec = NetworkPolicySpec()
+# A host name as an Ingress rule and an HTTPRoute take it: a lowercase DNS-1123 subdomain.
+HOSTNAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# A URL path prefix both the Ingress and the Gateway API accept: "/" or segments that are never
+# "." or ".." and hold no "//", "%2F" or other character a proxy would treat specially.
+PATH_PREFIX_PATTERN = r"^(/[A-Za-z0-9_~-][A-Za-z0-9._~-]*)*/?$"
+
+
+class IngressSpec(_Spec):
+    host: str = Field(min_length=1, max_length=253, pattern=HOSTNAME_PATTERN)
+    path: str = Field("/", min_length=1, max_length=1024, pattern=PATH_PREFIX_PATTERN)
+    class_name: str | None = Field(None, min_length=1)
+    tls_secret_name: str | None = Field(None, min_length=1)
+    annotations: dict[str, str] = {}
+
+
+class ParentRef(_Spec):
+    name: str = Field(min_length=1, max_length=253)
+    namespace: str | None = Field(None, min_length=1, max_length=63)
+    section_name: str | None = Field(None, min_length=1, max_length=253)
+
+
+class GatewaySpec(_Spec):
+    parent_refs: list[ParentRef] = Field(min_length=1, max_length=32)
+    hostnames: list[Annotated[str, Field(max_length=253, pattern=HOSTNAME_PATTERN)]] = Field(
+        [], max_length=16
+    )
+    path: str = Field("/", min_length=1, max_length=1024, pattern=PATH_PREFIX_PATTERN)
+
+
     node_selector: dict[str, str] = {}
     tolerations: list[dict[str, Any]] = []
     service_account_name: str = ""
@@ -205,6 +234,17 @@ class MLModelSpec(_Spec):
             raise ValueError(
                 "spec.autoscaling scales on CPU utilisation, which needs "
                 "spec.runtime.resources.requests.cpu (or limits.cpu)"
+    ingress: IngressSpec | None = None
+    gateway: GatewaySpec | None = None
+
+    @model_validator(mode="after")
+    def _ingress_or_gateway(self) -> MLModelSpec:
+        if self.ingress is not None and self.gateway is not None:
+            raise ValueError(
+                "set spec.ingress or spec.gateway, not both: each alone makes the model's one "
+                "external route"
+            )
+        return self
             )
         return self
 

@@ -57,12 +57,14 @@ HPA = ResourceType("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodau
 PDB = ResourceType("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets")
 SERVICEMONITOR = ResourceType("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors")
 NETWORKPOLICY = ResourceType("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies")
+INGRESS = ResourceType("networking.k8s.io/v1", "Ingress", "ingresses")
+HTTPROUTE = ResourceType("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes")
 CRD = ResourceType(
     "apiextensions.k8s.io/v1", "CustomResourceDefinition", "customresourcedefinitions", False
 )
 
 # Every kind of child the operator may create, in the order stale ones are removed.
-CHILD_TYPES = (SERVICEMONITOR, PDB, HPA, NETWORKPOLICY, DEPLOYMENT, SERVICE)
+CHILD_TYPES = (HTTPROUTE, INGRESS, SERVICEMONITOR, PDB, HPA, NETWORKPOLICY, DEPLOYMENT, SERVICE)
 _BY_KIND = {(rt.api_version, rt.kind): rt for rt in (MLMODEL, CRD, *CHILD_TYPES)}
 
 
@@ -446,7 +448,10 @@ class KubeClient:
         installed = await self.get(CRD, None, name) is not None
         if installed and not cached:
             # Served from now on: forget what discovery said before it existed.
-            self._resources = {k: v for k, v in self._resources.items() if k is not SERVICEMONITOR}
+            self._resources = {
+                k: v for k, v in self._resources.items()
+                if f"{k.plural}.{k.api_version.split('/')[0]}" != name
+            }
         self._crd_answers[name] = (now, installed)
         return installed
 

@@ -13,6 +13,7 @@ import kopf
 
 from mlmodel_operator import metrics
 from mlmodel_operator.builders import (
+    HTTPROUTE_CRD,
     SERVICEMONITOR_CRD,
     InvalidSpec,
     build_children,
@@ -23,6 +24,7 @@ from mlmodel_operator.diagnosis import PodDiagnosis
 from mlmodel_operator.kube import (
     CHILD_TYPES,
     DEPLOYMENT,
+    HTTPROUTE,
     MLMODEL,
     SERVICEMONITOR,
     ApiError,
@@ -44,9 +46,12 @@ STATUS_ATTEMPTS = 3
 _UNREAD = object()
 # The Degraded reason when a child's name is taken by an object another owner controls.
 CHILD_CONFLICT = "ChildConflict"
-# The child kinds the operator watches (every kind but the ServiceMonitor, whose CRD may come
-# and go while the operator runs): the Children cache knows them without a request.
-WATCHED_CHILD_TYPES = tuple(rtype for rtype in CHILD_TYPES if rtype is not SERVICEMONITOR)
+# The child kinds the operator watches (every kind but the ServiceMonitor and the HTTPRoute,
+# whose CRDs may come and go while the operator runs): the Children cache knows them without a
+# request.
+WATCHED_CHILD_TYPES = tuple(
+    rtype for rtype in CHILD_TYPES if rtype not in (SERVICEMONITOR, HTTPROUTE)
+)
 WATCHED_KINDS = frozenset(rtype.kind for rtype in WATCHED_CHILD_TYPES)
 
 
@@ -101,6 +106,9 @@ class Context:
     async def servicemonitor_supported(self) -> bool:
         return await self.kube.crd_installed(SERVICEMONITOR_CRD)
 
+    async def httproute_supported(self) -> bool:
+        return await self.kube.crd_installed(HTTPROUTE_CRD)
+
 
 async def reconcile(ctx: Context, mlmodel: dict[str, Any], logger: logging.Logger) -> None:
     """Make the children match the MLModel, then its status match the children.
@@ -110,8 +118,11 @@ async def reconcile(ctx: Context, mlmodel: dict[str, Any], logger: logging.Logge
     meta = mlmodel["metadata"]
     namespace, uid = meta["namespace"], meta["uid"]
     monitoring = await ctx.servicemonitor_supported()
+    routes = await ctx.httproute_supported()
     try:
-        children = build_children(mlmodel, ctx.settings, servicemonitor_supported=monitoring)
+        children = build_children(
+            mlmodel, ctx.settings, servicemonitor_supported=monitoring, httproute_supported=routes
+        )
     except InvalidSpec:  # the status says what to fix; the children of the last good spec stay
         ctx.recorder.invalid(mlmodel)
         await sync_status(ctx, namespace, meta["name"], logger, mlmodel=mlmodel)
@@ -136,7 +147,7 @@ async def reconcile(ctx: Context, mlmodel: dict[str, Any], logger: logging.Logge
     for rtype in CHILD_TYPES:
         if (rtype.api_version, rtype.kind) in wanted or (
             rtype is SERVICEMONITOR and not monitoring
-        ):
+        ) or (rtype is HTTPROUTE and not (routes and _made_httproute(mlmodel))):
             continue
         # Every child is named after its MLModel.
         if await delete_stale(ctx, rtype, namespace, meta["name"], uid):
@@ -150,6 +161,13 @@ async def reconcile(ctx: Context, mlmodel: dict[str, Any], logger: logging.Logge
     await sync_status(ctx, namespace, meta["name"], logger, deployment=deployment, mlmodel=mlmodel)
     if conflict is not None:
         raise conflict
+
+
+def _made_httproute(mlmodel: dict[str, Any]) -> bool:
+    """Whether the last status says an HTTPRoute was made: HTTPRoutes are not watched, and this
+    spares a GET per pass for every model without one where the Gateway API is installed."""
+    exposure = (mlmodel.get("status") or {}).get("exposure") or {}
+    return exposure.get("kind") == HTTPROUTE.kind
 
 
 async def apply_child(ctx: Context, child: dict[str, Any]) -> tuple[Applied, dict[str, Any] | None]:
@@ -220,6 +238,7 @@ async def sync_status(
             mlmodel,
             deployment,
             servicemonitor_supported=await ctx.servicemonitor_supported(),
+            httproute_supported=await ctx.httproute_supported(),
             now=ctx.now(),
             artifact_problem=await ctx.diagnosis.problem(ctx.kube, mlmodel, deployment),
             conflict=ctx.conflicts.get(mlmodel["metadata"]["uid"]),

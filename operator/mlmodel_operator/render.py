@@ -42,6 +42,12 @@ def _parser() -> argparse.ArgumentParser:
         help="leave the ServiceMonitor out, as the operator does when the Prometheus Operator "
         "CRDs are not installed",
     )
+    parser.add_argument(
+        "--no-httproute",
+        action="store_true",
+        help="leave the HTTPRoute of spec.gateway out, as the operator does when the Gateway API "
+        "CRDs are not installed",
+    )
     return parser
 
 
@@ -63,6 +69,7 @@ def _prepared(mlmodel: dict, namespace: str, model_uri: str | None) -> dict:
 def render(
     text: str, settings: OperatorSettings, *, namespace: str = "default",
     model_uri: str | None = None, servicemonitor_supported: bool = True,
+    httproute_supported: bool = True,
 ) -> list[dict]:
     """Every child of every MLModel in `text`, in apply order; raises InvalidSpec or ValueError."""
     mlmodels = _mlmodels(text)
@@ -72,7 +79,12 @@ def render(
     for mlmodel in mlmodels:
         prepared = _prepared(mlmodel, namespace, model_uri)
         children.extend(
-            build_children(prepared, settings, servicemonitor_supported=servicemonitor_supported)
+            build_children(
+                prepared,
+                settings,
+                servicemonitor_supported=servicemonitor_supported,
+                httproute_supported=httproute_supported,
+            )
         )
     return children
 
@@ -92,6 +104,7 @@ def main(argv: list[str] | None = None, *, stdout: TextIO | None = None, stderr:
             namespace=args.namespace,
             model_uri=args.model_uri,
             servicemonitor_supported=not args.no_servicemonitor,
+            httproute_supported=not args.no_httproute,
         )
     except (OSError, yaml.YAMLError, InvalidSpec, ValueError) as error:
         print(f"mlmodel render: {args.file}: {error}", file=stderr)

@@ -15,6 +15,7 @@ from mlmodel_operator.builders.common import (
     selector_string,
     service_url,
 )
+from mlmodel_operator.builders.exposure import HTTPROUTE_CRD, external_url
 from mlmodel_operator.builders.monitoring import SERVICEMONITOR_CRD
 from mlmodel_operator.conditions import DEGRADED, PROGRESSING, READY, get_condition, set_condition
 
@@ -22,7 +23,7 @@ from mlmodel_operator.conditions import DEGRADED, PROGRESSING, READY, get_condit
 _MOVING_REASONS = {"NewReplicaSetCreated", "FoundNewReplicaSet", "ReplicaSetUpdated"}
 # Status fields carried over from the previous status when the spec cannot be evaluated.
 _CARRIED_FIELDS = ("url", "replicas", "readyReplicas", "replicaSummary", "modelDigest",
-                   "modelShortDigest", "monitoring")
+                   "modelShortDigest", "monitoring", "exposure")
 
 
 class _Verdict:
@@ -154,6 +155,28 @@ def _monitoring(mlmodel: dict, spec: MLModelSpec, servicemonitor_supported: bool
     }
 
 
+def _exposure(mlmodel: dict, spec: MLModelSpec, httproute_supported: bool) -> dict:
+    """How the model is reached from outside; the kind is what the reconcile may have to delete."""
+    name = name_of(mlmodel)
+    if spec.ingress is not None:
+        message = f"Ingress {name} routes {spec.ingress.host} to the model"
+        return {"kind": "Ingress", "reason": "Ingress", "message": message}
+    if spec.gateway is None:
+        message = "no spec.ingress or spec.gateway: reached through its Service only"
+        return {"kind": "", "reason": "ClusterOnly", "message": message}
+    if not httproute_supported:
+        return {
+            "kind": "",
+            "reason": "CRDNotInstalled",
+            "message": (
+                f"the Gateway API's HTTPRoute CRD ({HTTPROUTE_CRD}) is not installed, so no "
+                "HTTPRoute was made; the model is reached through its Service only"
+            ),
+        }
+    message = f"HTTPRoute {name} attaches to the Gateways of spec.gateway.parentRefs"
+    return {"kind": "HTTPRoute", "reason": "HTTPRoute", "message": message}
+
+
 def _last_failure(previous: dict, failure: tuple[str, str] | None, now: str) -> dict | None:
     """The latest failure; kept unchanged (time included) while the same failure persists."""
     before = previous.get("lastFailure")
@@ -195,6 +218,7 @@ def compute_status(
     deployment: dict | None,
     *,
     servicemonitor_supported: bool,
+    httproute_supported: bool = True,
     now: str,
     artifact_problem: tuple[str, str] | None = None,
     conflict: tuple[str, str] | None = None,
@@ -214,6 +238,8 @@ def compute_status(
     previous = mlmodel.get("status") or {}
     generation = mlmodel["metadata"].get("generation")
     url = service_url(mlmodel, spec.service.port)
+    if spec.ingress is not None or httproute_supported:
+        url = external_url(mlmodel, spec) or url
 
     verdict = _Verdict()
     if artifact_problem is not None:
@@ -243,6 +269,7 @@ def compute_status(
         "selector": selector_string(mlmodel),
         **_digests(spec),
         "monitoring": _monitoring(mlmodel, spec, servicemonitor_supported),
+        "exposure": _exposure(mlmodel, spec, httproute_supported),
     }
     if generation is None:
         del status["observedGeneration"]

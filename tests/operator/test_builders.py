@@ -79,10 +79,60 @@ SERVICEMONITOR_SCHEMA = {
 }
 
 
+def _closed(properties: dict, required: tuple[str, ...] = ()) -> dict:
+    return {"type": "object", "additionalProperties": False, "required": list(required),
+            "properties": properties}
+
+
+# The part of the Gateway API's HTTPRoute (gateway.networking.k8s.io/v1) the builder uses, from
+# its API reference; the real CRD judges it in tests/controlplane/test_rendered_objects.py.
+_GATEWAY_PATH = r"^/[A-Za-z0-9._~/-]*$"
+HTTPROUTE_SCHEMA = _closed(
+    {
+        "apiVersion": {"const": "gateway.networking.k8s.io/v1"},
+        "kind": {"const": "HTTPRoute"},
+        "metadata": {"type": "object"},
+        "spec": _closed(
+            {
+                "parentRefs": {"type": "array", "minItems": 1, "items": _closed(
+                    {"group": {"const": "gateway.networking.k8s.io"}, "kind": {"const": "Gateway"},
+                     "name": {"type": "string", "minLength": 1}, "namespace": {"type": "string"},
+                     "sectionName": {"type": "string"}},
+                    ("name",),
+                )},
+                "hostnames": {"type": "array", "items": {"type": "string"}},
+                "rules": {"type": "array", "minItems": 1, "items": _closed({
+                    "matches": {"type": "array", "items": _closed({"path": _closed(
+                        {"type": {"const": "PathPrefix"},
+                         "value": {"type": "string", "pattern": _GATEWAY_PATH}}, ("type", "value"),
+                    )})},
+                    "filters": {"type": "array", "items": _closed(
+                        {"type": {"const": "URLRewrite"}, "urlRewrite": _closed({"path": _closed(
+                            {"type": {"const": "ReplacePrefixMatch"},
+                             "replacePrefixMatch": {"const": "/"}}, ("type", "replacePrefixMatch"),
+                        )})},
+                        ("type", "urlRewrite"),
+                    )},
+                    "backendRefs": {"type": "array", "minItems": 1, "items": _closed(
+                        {"group": {"const": ""}, "kind": {"const": "Service"},
+                         "name": {"type": "string"}, "weight": {"type": "integer"},
+                         "port": {"type": "integer", "minimum": 1, "maximum": 65535}},
+                        ("name", "port"),
+                    )},
+                })},
+            },
+            ("parentRefs", "rules"),
+        ),
+    },
+    ("apiVersion", "kind", "metadata", "spec"),
+)
+CUSTOM_SCHEMAS = {"ServiceMonitor": SERVICEMONITOR_SCHEMA, "HTTPRoute": HTTPROUTE_SCHEMA}
+
+
 def validate(obj: dict) -> None:
-    """The official Kubernetes schema (strict: no unknown fields), or the ServiceMonitor's."""
-    if obj["kind"] == "ServiceMonitor":
-        Draft202012Validator(SERVICEMONITOR_SCHEMA).validate(obj)
+    """The official Kubernetes schema (strict: no unknown fields), or the custom resource's."""
+    if obj["kind"] in CUSTOM_SCHEMAS:
+        Draft202012Validator(CUSTOM_SCHEMAS[obj["kind"]]).validate(obj)
         # Its metadata is a plain ObjectMeta: check it under a kind the official schemas know.
         carrier = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": obj["metadata"]}
         assert kubernetes_validate.validate(carrier, K8S_VERSION, strict=True)
@@ -147,7 +197,12 @@ def test_children_in_apply_order_and_optional_kinds():
     ]
     minimal = [c["kind"] for c in build_children(SAMPLES["minimal"], SETTINGS, servicemonitor_supported=True)]
     assert minimal == ["Service", "Deployment", "ServiceMonitor"]
-    assert set(full) == {rtype.kind for rtype in CHILD_TYPES}  # the kinds the operator prunes
+    exposed = [c["kind"] for c in build_children(SAMPLES["ingress"], SETTINGS, servicemonitor_supported=True)]
+    assert exposed == ["Service", "Deployment", "ServiceMonitor", "Ingress"]
+    routed = [c["kind"] for c in build_children(SAMPLES["gateway"], SETTINGS, servicemonitor_supported=False)]
+    assert routed == ["Service", "Deployment", "HTTPRoute"]
+    # the kinds the operator prunes
+    assert {*full, *exposed, *routed} == {rtype.kind for rtype in CHILD_TYPES}
 
 
 def test_the_single_builders_match_build_children():

@@ -123,6 +123,10 @@ def test_crd_defaults_are_the_operators_defaults():
         "networkPolicy": {},
     }
     parsed = parse_spec(mlmodel(spec=every_object)).model_dump(by_alias=True)
+    # spec.ingress and spec.gateway exclude each other: their defaults are read one at a time.
+    for section, value in (("ingress", {"host": "m.example.com"}), ("gateway", {"parentRefs": [{"name": "g"}]})):
+        alone = parse_spec(mlmodel(spec={**every_object, section: value}))
+        parsed[section] = alone.model_dump(by_alias=True)[section]
     defaults = [(path, node["default"]) for path, node in walk(root_schema()) if "default" in node]
     assert len(defaults) >= 10
     for path, default in defaults:
@@ -191,6 +195,23 @@ INVALID = {
     "uppercase-name": ({"metadata.name": "Sentiment"}, "must be a DNS-1035 label"),
     "name-too-long": ({"metadata.name": "m" * 64}, "must be a DNS-1035 label"),
     "name-with-dot": ({"metadata.name": "sentiment.v2"}, "must be a DNS-1035 label"),
+    "ingress-and-gateway": (
+        {"spec.ingress": {"host": "m.example.com"}, "spec.gateway": {"parentRefs": [{"name": "g"}]}},
+        "set spec.ingress or spec.gateway, not both",
+    ),
+    "ingress-without-host": ({"spec.ingress": {"path": "/m"}}, "'host' is a required property"),
+    "ingress-uppercase-host": ({"spec.ingress": {"host": "Models.example.com"}}, "does not match"),
+    "ingress-wildcard-host": ({"spec.ingress": {"host": "*.example.com"}}, "does not match"),
+    "ingress-relative-path": ({"spec.ingress": {"host": "m.example.com", "path": "m"}}, "does not match"),
+    "ingress-dot-dot-path": (
+        {"spec.ingress": {"host": "m.example.com", "path": "/a/../b"}}, "does not match"
+    ),
+    "ingress-double-slash": ({"spec.ingress": {"host": "m.example.com", "path": "//a"}}, "does not match"),
+    "gateway-without-parents": ({"spec.gateway": {"parentRefs": []}}, "should be non-empty"),
+    "gateway-hostname-with-port": (
+        {"spec.gateway": {"parentRefs": [{"name": "g"}], "hostnames": ["m.example.com:443"]}},
+        "does not match",
+    ),
 }
 
 

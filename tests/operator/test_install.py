@@ -24,6 +24,8 @@ API_RESOURCES = {
     "PodDisruptionBudget": ("policy", "poddisruptionbudgets"),
     "ServiceMonitor": ("monitoring.coreos.com", "servicemonitors"),
     "NetworkPolicy": ("networking.k8s.io", "networkpolicies"),
+    "Ingress": ("networking.k8s.io", "ingresses"),
+    "HTTPRoute": ("gateway.networking.k8s.io", "httproutes"),
 }
 
 

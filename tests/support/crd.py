@@ -189,6 +189,22 @@ def with_changes(base: dict, changes: dict) -> dict:
     result = copy.deepcopy(base)
     for dotted, value in changes.items():
         *parents, last = dotted.split(".")
+    "ingress": mlmodel(
+        "exposed",
+        {"model": {"uri": "https://m.example.com/a.joblib", "sha256": DIGEST},
+         "ingress": {"host": "models.example.com", "path": "/sentiment", "className": "nginx",
+                     "tlsSecretName": "models-tls",
+                     "annotations": {"nginx.ingress.kubernetes.io/rewrite-target": "/$2"}}},
+        uid="u-3",
+    ),
+    "gateway": mlmodel(
+        "routed",
+        {"model": {"uri": "https://m.example.com/a.joblib", "sha256": DIGEST},
+         "service": {"port": 8000},
+         "gateway": {"parentRefs": [{"name": "public", "namespace": "gateways", "sectionName": "https"},
+                                    {"name": "internal"}],
+                     "hostnames": ["models.example.com", "ml.example.com"], "path": "/routed/"}},
+    ),
         node = result
         for key in parents:
             node = node.setdefault(key, {})

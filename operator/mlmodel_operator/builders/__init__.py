@@ -12,6 +12,12 @@ from mlmodel_spec.resource import InvalidSpec, parse_spec
 
 from mlmodel_operator.builders.common import selector_string, service_url
 from mlmodel_operator.builders.deployment import build_deployment
+from mlmodel_operator.builders.exposure import (
+    HTTPROUTE_CRD,
+    build_httproute,
+    build_ingress,
+    external_url,
+)
 from mlmodel_operator.builders.monitoring import (
     SERVICEMONITOR_API_VERSION,
     SERVICEMONITOR_CRD,
@@ -25,23 +31,31 @@ from mlmodel_operator.builders.scaling import build_hpa, build_pdb
 from mlmodel_operator.settings import OperatorSettings
 
 __all__ = [
+    "HTTPROUTE_CRD",
     "SERVICEMONITOR_API_VERSION",
     "SERVICEMONITOR_CRD",
     "InvalidSpec",
     "build_children",
     "build_deployment",
     "build_hpa",
+    "build_httproute",
+    "build_ingress",
     "build_network_policy",
     "build_pdb",
     "build_service",
     "build_servicemonitor",
+    "external_url",
     "selector_string",
     "service_url",
 ]
 
 
 def build_children(
-    mlmodel: dict, settings: OperatorSettings, *, servicemonitor_supported: bool
+    mlmodel: dict,
+    settings: OperatorSettings,
+    *,
+    servicemonitor_supported: bool,
+    httproute_supported: bool = True,
 ) -> list[dict]:
     """Every desired child, in apply order: the policy before the pods it guards, the
     Deployment before what scales or watches it. Kinds left out are not wanted (delete them)."""
@@ -53,6 +67,8 @@ def build_children(
         build_hpa(mlmodel, spec),
         build_pdb(mlmodel, spec),
         build_servicemonitor(mlmodel, spec, settings) if servicemonitor_supported else None,
+        build_ingress(mlmodel, spec),
+        build_httproute(mlmodel, spec) if httproute_supported else None,
     ]
     return [child for child in candidates if child is not None]
 
