@@ -23,6 +23,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from mlmodel_spec.model_uris import OCI_URI_PATTERN, PVC_URI_PATTERN
 from mlmodel_spec.runtime_settings import MANAGED_ENV
 
 API_GROUP = "serving.mlmodel.io"
@@ -33,8 +34,10 @@ PLURAL = "mlmodels"
 SHA256_PATTERN = r"^[a-f0-9]{64}$"
 _ANY_CASE_SHA256 = r"^[a-fA-F0-9]{64}$"
 # Mirrors the CRD's rule on spec.model.uri: a supported scheme, or a path without a scheme.
-URI_PATTERN = r"^((https?|file)://[^ ]+|s3://[^/ ]+/[^ ]+|[^ :]+)$"
-REMOTE_OR_ABSOLUTE = re.compile(r"^((https?|s3|file)://|/)")
+URI_PATTERN = (
+    rf"^((https?|file)://[^ ]+|s3://[^/ ]+/[^ ]+|{PVC_URI_PATTERN}|{OCI_URI_PATTERN}|[^ :]+)$"
+)
+REMOTE_OR_ABSOLUTE = re.compile(r"^((https?|s3|file|pvc|oci)://|/)")
 DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 # The Prometheus Operator accepts units only in this order; "1s1m" would be refused there.
 DURATION_PATTERN = r"^(0|(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"
@@ -308,8 +311,8 @@ def parse_spec(mlmodel: dict, *, in_cluster: bool = True) -> MLModelSpec:
     if in_cluster and not REMOTE_OR_ABSOLUTE.match(spec.model.uri):
         raise InvalidSpec(
             f"spec.model.uri {spec.model.uri!r} is a relative path, which only `mlmodel serve` can "
-            "read (relative to the YAML's folder); in a cluster use an https://, s3:// or file:// "
-            "URI, or an absolute path inside the runtime image"
+            "read (relative to the YAML's folder); in a cluster use an https://, s3://, pvc:// or "
+            "oci:// URI, or an absolute path inside the runtime image"
         )
     return spec
 

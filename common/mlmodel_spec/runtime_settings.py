@@ -54,6 +54,7 @@ MANAGED_SETTINGS = (
     "s3_endpoint_url",
     "database_url",
     "auth_token_file",
+    "model_mount_dir",
 )
 # A user's spec.runtime.env entry with one of these names would fight the field it comes from.
 MANAGED_ENV = frozenset(env_var(field) for field in MANAGED_SETTINGS)

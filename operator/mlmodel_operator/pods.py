@@ -8,7 +8,11 @@ problem keeps it from serving. These functions turn a pod list into such a probl
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
+
+from mlmodel_spec.model_uris import IMAGE_VOLUME_REQUIREMENTS, MODEL_VOLUME
+from mlmodel_spec.runtime_settings import env_var
 
 from mlmodel_operator.builders.deployment import CONTAINER_NAME
 
@@ -26,6 +30,9 @@ RUNTIME_TRANSIENT_REASONS = frozenset({"", "Loading", "ShuttingDown"})
 ARTIFACT_UNAVAILABLE = "ArtifactUnavailable"
 # A status message is for people: long runtime messages are cut.
 MAX_MESSAGE = 512
+# The scheduler's words (plugin VolumeBinding) for a pod whose claim does not exist.
+_CLAIM_NOT_FOUND = re.compile(r'persistentvolumeclaim "([^"]+)" not found')
+_MODEL_URI_ENV = env_var("model_uri")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +70,9 @@ def container_problem(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
     for pod in sorted(pods, key=_name):
         if (pod.get("metadata") or {}).get("deletionTimestamp"):
             continue  # a terminating pod is on its way out, whatever its state
+        dropped = _image_volume_dropped(pod)
+        if dropped is not None:
+            return dropped
         for status in _statuses(pod):
             container = status.get("name", "?")
             where = f"container {container} of pod {_name(pod)}"
@@ -91,11 +101,42 @@ def container_problem(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
                     and condition.get("status") == "False"
                     and condition.get("reason") == "Unschedulable"
                 ):
-                    crash = (
-                        "Unschedulable",
-                        f"pod {_name(pod)} cannot be scheduled: {condition.get('message', '')}",
-                    )
+                    crash = _unschedulable(pod, str(condition.get("message", "")))
     return crash
+
+
+def _unschedulable(pod: dict[str, Any], message: str) -> tuple[str, str]:
+    claim = _CLAIM_NOT_FOUND.search(message)
+    if claim is not None:
+        namespace = (pod.get("metadata") or {}).get("namespace", "?")
+        return (
+            "ClaimNotFound",
+            f"PersistentVolumeClaim {claim[1]} named by spec.model.uri does not exist in namespace "
+            f"{namespace}: create it (the pods start once it is bound) or fix spec.model.uri "
+            f"(pod {_name(pod)}: {message})",
+        )
+    return "Unschedulable", f"pod {_name(pod)} cannot be scheduled: {message}"
+
+
+def _image_volume_dropped(pod: dict[str, Any]) -> tuple[str, str] | None:
+    """An oci:// model whose pod has no image volume: the API server dropped it (no ImageVolume
+    feature gate), so the runtime would look for its file in a folder nothing is mounted on."""
+    spec = pod.get("spec") or {}
+    runtime = next((c for c in spec.get("containers") or [] if c.get("name") == CONTAINER_NAME), {})
+    uri = next(
+        (str(e.get("value", "")) for e in runtime.get("env") or [] if e.get("name") == _MODEL_URI_ENV),
+        "",
+    )
+    if not uri.startswith("oci://"):
+        return None
+    if any(v.get("name") == MODEL_VOLUME and v.get("image") for v in spec.get("volumes") or []):
+        return None
+    return (
+        "ImageVolumeUnsupported",
+        f"the API server removed the image volume for spec.model.uri {uri} from pod {_name(pod)}, "
+        f"so this cluster cannot mount the model image: {IMAGE_VOLUME_REQUIREMENTS}; or publish "
+        "the artifact at an https:// or s3:// URI",
+    )
 
 
 def probe_targets(pods: list[dict[str, Any]]) -> list[ProbeTarget]:

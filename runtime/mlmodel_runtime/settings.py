@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from mlmodel_spec.model_uris import MODEL_MOUNT_DIR
 from mlmodel_spec.runtime_settings import ENV_PREFIX
 from mlmodel_store.urls import default_cache_dir
 from pydantic import Field, SecretStr, field_validator
@@ -31,7 +32,17 @@ class RuntimeSettings(BaseSettings):
     model_version: str = Field("", description="Free-form version reported in metadata and metrics.")
     model_uri: str = Field(
         "",
-        description="Where the artifact lives: a local path, file://, http(s):// or s3://bucket/key.",
+        description=(
+            "Where the artifact lives: a local path, file://, http(s)://, s3://bucket/key, or a file "
+            "in the volume mounted at model_mount_dir: pvc://claim/path, oci://registry/repo:tag[#path]."
+        ),
+    )
+    model_mount_dir: Path = Field(
+        Path(MODEL_MOUNT_DIR),
+        description=(
+            "Where the volume a pvc:// or oci:// model_uri names is mounted (the operator mounts "
+            "it here read-only); point it at a local copy to serve such a URI outside a cluster."
+        ),
     )
     model_sha256: str | None = Field(
         None,

@@ -173,6 +173,14 @@ SAMPLES: dict[str, dict] = {
         {"model": {"uri": "/models/model.joblib", "sha256": DIGEST},
          "runtime": {"image": "example.com/sentiment-with-model:1"}},
     ),
+    "claim": mlmodel(
+        "from-claim", {"model": {"uri": "pvc://models/sentiment/1.0/model.joblib", "sha256": DIGEST}}
+    ),
+    "image": mlmodel(
+        "from-image",
+        {"model": {"uri": "oci://registry.example.com/models/sentiment:1.0", "sha256": DIGEST},
+         "runtime": {"imagePullSecrets": [{"name": "regcred"}]}},
+    ),
     "autoscaling-one": mlmodel(
         "autoscale-one",
         {"model": {"uri": "http://models.svc/m.joblib", "sha256": DIGEST},
@@ -213,3 +221,30 @@ def with_changes(base: dict, changes: dict) -> dict:
         else:
             node[last] = value
     return result
+
+
+# spec.model.uri values naming a volume the operator mounts: valid ones, and near misses the CRD
+# and the spec model refuse (the key says why).
+VOLUME_URIS = {
+    "claim": "pvc://models/sentiment/model.joblib",
+    "claim-dotted-name": "pvc://models.v2/model.joblib",
+    "claim-hidden-folder": "pvc://models/.versions/..1/model.joblib",
+    "image-tag": "oci://registry.example.com/models/sentiment:1.0",
+    "image-port-digest": f"oci://localhost:5000/sentiment@sha256:{DIGEST}",
+    "image-tag-digest-path": f"oci://ghcr.io/team/sentiment_v2:1.0@sha256:{DIGEST}#onnx/model.onnx",
+}
+BAD_VOLUME_URIS = {
+    "claim-without-path": "pvc://models",
+    "claim-folder": "pvc://models/sentiment/",
+    "claim-dot-dot": "pvc://models/../secrets/model.joblib",
+    "claim-dot": "pvc://models/./model.joblib",
+    "claim-uppercase": "pvc://Models/model.joblib",
+    "claim-empty": "pvc:///model.joblib",
+    "claim-double-slash": "pvc://models//model.joblib",
+    "image-without-tag": "oci://registry.example.com/models/sentiment",
+    "image-without-registry": "oci://sentiment:1.0",
+    "image-uppercase-repository": "oci://registry.example.com/Models/sentiment:1.0",
+    "image-short-digest": "oci://registry.example.com/sentiment@sha256:abc123",
+    "image-path-escapes": "oci://registry.example.com/sentiment:1.0#../model.joblib",
+    "image-empty-path": "oci://registry.example.com/sentiment:1.0#",
+}

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from mlmodel_spec.model_uris import (
+    MODEL_MOUNT_DIR,
+    MODEL_VOLUME,
+    ClaimVolume,
+    MountedVolume,
+    parse_mounted,
+)
 from mlmodel_spec.resource import MLModelSpec
 from mlmodel_spec.runtime_settings import MANAGED_SETTINGS, env_var, spec_settings
 
@@ -46,6 +53,8 @@ def runtime_env(name: str, spec: MLModelSpec, settings: OperatorSettings) -> lis
     }
     if spec.auth:
         decided["auth_token_file"] = f"{AUTH_DIR}/{AUTH_FILE}"
+    if _model_volume(spec) is not None:
+        decided["model_mount_dir"] = MODEL_MOUNT_DIR
     env = []
     for field in MANAGED_SETTINGS:
         variable = env_var(field)
@@ -96,6 +105,8 @@ def container(name: str, spec: MLModelSpec, settings: OperatorSettings) -> dict:
     ]
     if spec.auth:
         mounts.append({"name": "auth", "mountPath": AUTH_DIR, "readOnly": True})
+    if _model_volume(spec) is not None:
+        mounts.append({"name": MODEL_VOLUME, "mountPath": MODEL_MOUNT_DIR, "readOnly": True})
     startup_period = 5
     result = {
         "name": CONTAINER_NAME,
@@ -156,7 +167,22 @@ def volumes(spec: MLModelSpec, settings: OperatorSettings) -> list[dict]:
                 },
             }
         )
+    model = _model_volume(spec)
+    if isinstance(model, ClaimVolume):
+        result.append(
+            {"name": MODEL_VOLUME, "persistentVolumeClaim": {"claimName": model.claim, "readOnly": True}}
+        )
+    elif model is not None:
+        # IfNotPresent: spec.model.sha256 pins the file whatever the tag points at now.
+        result.append(
+            {"name": MODEL_VOLUME, "image": {"reference": model.reference, "pullPolicy": "IfNotPresent"}}
+        )
     return result
+
+
+def _model_volume(spec: MLModelSpec) -> MountedVolume | None:
+    """The volume a pvc:// or oci:// spec.model.uri names (mounted at MODEL_MOUNT_DIR), else None."""
+    return parse_mounted(spec.model.uri, spec.model.format)
 
 
 def build_deployment(mlmodel: dict, spec: MLModelSpec, settings: OperatorSettings) -> dict:

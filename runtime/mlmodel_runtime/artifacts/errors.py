@@ -70,7 +70,7 @@ def unsupported(uri: str, detail: str) -> ArtifactError:
     return ArtifactError(
         UNSUPPORTED_SCHEME,
         f"spec.model.uri {uri!r} cannot be used: {detail}; use an absolute path, file:///path, "
-        "http(s)://host/path or s3://bucket/key",
+        "http(s)://host/path, s3://bucket/key, pvc://claim/path or oci://registry/repo:tag[#path]",
         retryable=False,
     )
 

@@ -3,7 +3,8 @@
 Retry policy, per reason: ArtifactUnreachable, ArtifactTimeout, ArtifactNotFound and CacheUnwritable
 are retried (the world may fix them: a server comes back, an object is uploaded, a disk frees up);
 ChecksumMismatch is retried for remote sources (a stale proxy or a half-finished upload can serve
-the wrong bytes) but not for local files (same file, same digest); UnsupportedScheme,
+the wrong bytes) and files in a PersistentVolumeClaim (another pod may be rewriting it) but not for
+local files or an image volume (same file, same digest); UnsupportedScheme,
 UnverifiedArtifact and ArtifactTooLarge, and a missing S3 credential, need a new spec or
 environment and are raised at once.
 """
@@ -21,7 +22,14 @@ from pathlib import Path
 from mlmodel_runtime.artifacts import errors
 from mlmodel_runtime.artifacts.errors import ArtifactError
 from mlmodel_runtime.artifacts.sink import ArtifactSink, cached_path, file_sha256, run_blocking
-from mlmodel_runtime.artifacts.uris import HttpSource, LocalSource, Source, parse_source, redact_uri
+from mlmodel_runtime.artifacts.uris import (
+    HttpSource,
+    LocalSource,
+    MountedSource,
+    Source,
+    parse_source,
+    redact_uri,
+)
 from mlmodel_runtime.settings import RuntimeSettings
 
 logger = logging.getLogger("mlmodel_runtime.artifact")
@@ -51,7 +59,7 @@ async def fetch_artifact(settings: RuntimeSettings) -> Path:
     """One attempt: return the path of a verified copy of the artifact in the cache dir."""
     shown_uri = redact_uri(settings.model_uri)
     check_verification_policy(settings)
-    source = parse_source(settings.model_uri)
+    source = parse_source(settings.model_uri, settings.model_mount_dir, settings.model_format)
     started = time.monotonic()
     expected = settings.model_sha256
     if expected:
@@ -143,16 +151,23 @@ async def _download(source: Source, settings: RuntimeSettings, shown_uri: str) -
         expected = settings.model_sha256
         if expected and digest != expected:
             raise errors.checksum_mismatch(
-                shown_uri, expected, digest, retryable=not isinstance(source, LocalSource)
+                shown_uri, expected, digest, retryable=_may_change(source)
             )
         return await run_blocking(sink, lambda: sink.publish(digest)), sink.size
+
+
+def _may_change(source: Source) -> bool:
+    """Whether the same source may serve other bytes on the next attempt."""
+    if isinstance(source, MountedSource):
+        return source.rewritable
+    return not isinstance(source, LocalSource)
 
 
 async def _download_into(
     source: Source, sink: ArtifactSink, settings: RuntimeSettings, shown_uri: str
 ) -> None:
     # Each scheme's module is imported on use: a runtime reading a local file never loads boto3.
-    if isinstance(source, LocalSource):
+    if isinstance(source, LocalSource | MountedSource):
         from mlmodel_runtime.artifacts.local import download_local
 
         await download_local(source, sink, settings, shown_uri)

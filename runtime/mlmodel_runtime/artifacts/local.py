@@ -6,23 +6,25 @@ the source (a mounted volume, a file being retrained) changes between the check 
 
 from __future__ import annotations
 
+from mlmodel_spec.model_uris import IMAGE_VOLUME_REQUIREMENTS, ImageVolume
+
 from mlmodel_runtime.artifacts import errors
 from mlmodel_runtime.artifacts.sink import CHUNK_BYTES, ArtifactSink, run_blocking
-from mlmodel_runtime.artifacts.uris import LocalSource
+from mlmodel_runtime.artifacts.uris import LocalSource, MountedSource
 from mlmodel_runtime.settings import RuntimeSettings
 
 
 async def download_local(
-    source: LocalSource, sink: ArtifactSink, settings: RuntimeSettings, shown_uri: str
+    source: LocalSource | MountedSource, sink: ArtifactSink, settings: RuntimeSettings, shown_uri: str
 ) -> None:
     await run_blocking(sink, lambda: _copy(source, sink, shown_uri))
 
 
-def _copy(source: LocalSource, sink: ArtifactSink, shown_uri: str) -> None:
+def _copy(source: LocalSource | MountedSource, sink: ArtifactSink, shown_uri: str) -> None:
     try:
         file = source.path.open("rb")
     except FileNotFoundError as exc:
-        raise errors.not_found(shown_uri, "no such file") from exc
+        raise errors.not_found(shown_uri, _missing(source)) from exc
     except IsADirectoryError as exc:
         raise errors.not_found(shown_uri, "it is a directory, not a file") from exc
     except PermissionError as exc:
@@ -38,3 +40,15 @@ def _copy(source: LocalSource, sink: ArtifactSink, shown_uri: str) -> None:
                 sink.write(chunk)
         except OSError as exc:
             raise errors.unreachable(shown_uri, f"read failed: {exc.strerror or exc}") from exc
+
+
+def _missing(source: LocalSource | MountedSource) -> str:
+    if not isinstance(source, MountedSource):
+        return "no such file"
+    volume = source.volume.describe()
+    if not source.mount_dir.is_dir():
+        detail = f"nothing is mounted at {source.mount_dir}, where the operator mounts the {volume}"
+        if isinstance(source.volume, ImageVolume):
+            detail += f"; {IMAGE_VOLUME_REQUIREMENTS}"
+        return detail
+    return f"no file {source.volume.path} in the {volume} mounted at {source.mount_dir}"

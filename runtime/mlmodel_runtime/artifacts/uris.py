@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from mlmodel_spec.model_uris import ClaimVolume, MountedVolume, mounted_file, parse_mounted
+
 from mlmodel_runtime.artifacts import errors
 
 
@@ -28,7 +30,21 @@ class S3Source:
     key: str
 
 
-Source = LocalSource | HttpSource | S3Source
+@dataclass(frozen=True)
+class MountedSource:
+    """pvc:// or oci://: a file in the volume the operator mounts at ``mount_dir``."""
+
+    path: Path
+    mount_dir: Path
+    volume: MountedVolume
+
+    @property
+    def rewritable(self) -> bool:
+        """A claim's file can be replaced while pods read it; an image's cannot."""
+        return isinstance(self.volume, ClaimVolume)
+
+
+Source = LocalSource | HttpSource | S3Source | MountedSource
 
 _URL_IN_TEXT = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
 
@@ -50,7 +66,8 @@ def redact_uris(text: str) -> str:
     return _URL_IN_TEXT.sub(lambda match: redact_uri(match.group(0)), text)
 
 
-def parse_source(uri: str) -> Source:
+def parse_source(uri: str, mount_dir: Path, model_format: str = "sklearn") -> Source:
+    """The source a URI names; pvc:// and oci:// name a file under ``mount_dir``."""
     shown = redact_uri(uri)
     if not uri:
         raise errors.unsupported(shown, "it is empty")
@@ -72,6 +89,15 @@ def parse_source(uri: str) -> Source:
         if not bucket or not key:
             raise errors.unsupported(shown, "an s3 URI needs a bucket and a key")
         return S3Source(bucket, key)
+    if scheme in ("pvc", "oci"):
+        volume = parse_mounted(uri, model_format)
+        if volume is None:
+            raise errors.unsupported(
+                shown,
+                "a volume URI is pvc://CLAIM/PATH or oci://REGISTRY/REPO:TAG[#PATH] (or "
+                "@sha256:DIGEST), with a PATH that has no '.' or '..' segment",
+            )
+        return MountedSource(Path(mounted_file(volume, str(mount_dir))), mount_dir, volume)
     raise errors.unsupported(shown, f"scheme {scheme!r} is not supported")
 
 
