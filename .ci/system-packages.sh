@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite runs for real (idempotent, quick when present).
 # PostgreSQL, Prometheus, the Docker engine, debootstrap for the local base image, Lua for the
-# Argo CD health check, shellcheck for workflow run steps, wrk for benchmarks.
+# Argo CD health check, shellcheck for workflow run steps, wrk for benchmarks, Redis for the
+# prediction cache.
 set -euo pipefail
 
 packages=(
@@ -13,6 +14,7 @@ packages=(
   lua5.1              # Argo CD health checks are Lua 5.1 (gopher-lua)
   shellcheck          # run steps of the GitHub workflows
   wrk                 # HTTP load generator for benchmarks
+  redis-server        # the prediction cache (tests/support/redis.py starts it; ships redis-cli)
   containernetworking-plugins  # the real node's pod network (tests/cluster/node.sh; runc comes with the Docker engine)
   iproute2
   procps

@@ -9,8 +9,8 @@ import pytest
 # The real PostgreSQL server fixtures (postgres_server, postgres_url) for every test area.
 from postgres_server import postgres_server, postgres_url  # noqa: F401
 
-# The local control plane (tests/cluster) and the operator process run against it.
-pytest_plugins = ["support.cluster", "support.operator"]
+# The local control plane (tests/cluster), the operator process run against it, a real Redis.
+pytest_plugins = ["support.cluster", "support.operator", "support.redis"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -175,23 +175,20 @@ class PredictionLogging(_Spec):
     sample_rate: float = Field(0.0, ge=0.0, le=1.0)
 
 
+class CacheSpec(_Spec):
+    """The prediction cache: repeat requests answered from Redis (the URL in a Secret)."""
+
+    redis: SecretKeyHolder
+    ttl_seconds: int = Field(3600, ge=1, le=30 * 86400)
+    # Redis refuses values over 512 MB.
+    max_entry_bytes: int = Field(1024**2, ge=1, le=512 * 1024**2)
+
+
 class NetworkPolicySpec(_Spec):
     enabled: bool = False
     allowed_namespaces: list[str] = []
 
 
-class MLModelSpec(_Spec):
-    model: ModelSource
-    runtime: RuntimeSpec = RuntimeSpec()
-    replicas: int | None = Field(None, ge=0, le=1000)
-    autoscaling: Autoscaling | None = None
-    batching: Batching = Batching()
-    service: ServiceSpec = ServiceSpec()
-    monitoring: Monitoring = Monitoring()
-    database: SecretKeyHolder | None = None
-    prediction_logging: PredictionLogging = PredictionLogging()
-    auth: SecretKeyHolder | None = None
-    network_policy: NetworkPolicySpec = NetworkPolicySpec()
 # A host name as an Ingress rule and an HTTPRoute take it: a lowercase DNS-1123 subdomain.
 HOSTNAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 # A URL path prefix both the Ingress and the Gateway API accept: "/" or segments that are never
@@ -221,9 +218,33 @@ class GatewaySpec(_Spec):
     path: str = Field("/", min_length=1, max_length=1024, pattern=PATH_PREFIX_PATTERN)
 
 
+class MLModelSpec(_Spec):
+    model: ModelSource
+    runtime: RuntimeSpec = RuntimeSpec()
+    replicas: int | None = Field(None, ge=0, le=1000)
+    autoscaling: Autoscaling | None = None
+    batching: Batching = Batching()
+    service: ServiceSpec = ServiceSpec()
+    monitoring: Monitoring = Monitoring()
+    database: SecretKeyHolder | None = None
+    prediction_logging: PredictionLogging = PredictionLogging()
+    auth: SecretKeyHolder | None = None
+    cache: CacheSpec | None = None
+    network_policy: NetworkPolicySpec = NetworkPolicySpec()
     node_selector: dict[str, str] = {}
     tolerations: list[dict[str, Any]] = []
     service_account_name: str = ""
+    ingress: IngressSpec | None = None
+    gateway: GatewaySpec | None = None
+
+    @model_validator(mode="after")
+    def _ingress_or_gateway(self) -> MLModelSpec:
+        if self.ingress is not None and self.gateway is not None:
+            raise ValueError(
+                "set spec.ingress or spec.gateway, not both: each alone makes the model's one "
+                "external route"
+            )
+        return self
 
     @model_validator(mode="after")
     def _replicas_or_autoscaling(self, info: ValidationInfo) -> MLModelSpec:
@@ -237,17 +258,6 @@ class GatewaySpec(_Spec):
             raise ValueError(
                 "spec.autoscaling scales on CPU utilisation, which needs "
                 "spec.runtime.resources.requests.cpu (or limits.cpu)"
-    ingress: IngressSpec | None = None
-    gateway: GatewaySpec | None = None
-
-    @model_validator(mode="after")
-    def _ingress_or_gateway(self) -> MLModelSpec:
-        if self.ingress is not None and self.gateway is not None:
-            raise ValueError(
-                "set spec.ingress or spec.gateway, not both: each alone makes the model's one "
-                "external route"
-            )
-        return self
             )
         return self
 

@@ -29,6 +29,8 @@ SPEC_FIELDS = {
     "model_sha256": ("model", "sha256"),
     "model_version": ("model", "version"),
     "s3_endpoint_url": ("model", "s3_endpoint_url"),
+    "cache_ttl_seconds": ("cache", "ttl_seconds"),
+    "cache_max_entry_bytes": ("cache", "max_entry_bytes"),
 }
 
 # Every RuntimeSettings field the operator sets on a runtime container: the spec's, the model's
@@ -55,6 +57,9 @@ MANAGED_SETTINGS = (
     "database_url",
     "auth_token_file",
     "model_mount_dir",
+    "cache_redis_url",
+    "cache_ttl_seconds",
+    "cache_max_entry_bytes",
 )
 # A user's spec.runtime.env entry with one of these names would fight the field it comes from.
 MANAGED_ENV = frozenset(env_var(field) for field in MANAGED_SETTINGS)
@@ -62,11 +67,14 @@ MANAGED_ENV = frozenset(env_var(field) for field in MANAGED_SETTINGS)
 
 def spec_settings(spec: MLModelSpec, *, explicit_only: bool = False) -> dict[str, Any]:
     """The RuntimeSettings values the spec decides, unset optional ones (digest, version, S3
-    endpoint) left out. ``explicit_only``: only what the spec's author wrote, so the rest still
-    comes from MLMODEL_* variables or the runtime's defaults (`mlmodel serve FILE`)."""
+    endpoint, an absent spec.cache) left out. ``explicit_only``: only what the spec's author
+    wrote, so the rest still comes from MLMODEL_* variables or the runtime's defaults
+    (`mlmodel serve FILE`)."""
     values: dict[str, Any] = {}
     for field, (section_name, attribute) in SPEC_FIELDS.items():
         section = getattr(spec, section_name)
+        if section is None:
+            continue
         if explicit_only and (
             section_name not in spec.model_fields_set or attribute not in section.model_fields_set
         ):

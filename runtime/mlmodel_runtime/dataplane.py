@@ -18,6 +18,7 @@ import numpy as np
 from mlmodel_runtime import __version__, codec
 from mlmodel_runtime.artifacts import ArtifactError
 from mlmodel_runtime.batching import Batcher
+from mlmodel_runtime.cache import PredictionCache, cache_policy, request_key
 from mlmodel_runtime.errors import (
     BadRequest,
     InferenceFailed,
@@ -96,7 +97,18 @@ def build_dataplane(
             "metadata store disabled",
             extra={"reason": "StoreMisconfigured", "error": scrub(str(exc), url)},
         )
-    return DataPlane(settings, metrics=metrics, recorder=recorder, log_fields=log_fields)
+    cache = None
+    if settings.cache_redis_url is not None:
+        cache = PredictionCache.connect(
+            settings.cache_redis_url.get_secret_value(),
+            metrics=metrics,
+            ttl_seconds=settings.cache_ttl_seconds,
+            max_entry_bytes=settings.cache_max_entry_bytes,
+            timeout_seconds=settings.cache_timeout_ms / 1000.0,
+        )
+    return DataPlane(
+        settings, metrics=metrics, recorder=recorder, log_fields=log_fields, cache=cache
+    )
 
 
 def reserved_bytes(declared_length: str | None, limit: int) -> int:
@@ -126,6 +138,7 @@ class DataPlane:
         fetch: Fetcher | None = None,
         log_fields: dict[str, Any] | None = None,
         recorder: Any = None,
+        cache: PredictionCache | None = None,
     ) -> None:
         self.settings = settings
         self.name = settings.model_name
@@ -135,6 +148,7 @@ class DataPlane:
         self._fetch = fetch
         self.log_fields = log_fields if log_fields is not None else {}
         self.recorder = recorder  # store.RuntimeRecorder, optional: sampled predictions, heartbeats
+        self.cache = cache  # answers repeat requests from Redis (spec.cache), optional
         self.digest = settings.model_sha256 or ""
         self.reason = LOADING
         self.message = "fetching and verifying the model artifact"
@@ -168,6 +182,8 @@ class DataPlane:
             await asyncio.gather(self._load_task, return_exceptions=True)
         if self._model is not None:
             await self._model.unload()
+        if self.cache is not None:
+            await self.cache.close()
         if self.recorder is not None:
             # Marks this instance stopped; bounded so a database outage cannot eat the grace period.
             flush_seconds = min(
@@ -348,7 +364,12 @@ class DataPlane:
             )
 
     async def infer_v2(
-        self, body: bytes, *, header_length: str | None = None, request_id: str | None = None
+        self,
+        body: bytes,
+        *,
+        header_length: str | None = None,
+        request_id: str | None = None,
+        cache_control: str | None = None,
     ) -> tuple[bytes, int | None]:
         """A V2 infer body (JSON, or binary tensors after a JSON header of ``header_length`` bytes)
         in; the response body and the length of its JSON header when binary outputs follow out."""
@@ -362,13 +383,17 @@ class DataPlane:
                 signature=signature,
             ),
             request_id,
+            cache_control,
         )
 
-    async def infer_v1(self, body: bytes, *, request_id: str | None = None) -> bytes:
+    async def infer_v1(
+        self, body: bytes, *, request_id: str | None = None, cache_control: str | None = None
+    ) -> bytes:
         return await self.infer(
             lambda signature: codec.decode_v1(body, signature),
             lambda request, outputs, signature: codec.encode_v1(outputs, signature),
             request_id,
+            cache_control,
         )
 
     async def infer(
@@ -376,16 +401,23 @@ class DataPlane:
         decode: Callable[[Signature], codec.DecodedRequest],
         encode: Callable[[codec.DecodedRequest, Outputs, Signature], Encoded],
         request_id: str | None,
+        cache_control: str | None = None,
     ) -> Encoded:
         """The one inference pipeline of every protocol: decode against the signature, check the
-        row limit, predict through the batcher, encode; timed for the statistics extension."""
+        row limit, predict (from the cache, else through the batcher), encode; timed for the
+        statistics extension. ``cache_control``: the request's Cache-Control header."""
         started = time.perf_counter_ns()
         try:
             signature = self._signature_or_503()
             request = decode(signature)
             self._check_rows(request.n_rows)
             decoded = time.perf_counter_ns()
-            outputs, queue_ns = await self._infer(request, request_id)
+            if self.cache is None:
+                outputs, queue_ns = await self._infer(request, request_id)
+            else:
+                outputs, queue_ns = await self._infer_cached(
+                    self.cache, request, request_id, cache_control
+                )
             predicted = time.perf_counter_ns()
             result = encode(request, outputs, signature)
         except MLModelError:
@@ -401,6 +433,33 @@ class DataPlane:
             output_ns=finished - predicted,
         )
         return result
+
+    async def _infer_cached(
+        self,
+        cache: PredictionCache,
+        request: codec.DecodedRequest,
+        request_id: str | None,
+        cache_control: str | None,
+    ) -> tuple[Outputs, int]:
+        """The outputs from the cache when it holds them, else from the model (then stored)."""
+        read, write = cache_policy(cache_control)
+        key = request_key(digest=self.digest, name=self.name, version=self.version, request=request)
+        started = time.perf_counter_ns()
+        if read:
+            outputs = await cache.get(key)
+            if outputs is not None:
+                self.stats.cache_hit(time.perf_counter_ns() - started)
+                return outputs, 0
+        else:
+            cache.bypassed()
+        looked_up = time.perf_counter_ns()
+        outputs, queue_ns = await self._infer(request, request_id)
+        stored = time.perf_counter_ns()
+        if write:
+            wanted = request.outputs
+            cache.put(key, {name: outputs[name] for name in wanted} if wanted else outputs)
+        self.stats.cache_miss(looked_up - started + time.perf_counter_ns() - stored)
+        return outputs, queue_ns
 
     async def _infer(
         self, request: codec.DecodedRequest, request_id: str | None

@@ -247,6 +247,7 @@ class InferenceService:
                     raw=raw,
                 ),
                 request_id,
+                metadata.get("cache-control"),
             )
 
 

@@ -4,13 +4,14 @@ resolves against the YAML file's folder."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import yaml
 from mlmodel_spec.resource import KIND, InvalidSpec, parse_spec
-from mlmodel_spec.runtime_settings import spec_settings
+from mlmodel_spec.runtime_settings import env_var, spec_settings
 
 from mlmodel_runtime.settings import RuntimeSettings
 
@@ -62,6 +63,14 @@ def settings_values(mlmodel: dict[str, Any], base_dir: Path) -> dict[str, Any]:
     metadata = mlmodel["metadata"]
     values: dict[str, Any] = {"model_name": metadata["name"], **spec_settings(spec, explicit_only=True)}
     values["model_uri"] = resolve_uri(spec.model.uri, base_dir)
+    if spec.cache is not None and not os.environ.get(env_var("cache_redis_url")):
+        # The Secret spec.cache.redis names is a cluster's; serving without the cache the file
+        # asks for would hide a mistake until the load arrives.
+        raise ManifestError(
+            f"spec.cache is set: give the Redis URL in {env_var('cache_redis_url')} "
+            "(redis://[:password@]host:6379/0); in a cluster it comes from the Secret "
+            f"{spec.cache.redis.secret_ref.name!r} named by spec.cache.redis.secretRef"
+        )
     if metadata.get("namespace"):
         values["namespace"] = metadata["namespace"]
     return values

@@ -59,11 +59,28 @@ class RuntimeMetrics:
             "mlmodel_requests_shed", "Prediction requests refused with 503 because too many were in flight.",
             ["model"], registry=r,
         ).labels(model)  # fmt: skip
+        self._cache_lookups = Counter(
+            "mlmodel_cache_requests", "Prediction cache lookups by result: hit, miss, error (Redis "
+            "failed or timed out), skipped (not tried: Redis failed moments ago), bypass (no-cache).",
+            ["model", "result"], registry=r,
+        )  # fmt: skip
+        self._cache_writes = Counter(
+            "mlmodel_cache_writes", "Prediction cache writes by result: stored, too_large, error, "
+            "skipped, dropped (too many writes pending).",
+            ["model", "result"], registry=r,
+        )  # fmt: skip
+        self.cache_up = Gauge(
+            "mlmodel_cache_up", "1 while the prediction cache's Redis answers, 0 after it failed "
+            "(no series without a cache).",
+            ["model"], registry=r,
+        )  # fmt: skip
         self.ready.set(0)
         # Labelled children cached: .labels() costs a lock and a dict lookup per call.
         self._request_children: dict[tuple[str, int], Counter] = {}
         self._duration_children: dict[str, Histogram] = {}
         self._label_children: dict[str, Counter] = {}
+        self._cache_lookup_children: dict[str, Counter] = {}
+        self._cache_write_children: dict[str, Counter] = {}
 
     def observe_request(self, endpoint: str, code: int, seconds: float) -> None:
         key = (endpoint, code)
@@ -86,6 +103,22 @@ class RuntimeMetrics:
             if counter is None:
                 counter = self._label_children[label] = self._predictions.labels(self.model, label)
             counter.inc(count)
+
+    def cache_lookup(self, result: str) -> None:
+        counter = self._cache_lookup_children.get(result)
+        if counter is None:
+            counter = self._cache_lookup_children[result] = self._cache_lookups.labels(
+                self.model, result
+            )
+        counter.inc()
+
+    def cache_write(self, result: str) -> None:
+        counter = self._cache_write_children.get(result)
+        if counter is None:
+            counter = self._cache_write_children[result] = self._cache_writes.labels(
+                self.model, result
+            )
+        counter.inc()
 
     def artifact_error(self, reason: str) -> None:
         self._artifact_errors.labels(self.model, reason).inc()

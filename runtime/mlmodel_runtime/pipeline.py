@@ -126,7 +126,9 @@ class PredictionPipeline:
         plane = self.plane
         headers = JSON_HEADERS
         try:
-            content_length, authorization, header_length = _header_values(scope["headers"])
+            content_length, authorization, header_length, cache_control = _header_values(
+                scope["headers"]
+            )
             plane.check_model(name, version)
             if self.tokens is not None:
                 self.tokens.check(authorization)
@@ -136,12 +138,17 @@ class PredictionPipeline:
                 request_id = (scope.get("state") or {}).get("request_id")
                 if endpoint.v2:
                     payload, json_length = await plane.infer_v2(
-                        body, header_length=header_length, request_id=request_id
+                        body,
+                        header_length=header_length,
+                        request_id=request_id,
+                        cache_control=cache_control,
                     )
                     if json_length is not None:
                         headers = binary_headers(json_length)
                 else:
-                    payload = await plane.infer_v1(body, request_id=request_id)
+                    payload = await plane.infer_v1(
+                        body, request_id=request_id, cache_control=cache_control
+                    )
             status = 200
         except MLModelError as exc:
             status, payload, headers = exc.status_code, error_body(exc.message), error_headers(exc)
@@ -183,10 +190,10 @@ class PredictionEndpoints:
         await self.app(scope, receive, send)
 
 
-def _header_values(headers: Headers) -> tuple[str | None, str | None, str | None]:
-    """Content-Length, Authorization and Inference-Header-Content-Length, decoded as Starlette
-    does (latin-1)."""
-    content_length = authorization = header_length = None
+def _header_values(headers: Headers) -> tuple[str | None, str | None, str | None, str | None]:
+    """Content-Length, Authorization, Inference-Header-Content-Length and Cache-Control, decoded
+    as Starlette does (latin-1)."""
+    content_length = authorization = header_length = cache_control = None
     for key, value in headers:
         if key == b"content-length":
             content_length = value.decode("latin-1")
@@ -194,4 +201,6 @@ def _header_values(headers: Headers) -> tuple[str | None, str | None, str | None
             authorization = value.decode("latin-1")
         elif key == b"inference-header-content-length":
             header_length = value.decode("latin-1")
-    return content_length, authorization, header_length
+        elif key == b"cache-control":
+            cache_control = value.decode("latin-1")
+    return content_length, authorization, header_length, cache_control

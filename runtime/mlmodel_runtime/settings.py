@@ -181,6 +181,27 @@ class RuntimeSettings(BaseSettings):
         0.0, ge=0.0, le=1.0, description="Fraction of predictions recorded in the metadata store."
     )
 
+    # --- prediction cache (spec.cache) ----------------------------------------------------------
+    cache_redis_url: SecretStr | None = Field(
+        None,
+        description=(
+            "Redis URL (redis://[:password@]host:6379/0, rediss:// or unix://) of the prediction "
+            "cache; unset: no cache. Repeat requests are answered from it until cache_ttl_seconds."
+        ),
+    )
+    cache_ttl_seconds: int = Field(3600, ge=1, description="How long a cached answer is kept.")
+    cache_max_entry_bytes: int = Field(
+        1024**2, ge=1, description="Answers larger than this many bytes are not cached."
+    )
+    cache_timeout_ms: float = Field(
+        100.0,
+        gt=0,
+        description=(
+            "Longest one Redis call may take; past it the model answers and the cache is left "
+            "alone for a moment (0.5 s, doubling to 5 s while it keeps failing)."
+        ),
+    )
+
     # --- logs ----------------------------------------------------------------------------------
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     log_format: Literal["json", "text"] = Field(

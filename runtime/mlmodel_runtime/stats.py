@@ -22,6 +22,7 @@ class InferenceStats:
         self.execution_count = 0  # model calls (batches)
         self.last_inference_ms = 0
         self.batches: dict[int, list[int]] = {}  # batch size -> [model calls, ns in the model]
+        self.cache = {"cache_hit": [0, 0], "cache_miss": [0, 0]}  # [requests, ns in the cache]
 
     def succeeded(
         self, *, rows: int, total_ns: int, queue_ns: int, input_ns: int, infer_ns: int, output_ns: int
@@ -42,6 +43,18 @@ class InferenceStats:
         self.counts["fail"] += 1
         self.ns["fail"] += total_ns
 
+    def cache_hit(self, ns: int) -> None:
+        """A request answered from the prediction cache; ``ns`` to look it up and read it."""
+        entry = self.cache["cache_hit"]
+        entry[0] += 1
+        entry[1] += ns
+
+    def cache_miss(self, ns: int) -> None:
+        """A request the cache could not answer; ``ns`` spent on the lookup and on the write."""
+        entry = self.cache["cache_miss"]
+        entry[0] += 1
+        entry[1] += ns
+
     def executed(self, batch_size: int, ns: int) -> None:
         self.execution_count += 1
         entry = self.batches.get(batch_size)
@@ -55,9 +68,9 @@ class InferenceStats:
         inference_stats = {
             phase: _duration(self.counts[phase], self.ns[phase]) for phase in _PHASES
         }
-        # No response cache: every request is a miss that costs nothing extra.
-        inference_stats["cache_hit"] = _duration(0, 0)
-        inference_stats["cache_miss"] = _duration(0, 0)
+        # Without a prediction cache (spec.cache) both stay at zero.
+        for kind, (count, ns) in self.cache.items():
+            inference_stats[kind] = _duration(count, ns)
         return {
             "model_stats": [
                 {
