@@ -33,6 +33,8 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 
 from benchkit.procs import RssSampler
+from mlmodel_operator.builders import build_children
+from mlmodel_operator.settings import OperatorSettings
 from support.cluster import OPERATOR_NAMESPACE, Cluster
 from support.operator import OPERATOR_USER, WRITE_VERBS, audit_time, start_operator
 
@@ -49,6 +51,7 @@ class Settings:
     timeout: float
     output_dir: Path | None
     cluster_dir: Path
+    floor: bool = True
 
 
 def parse_args(argv: list[str] | None) -> Settings:
@@ -68,8 +71,12 @@ def parse_args(argv: list[str] | None) -> Settings:
         "--cluster-dir", type=Path, default=REPO_ROOT / ".cluster",
         help="the cluster `make cluster` started (started here if it is not running)",
     )
+    parser.add_argument(
+        "--no-floor", dest="floor", action="store_false",
+        help="skip the run without the operator (the same Deployments and Services applied directly)",
+    )
     args = parser.parse_args(argv)
-    return Settings(args.count, args.namespaces, args.resync, args.timeout, args.output_dir, args.cluster_dir)
+    return Settings(args.count, args.namespaces, args.resync, args.timeout, args.output_dir, args.cluster_dir, args.floor)
 
 
 def mlmodel(name: str, namespace: str) -> dict[str, Any]:
@@ -91,16 +98,27 @@ def ensure_cluster(directory: Path) -> Cluster:
     return Cluster(directory=directory, port=port)
 
 
-def readiness(cluster: Cluster) -> tuple[int, datetime.datetime | None]:
-    """How many MLModels are Ready, and when the last of them became Ready (to the second, as
-    the condition says: polling a list of a thousand MLModels often would load the API server
-    the benchmark measures)."""
-    path = ('{range .items[*]}{.status.conditions[?(@.type=="Ready")].status} '
-            '{.status.conditions[?(@.type=="Ready")].lastTransitionTime}{"\\n"}{end}')
-    out = cluster.kubectl("get", "mlmodels", "-A", "-l", "bench=operator-scale", "-o", f"jsonpath={path}").stdout
-    times = [line.split()[1] for line in out.splitlines() if line.startswith("True ")]
-    latest = max((datetime.datetime.fromisoformat(t.replace("Z", "+00:00")) for t in times), default=None)
-    return len(times), latest
+def became_true(cluster: Cluster, resource: str, selector: str, condition: str) -> list[datetime.datetime]:
+    """When the objects whose `condition` is True became so (to the second, as conditions say):
+    polling a list of a thousand objects often would load the API server the benchmark measures."""
+    path = (f'{{range .items[*]}}{{.status.conditions[?(@.type=="{condition}")].status}} '
+            f'{{.status.conditions[?(@.type=="{condition}")].lastTransitionTime}}{{"\\n"}}{{end}}')
+    out = cluster.kubectl("get", resource, "-A", "-l", selector, "-o", f"jsonpath={path}").stdout
+    return [datetime.datetime.fromisoformat(line.split()[1]) for line in out.splitlines() if line.startswith("True ")]
+
+
+def wait_all_true(
+    cluster: Cluster, resource: str, selector: str, condition: str, count: int, timeout: float,
+    alive: Any = lambda: None,
+) -> datetime.datetime:
+    """When the last of `count` objects got `condition` True, polling every 3 s."""
+    deadline = time.monotonic() + timeout
+    while len(times := became_true(cluster, resource, selector, condition)) < count:
+        alive()
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {len(times)} of {count} {resource} {condition} after {timeout:.0f} s")
+        time.sleep(3.0)
+    return max(times)
 
 
 def versions(cluster: Cluster, namespaces: list[str]) -> dict[str, str]:
@@ -129,6 +147,71 @@ def requests_between(cluster: Cluster, start: datetime.datetime, end: datetime.d
         e for e in cluster.audit_events(OPERATOR_USER)
         if start <= audit_time(e) <= end and e["verb"] != "watch"
     ]
+
+
+def client_of(event: dict[str, Any]) -> str:
+    """Who sent a request, shortly: the operator, a controller (by its service account), ..."""
+    user = event.get("user", {}).get("username", "")
+    if user == OPERATOR_USER:
+        return "mlmodel-operator"
+    if user.startswith("system:serviceaccount:kube-system:"):
+        return user.rsplit(":", 1)[1]
+    return user
+
+
+def requests_by_client(cluster: Cluster, start: datetime.datetime, end: datetime.datetime) -> collections.Counter[str]:
+    """Every client's requests (watches excluded) in a time window, from the audit log."""
+    return collections.Counter(
+        client_of(e) for e in cluster.audit_events()
+        if e["verb"] != "watch" and start <= audit_time(e) <= end
+    )
+
+
+def apply_in_parallel(cluster: Cluster, batches: list[list[dict[str, Any]]]) -> None:
+    """One kubectl per namespace at once, as a GitOps tool syncs its applications: one kubectl
+    alone is held by its client-side rate limit (5 requests/s, bursts of 10)."""
+    with concurrent.futures.ThreadPoolExecutor(len(batches)) as pool:
+        list(pool.map(
+            lambda batch: cluster.kubectl(
+                "apply", "--server-side", "--field-manager=bench", "-f", "-",
+                input=yaml.safe_dump_all(batch), timeout=600,
+            ),
+            batches,
+        ))
+
+
+def control_plane_floor(cluster: Cluster, settings: Settings) -> dict[str, Any]:
+    """The same Deployments and Services the operator makes, applied directly with no operator
+    running: how long the control plane alone takes to roll out 1,000 models on these cores."""
+    namespaces = [f"floor-{i}" for i in range(settings.namespaces)]
+    for namespace in namespaces:
+        cluster.kubectl("delete", "namespace", namespace, "--ignore-not-found", "--wait=true", timeout=600)
+        cluster.create_namespace(namespace)
+    batches = [
+        [
+            child
+            for index in range(i, settings.count, settings.namespaces)
+            for child in build_children(
+                {**mlmodel(f"model-{index:04d}", namespace),
+                 "metadata": {"name": f"model-{index:04d}", "namespace": namespace,
+                              "labels": {"bench": "operator-scale"}}},
+                OperatorSettings(), servicemonitor_supported=False,
+            )
+        ]
+        for i, namespace in enumerate(namespaces)
+    ]
+    started = datetime.datetime.now(datetime.UTC)
+    apply_in_parallel(cluster, batches)
+    available_at = wait_all_true(
+        cluster, "deployments", "app.kubernetes.io/part-of=mlmodel", "Available", settings.count, settings.timeout
+    )
+    clients = requests_by_client(cluster, started, available_at + datetime.timedelta(seconds=5))
+    for namespace in namespaces:
+        cluster.kubectl("delete", "namespace", namespace, "--wait=false")
+    return {
+        "floor_seconds_until_all_available": (available_at - started.replace(microsecond=0)).total_seconds(),
+        "floor_requests_per_model_by_client": {k: round(v / settings.count, 2) for k, v in clients.most_common()},
+    }
 
 
 def wait_quiet(cluster: Cluster, quiet_for: float, timeout: float) -> None:
@@ -183,28 +266,20 @@ def run(settings: Settings, workdir: Path) -> dict[str, Any]:
                     batch.append(body)
                     created += 1
                 batches.append(batch)
-            # One kubectl per namespace at once, as a GitOps tool syncs its applications: one
-            # kubectl alone is held by its client-side rate limit (5 requests/s, bursts of 10).
-            with concurrent.futures.ThreadPoolExecutor(len(batches)) as pool:
-                list(pool.map(
-                    lambda batch: cluster.kubectl(
-                        "apply", "--server-side", "--field-manager=bench", "-f", "-",
-                        input=yaml.safe_dump_all(batch), timeout=600,
-                    ),
-                    batches,
-                ))
+            apply_in_parallel(cluster, batches)
             seconds_applied = time.monotonic() - clock
-            while (ready := readiness(cluster))[0] < settings.count:
+            def alive() -> None:
                 if operator.process.poll() is not None:
                     raise RuntimeError(f"the operator exited: {operator.log()[-3000:]}")
-                if time.monotonic() - clock > settings.timeout:
-                    raise RuntimeError(f"only {ready[0]} of {settings.count} Ready after {settings.timeout:.0f} s")
-                time.sleep(3.0)
-            ready_at = ready[1] or datetime.datetime.now(datetime.UTC)
+
+            ready_at = wait_all_true(
+                cluster, "mlmodels", "bench=operator-scale", "Ready", settings.count, settings.timeout, alive
+            )
             seconds_ready = (ready_at - started.replace(microsecond=0)).total_seconds()
             wait_quiet(cluster, quiet_for=5, timeout=settings.timeout)
             quiet_at = datetime.datetime.now(datetime.UTC)
             rollout = requests_between(cluster, started, quiet_at)
+            clients = requests_by_client(cluster, started, ready_at + datetime.timedelta(seconds=5))
             # One idle pass: nothing changed since the roll-out settled.
             time.sleep(settings.resync_seconds)  # the pass that was due during the roll-out
             before = versions(cluster, namespaces)
@@ -216,6 +291,7 @@ def run(settings: Settings, workdir: Path) -> dict[str, Any]:
             peak_kib = rss.peak_single_kib
     finally:
         operator.stop(timeout=30)
+    floor = control_plane_floor(cluster, settings) if settings.floor else {}
     changed = sorted(key for key in before if after.get(key) != before[key])
     rollout_kinds = collections.Counter(describe(e) for e in rollout)
     idle_kinds = collections.Counter(describe(e) for e in idle)
@@ -238,6 +314,8 @@ def run(settings: Settings, workdir: Path) -> dict[str, Any]:
         "idle_pass_objects_checked": len(before),
         "idle_pass_objects_changed": len(changed),
         "idle_pass_changed_examples": changed[:10],
+        "requests_per_model_by_client": {k: round(v / settings.count, 2) for k, v in clients.most_common()},
+        **floor,
     }
 
 
@@ -254,6 +332,13 @@ def render(result: dict[str, Any], meta: dict[str, Any]) -> str:
         ("idle resync pass: writes", str(result["idle_pass_writes"])),
         ("idle resync pass: objects whose resourceVersion changed", f"{result['idle_pass_objects_changed']} of {result['idle_pass_objects_checked']}"),
     ]
+    if "floor_seconds_until_all_available" in result:
+        rows.append((
+            "without the operator: the same Deployments and Services applied directly, time until all are Available",
+            f"{result['floor_seconds_until_all_available']} s",
+        ))
+    clients = result["requests_per_model_by_client"]
+    floor_clients = result.get("floor_requests_per_model_by_client", {})
     lines = [
         f"# Operator at scale on the local control plane, {meta['date']}",
         "",
@@ -267,6 +352,13 @@ def render(result: dict[str, Any], meta: dict[str, Any]) -> str:
         "| measure | value |",
         "|---|---|",
         *(f"| {name} | {value} |" for name, value in rows),
+        "",
+        "Requests per model to the API server by client (watches excluded, audit log), with the operator and without it:",
+        "",
+        "| client | with the operator | without |",
+        "|---|---|---|",
+        *(f"| {name} | {clients.get(name, 0)} | {floor_clients.get(name, '-')} |"
+          for name in sorted(set(clients) | set(floor_clients), key=lambda n: -clients.get(n, 0))),
         "",
         "The operator's API requests from the first apply until it went quiet, from the API server's audit log:",
         "",

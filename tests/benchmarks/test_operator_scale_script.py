@@ -33,7 +33,14 @@ def test_small_run_reports_readiness_requests_and_a_change_free_resync(
     (saved,) = tmp_path.glob("*-operator.json")
     result = json.loads(saved.read_text())["result"]
     assert result["mlmodels"] == 6
-    assert 0 < result["seconds_until_all_ready"] <= result["seconds_until_operator_quiet"]
+    # Read from the Ready conditions' lastTransitionTime: whole seconds.
+    assert 0 <= result["seconds_until_all_ready"] <= result["seconds_until_operator_quiet"] + 1
+    # Who asked the API server for what, with the operator and without it (the floor run).
+    assert result["requests_per_model_by_client"]["mlmodel-operator"] >= 3
+    assert result["requests_per_model_by_client"]["deployment-controller"] > 0
+    assert result["floor_seconds_until_all_available"] >= 0
+    assert "mlmodel-operator" not in result["floor_requests_per_model_by_client"]
+    assert result["floor_requests_per_model_by_client"]["replicaset-controller"] > 0
     # Each MLModel needs at least its Deployment, its Service and a status write.
     assert result["api_writes_per_mlmodel"] >= 3
     assert result["api_requests_by_kind"]["patch deployments"] >= 6
