@@ -17,7 +17,8 @@ pytestmark = pytest.mark.cluster
 DB_PASSWORD = "Pg-pass-7c1e9b2d4f"
 TOKEN = "bearer-token-5a8e3f0c6d"
 S3_KEY = "s3-secret-key-9d2b7e4a1c"
-SECRET_VALUES = (DB_PASSWORD, TOKEN, S3_KEY)
+REDIS_PASSWORD = "redis-pass-3b8d1f6e2a"
+SECRET_VALUES = (DB_PASSWORD, TOKEN, S3_KEY, REDIS_PASSWORD)
 CRASHING_IMAGE = "kwok.test/failing/crashloop:1"
 
 
@@ -41,6 +42,7 @@ def test_secrets_are_referenced_never_read_or_shown(installed_cluster: Cluster, 
     cluster.apply(
         secret("mlmodel-db", namespace, {"url": f"postgresql://mlmodel:{DB_PASSWORD}@db:5432/mlmodel"}),
         secret("mlmodel-auth", namespace, {"tokens": TOKEN}),
+        secret("mlmodel-redis", namespace, {"url": f"redis://:{REDIS_PASSWORD}@redis:6379/0"}),
         secret("s3-creds", namespace, {"AWS_ACCESS_KEY_ID": "AKIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": S3_KEY}),
     )
     operator = run_operator(namespaces=[namespace], resync=0.5)
@@ -57,6 +59,7 @@ def test_secrets_are_referenced_never_read_or_shown(installed_cluster: Cluster, 
             },
             database={"secretRef": {"name": "mlmodel-db", "key": "url"}},
             auth={"secretRef": {"name": "mlmodel-auth", "key": "tokens"}},
+            cache={"redis": {"secretRef": {"name": "mlmodel-redis", "key": "url"}}},
             runtime={"image": CRASHING_IMAGE},
         )
     )
@@ -65,6 +68,7 @@ def test_secrets_are_referenced_never_read_or_shown(installed_cluster: Cluster, 
     pod_spec = deployment["spec"]["template"]["spec"]
     env = {e["name"]: e for e in pod_spec["containers"][0]["env"]}
     assert env["MLMODEL_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "mlmodel-db", "key": "url"}
+    assert env["MLMODEL_CACHE_REDIS_URL"]["valueFrom"]["secretKeyRef"] == {"name": "mlmodel-redis", "key": "url"}
     assert pod_spec["containers"][0]["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
     assert any(v.get("secret", {}).get("secretName") == "mlmodel-auth" for v in pod_spec["volumes"])
 

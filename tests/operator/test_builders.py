@@ -252,8 +252,21 @@ def test_env_carries_the_full_spec():
     assert env["MLMODEL_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
     assert env["MLMODEL_POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert env["MLMODEL_DATABASE_URL"]["valueFrom"] == {"secretKeyRef": {"name": "mlmodel-db", "key": "url"}}
+    assert env["MLMODEL_CACHE_REDIS_URL"]["valueFrom"] == {"secretKeyRef": {"name": "redis", "key": "url"}}
+    assert values["MLMODEL_CACHE_TTL_SECONDS"] == "600"
+    assert values["MLMODEL_CACHE_MAX_ENTRY_BYTES"] == "65536"
     assert env["EXTRA"]["valueFrom"] == {"secretKeyRef": {"name": "s", "key": "k"}}
     assert _container(SAMPLES["full"])["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
+
+
+def test_cache_env_only_with_spec_cache():
+    cache_variables = {"MLMODEL_CACHE_REDIS_URL", "MLMODEL_CACHE_TTL_SECONDS", "MLMODEL_CACHE_MAX_ENTRY_BYTES"}
+    assert not cache_variables & set(_env(SAMPLES["minimal"]))
+    defaults = with_changes(SAMPLES["minimal"], {"spec.cache": {"redis": {"secretRef": {"name": "r", "key": "u"}}}})
+    env = _env(defaults)
+    assert env["MLMODEL_CACHE_TTL_SECONDS"]["value"] == "3600"
+    assert env["MLMODEL_CACHE_MAX_ENTRY_BYTES"]["value"] == "1048576"
+    assert "value" not in env["MLMODEL_CACHE_REDIS_URL"]  # never in the pod template itself
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLES))
@@ -435,6 +448,7 @@ def _hash(mlmodel: dict) -> str:
         ({"spec.runtime.image": "other/runtime:2"}, True),
         ({"spec.batching": {"maxBatchSize": 8}}, True),
         ({"spec.database": {"secretRef": {"name": "db2", "key": "url"}}}, True),
+        ({"spec.cache": {"redis": {"secretRef": {"name": "redis", "key": "url"}}}}, True),
         ({"spec.model.format": "sklearn"}, False),  # the default, spelled out
         ({"spec.replicas": 4}, False),
         ({"spec.service": {"port": 9000}}, False),

@@ -121,6 +121,7 @@ def test_crd_defaults_are_the_operators_defaults():
         "monitoring": {},
         "predictionLogging": {},
         "networkPolicy": {},
+        "cache": {"redis": {"secretRef": {"name": "redis", "key": "url"}}},
     }
     parsed = parse_spec(mlmodel(spec=every_object)).model_dump(by_alias=True)
     # spec.ingress and spec.gateway exclude each other: their defaults are read one at a time.
@@ -207,6 +208,16 @@ INVALID = {
         {"spec.ingress": {"host": "m.example.com", "path": "/a/../b"}}, "does not match"
     ),
     "ingress-double-slash": ({"spec.ingress": {"host": "m.example.com", "path": "//a"}}, "does not match"),
+    "cache-without-redis": ({"spec.cache": {"ttlSeconds": 60}}, "'redis' is a required property"),
+    "cache-redis-without-secret": ({"spec.cache": {"redis": {}}}, "'secretRef' is a required property"),
+    "cache-ttl-zero": (
+        {"spec.cache": {"redis": {"secretRef": {"name": "r", "key": "url"}}, "ttlSeconds": 0}},
+        "less than the minimum",
+    ),
+    "cache-entry-over-redis-limit": (
+        {"spec.cache": {"redis": {"secretRef": {"name": "r", "key": "url"}}, "maxEntryBytes": 2**30}},
+        "greater than the maximum",
+    ),
     "gateway-without-parents": ({"spec.gateway": {"parentRefs": []}}, "should be non-empty"),
     "gateway-hostname-with-port": (
         {"spec.gateway": {"parentRefs": [{"name": "g"}], "hostnames": ["m.example.com:443"]}},

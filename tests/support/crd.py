@@ -146,6 +146,7 @@ FULL_SPEC = {
     "database": {"secretRef": {"name": "mlmodel-db", "key": "url"}},
     "predictionLogging": {"sampleRate": 0.1},
     "auth": {"secretRef": {"name": "tokens", "key": "tokens"}},
+    "cache": {"redis": {"secretRef": {"name": "redis", "key": "url"}}, "ttlSeconds": 600, "maxEntryBytes": 65536},
     "networkPolicy": {"enabled": True, "allowedNamespaces": ["monitoring", "frontend"]},
     "nodeSelector": {"kubernetes.io/arch": "amd64"},
     "tolerations": [{"key": "ml", "operator": "Equal", "value": "true", "effect": "NoSchedule"}],
@@ -189,14 +190,6 @@ SAMPLES: dict[str, dict] = {
     "scaled-to-zero": mlmodel(
         "idle", {"model": {"uri": "https://m.example.com/a.joblib", "sha256": DIGEST}, "replicas": 0}
     ),
-}
-
-
-def with_changes(base: dict, changes: dict) -> dict:
-    """A deep copy of `base` with dotted-path keys set (value None deletes the key)."""
-    result = copy.deepcopy(base)
-    for dotted, value in changes.items():
-        *parents, last = dotted.split(".")
     "ingress": mlmodel(
         "exposed",
         {"model": {"uri": "https://m.example.com/a.joblib", "sha256": DIGEST},
@@ -213,6 +206,14 @@ def with_changes(base: dict, changes: dict) -> dict:
                                     {"name": "internal"}],
                      "hostnames": ["models.example.com", "ml.example.com"], "path": "/routed/"}},
     ),
+}
+
+
+def with_changes(base: dict, changes: dict) -> dict:
+    """A deep copy of `base` with dotted-path keys set (value None deletes the key)."""
+    result = copy.deepcopy(base)
+    for dotted, value in changes.items():
+        *parents, last = dotted.split(".")
         node = result
         for key in parents:
             node = node.setdefault(key, {})

@@ -109,10 +109,13 @@ _ROLLOUT_FIELDS = (
     "tolerations",
     "service_account_name",
 )
+# Added since: they count only when set, so an operator upgrade rolls no model that leaves them out.
+_ROLLOUT_FIELDS_WHEN_SET = ("cache",)
 
 
 def rollout_hash(spec: MLModelSpec) -> str:
     """Short, stable digest of the spec parts that require new pods (defaults applied)."""
-    parts = spec.model_dump(include=set(_ROLLOUT_FIELDS), by_alias=True, mode="json")
+    fields = {*_ROLLOUT_FIELDS, *(f for f in _ROLLOUT_FIELDS_WHEN_SET if getattr(spec, f) is not None)}
+    parts = spec.model_dump(include=fields, by_alias=True, mode="json")
     canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]

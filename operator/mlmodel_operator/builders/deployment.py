@@ -55,14 +55,20 @@ def runtime_env(name: str, spec: MLModelSpec, settings: OperatorSettings) -> lis
         decided["auth_token_file"] = f"{AUTH_DIR}/{AUTH_FILE}"
     if _model_volume(spec) is not None:
         decided["model_mount_dir"] = MODEL_MOUNT_DIR
+    # URLs that hold credentials come from the Secret the spec names, never into the pod template.
+    from_secrets = {
+        "database_url": spec.database,
+        "cache_redis_url": spec.cache.redis if spec.cache else None,
+    }
     env = []
     for field in MANAGED_SETTINGS:
         variable = env_var(field)
         if field in _DOWNWARD_API:
             env.append(_field_ref(variable, _DOWNWARD_API[field]))
-        elif field == "database_url":
-            if spec.database:
-                ref = spec.database.secret_ref
+        elif field in from_secrets:
+            holder = from_secrets[field]
+            if holder is not None:
+                ref = holder.secret_ref
                 env.append(
                     {
                         "name": variable,
