@@ -109,12 +109,12 @@ def _unschedulable(pod: dict[str, Any], message: str) -> tuple[str, str]:
     claim = _CLAIM_NOT_FOUND.search(message)
     if claim is not None:
         namespace = (pod.get("metadata") or {}).get("namespace", "?")
-        return (
-            "ClaimNotFound",
+        text = (
             f"PersistentVolumeClaim {claim[1]} named by spec.model.uri does not exist in namespace "
             f"{namespace}: create it (the pods start once it is bound) or fix spec.model.uri "
-            f"(pod {_name(pod)}: {message})",
+            f"(pod {_name(pod)}: {message})"
         )
+        return "ClaimNotFound", text
     return "Unschedulable", f"pod {_name(pod)} cannot be scheduled: {message}"
 
 
@@ -122,21 +122,27 @@ def _image_volume_dropped(pod: dict[str, Any]) -> tuple[str, str] | None:
     """An oci:// model whose pod has no image volume: the API server dropped it (no ImageVolume
     feature gate), so the runtime would look for its file in a folder nothing is mounted on."""
     spec = pod.get("spec") or {}
-    runtime = next((c for c in spec.get("containers") or [] if c.get("name") == CONTAINER_NAME), {})
+    runtime: dict[str, Any] = next(
+        (c for c in spec.get("containers") or [] if c.get("name") == CONTAINER_NAME), {}
+    )
     uri = next(
-        (str(e.get("value", "")) for e in runtime.get("env") or [] if e.get("name") == _MODEL_URI_ENV),
+        (
+            str(e.get("value", ""))
+            for e in runtime.get("env") or []
+            if e.get("name") == _MODEL_URI_ENV
+        ),
         "",
     )
     if not uri.startswith("oci://"):
         return None
     if any(v.get("name") == MODEL_VOLUME and v.get("image") for v in spec.get("volumes") or []):
         return None
-    return (
-        "ImageVolumeUnsupported",
+    text = (
         f"the API server removed the image volume for spec.model.uri {uri} from pod {_name(pod)}, "
         f"so this cluster cannot mount the model image: {IMAGE_VOLUME_REQUIREMENTS}; or publish "
-        "the artifact at an https:// or s3:// URI",
+        "the artifact at an https:// or s3:// URI"
     )
+    return "ImageVolumeUnsupported", text
 
 
 def probe_targets(pods: list[dict[str, Any]]) -> list[ProbeTarget]:

@@ -41,9 +41,21 @@ def test_malformed_volume_uris_are_refused_by_both_with_the_crd_message(case):
 @pytest.mark.parametrize(
     ("uri", "model_format", "expected"),
     [
-        ("pvc://models/sentiment/model.joblib", "sklearn", ClaimVolume("models", "sentiment/model.joblib")),
-        ("oci://registry.example.com/m/s:1.0", "sklearn", ImageVolume("registry.example.com/m/s:1.0", "model.joblib")),
-        ("oci://registry.example.com/m/s:1.0", "onnx", ImageVolume("registry.example.com/m/s:1.0", "model.onnx")),
+        (
+            "pvc://models/sentiment/model.joblib",
+            "sklearn",
+            ClaimVolume("models", "sentiment/model.joblib"),
+        ),
+        (
+            "oci://registry.example.com/m/s:1.0",
+            "sklearn",
+            ImageVolume("registry.example.com/m/s:1.0", "model.joblib"),
+        ),
+        (
+            "oci://registry.example.com/m/s:1.0",
+            "onnx",
+            ImageVolume("registry.example.com/m/s:1.0", "model.onnx"),
+        ),
         (
             f"oci://localhost:5000/s:1@sha256:{DIGEST}#a/b.onnx",
             "onnx",
@@ -87,12 +99,15 @@ def test_an_image_is_mounted_as_an_image_volume_pulled_with_the_pods_secrets():
     pod_spec = _pod_spec("image")
     assert _volume(pod_spec, "model") == {
         "name": "model",
-        "image": {"reference": "registry.example.com/models/sentiment:1.0", "pullPolicy": "IfNotPresent"},
+        "image": {
+            "reference": "registry.example.com/models/sentiment:1.0",
+            "pullPolicy": "IfNotPresent",
+        },
     }
     assert pod_spec["imagePullSecrets"] == [{"name": "regcred"}]
-    assert {"name": "model", "mountPath": MODEL_MOUNT_DIR, "readOnly": True} in pod_spec["containers"][0][
-        "volumeMounts"
-    ]
+    assert {"name": "model", "mountPath": MODEL_MOUNT_DIR, "readOnly": True} in pod_spec[
+        "containers"
+    ][0]["volumeMounts"]
     assert _env(pod_spec)["MLMODEL_MODEL_MOUNT_DIR"] == MODEL_MOUNT_DIR
 
 
@@ -125,7 +140,9 @@ def _stored_pod(name: str, *, status: dict | None = None, drop_model_volume: boo
         # (pkg/api/pod dropImageVolumes): the volume and every mount of it go.
         spec["volumes"] = [v for v in spec["volumes"] if v["name"] != "model"]
         for container in spec["containers"]:
-            container["volumeMounts"] = [m for m in container["volumeMounts"] if m["name"] != "model"]
+            container["volumeMounts"] = [
+                m for m in container["volumeMounts"] if m["name"] != "model"
+            ]
     return {
         "metadata": {"name": f"{name}-abc", "namespace": "models"},
         "spec": spec,
@@ -134,17 +151,20 @@ def _stored_pod(name: str, *, status: dict | None = None, drop_model_volume: boo
 
 
 def test_a_missing_claim_is_reported_as_claim_not_found():
-    # The scheduler's condition, as kube-scheduler 1.36 wrote it on the local cluster.
-    message = (
-        '0/1 nodes are available: persistentvolumeclaim "models" not found. preemption: 0/1 nodes '
-        "are available: 1 Preemption is not helpful for scheduling."
-    )
+    # The scheduler's condition message, as kube-scheduler 1.36.3 wrote it on the local cluster
+    # (tests/controlplane/test_model_volumes.py).
+    message = '0/1 nodes are available: persistentvolumeclaim "models" not found. not found'
     pending = _stored_pod(
         "claim",
         status={
             "phase": "Pending",
             "conditions": [
-                {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": message,
+                }
             ],
         },
     )

@@ -66,7 +66,12 @@ def test_a_volume_uri_names_a_file_under_the_mount_dir(uri, model_format, relati
 
 @pytest.mark.parametrize(
     "uri",
-    ["pvc://models", "pvc://models/../etc/passwd", "oci://registry.example.com/m", "oci://r.example.com/m:1#../x"],
+    [
+        "pvc://models",
+        "pvc://models/../etc/passwd",
+        "oci://registry.example.com/m",
+        "oci://r.example.com/m:1#../x",
+    ],
 )
 def test_a_malformed_volume_uri_is_refused_for_good(uri):
     with pytest.raises(ArtifactError) as caught:
@@ -76,7 +81,9 @@ def test_a_malformed_volume_uri_is_refused_for_good(uri):
     assert "pvc://CLAIM/PATH or oci://REGISTRY/REPO:TAG[#PATH]" in caught.value.message
 
 
-@pytest.mark.parametrize(("uri", "relative"), [(CLAIM_URI, "sentiment/1.0/model.joblib"), (IMAGE_URI, "model.joblib")])
+@pytest.mark.parametrize(
+    ("uri", "relative"), [(CLAIM_URI, "sentiment/1.0/model.joblib"), (IMAGE_URI, "model.joblib")]
+)
 async def test_the_mounted_file_is_verified_and_cached(cache_dir, mount_dir, uri, relative):
     _place(mount_dir, relative)
 

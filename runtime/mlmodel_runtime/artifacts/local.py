@@ -15,7 +15,10 @@ from mlmodel_runtime.settings import RuntimeSettings
 
 
 async def download_local(
-    source: LocalSource | MountedSource, sink: ArtifactSink, settings: RuntimeSettings, shown_uri: str
+    source: LocalSource | MountedSource,
+    sink: ArtifactSink,
+    settings: RuntimeSettings,
+    shown_uri: str,
 ) -> None:
     await run_blocking(sink, lambda: _copy(source, sink, shown_uri))
 
