@@ -16,11 +16,13 @@ from conftest_artifact import (
 )
 from mlmodel_runtime.artifacts import ArtifactError, fetch_artifact, fetch_artifact_with_retry
 from mlmodel_runtime.artifacts.uris import MountedSource, parse_source
+from mlmodel_runtime.manifest import load_settings
 from mlmodel_runtime.settings import RuntimeSettings
 from mlmodel_spec.model_uris import MODEL_MOUNT_DIR
 
 CLAIM_URI = "pvc://models/sentiment/1.0/model.joblib"
 IMAGE_URI = "oci://registry.example.com/models/sentiment:1.0"
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -155,3 +157,23 @@ async def test_an_image_volume_not_mounted_says_what_the_cluster_needs(cache_dir
     )
     assert "Kubernetes 1.35 or later" in message
     assert "ImageVolume feature gate" in message
+
+
+@pytest.mark.parametrize(
+    ("example", "relative"),
+    [("claim.yaml", "sentiment/1.0.0/model.joblib"), ("image.yaml", "model.joblib")],
+)
+async def test_serve_reads_the_volume_examples_from_a_local_mount_dir(
+    cache_dir, mount_dir, monkeypatch, example, relative
+):
+    """`MLMODEL_MODEL_MOUNT_DIR=DIR mlmodel serve examples/sentiment/volumes/X.yaml` (docs/model-sources.md)."""
+    model = REPO_ROOT / "examples" / "sentiment" / "model.joblib"
+    _place(mount_dir, relative, model.read_bytes())
+    monkeypatch.setenv("MLMODEL_MODEL_MOUNT_DIR", str(mount_dir))
+    monkeypatch.setenv("MLMODEL_CACHE_DIR", str(cache_dir))
+
+    settings = load_settings(REPO_ROOT / "examples" / "sentiment" / "volumes" / example)
+
+    assert settings.model_uri.startswith(("pvc://", "oci://"))
+    path = await fetch_artifact(settings)
+    assert path.read_bytes() == model.read_bytes()
