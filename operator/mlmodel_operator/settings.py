@@ -40,7 +40,8 @@ class OperatorSettings(BaseSettings):
     crd_check_interval_seconds: float = Field(
         60.0,
         ge=0,
-        description="How long the answer to 'is the ServiceMonitor CRD installed?' is reused.",
+        description="How long the answer to 'is the ServiceMonitor (or the HTTPRoute) CRD "
+        "installed?' is reused.",
     )
     metrics_port: int = Field(
         9090,

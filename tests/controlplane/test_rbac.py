@@ -13,7 +13,14 @@ import json
 import pytest
 import yaml
 from controlplane.models import mlmodel
-from support.cluster import REPO_ROOT, Cluster, servicemonitor_crd
+from support.cluster import (
+    HTTPROUTE_CRD,
+    REPO_ROOT,
+    Cluster,
+    gateway_api_crd,
+    servicemonitor_crd,
+    wait_established,
+)
 from support.operator import operator_requests
 from support.ports import wait_until
 from support.rbac import (
@@ -27,8 +34,9 @@ from support.rbac import (
 
 pytestmark = pytest.mark.cluster
 CHILDREN = ("networkpolicy", "service", "deployment", "horizontalpodautoscaler",
-            "poddisruptionbudget", "servicemonitor")
-OPTIONAL = ("networkpolicy", "horizontalpodautoscaler", "poddisruptionbudget", "servicemonitor")
+            "poddisruptionbudget", "servicemonitor", "ingress")
+OPTIONAL = ("networkpolicy", "horizontalpodautoscaler", "poddisruptionbudget", "servicemonitor",
+            "ingress", "httproute")
 
 
 def as_request(event: dict) -> Request:
@@ -64,6 +72,8 @@ def run_every_kind_of_work(cluster: Cluster, run_operator, namespace: str) -> No
     spec the operator refuses; pods in CrashLoopBackOff listed to say why."""
     cluster.kubectl("apply", "--server-side", "-f", str(servicemonitor_crd()))
     cluster.kubectl("wait", "--for=condition=Established", "crd/servicemonitors.monitoring.coreos.com", "--timeout=60s")
+    cluster.kubectl("apply", "--server-side", "-f", str(gateway_api_crd()))
+    wait_established(cluster, HTTPROUTE_CRD)
     try:
         cluster.kubectl("delete", "clusterkopfpeering", "mlmodel-operator", "--ignore-not-found")
         operator = run_operator(
@@ -77,6 +87,7 @@ def run_every_kind_of_work(cluster: Cluster, run_operator, namespace: str) -> No
                 runtime={"image": "kwok.test/failing/crashloop:1", "resources": {"requests": {"cpu": "250m"}}},
                 networkPolicy={"enabled": True},
                 monitoring={"serviceMonitor": True},
+                ingress={"host": "models.example.com"},
             )
         )
         wait_until(
@@ -98,8 +109,17 @@ def run_every_kind_of_work(cluster: Cluster, run_operator, namespace: str) -> No
             ),
             timeout=60, what="every child put back",
         )
+        # The Ingress exchanged for an HTTPRoute (made, and recorded in the status, before it goes).
+        exchange = {"spec": {"ingress": None, "gateway": {"parentRefs": [{"name": "public"}]}}}
+        cluster.kubectl("patch", "mlmodel", "sentiment", "-n", namespace, "--type=merge", "-p", json.dumps(exchange))
+        wait_until(
+            lambda: cluster.get("ingress", "sentiment", namespace) is None
+            and cluster.get("httproute", "sentiment", namespace)
+            and cluster.get("mlmodel", "sentiment", namespace)["status"]["exposure"]["kind"] == "HTTPRoute",
+            timeout=60, what="the Ingress exchanged for an HTTPRoute",
+        )
         patch = {"spec": {"autoscaling": None, "replicas": 1, "networkPolicy": {"enabled": False},
-                          "monitoring": {"serviceMonitor": False}}}
+                          "monitoring": {"serviceMonitor": False}, "gateway": None}}
         cluster.kubectl("patch", "mlmodel", "sentiment", "-n", namespace, "--type=merge", "-p", json.dumps(patch))
         wait_until(
             lambda: all(cluster.get(kind, "sentiment", namespace) is None for kind in OPTIONAL),
@@ -108,6 +128,7 @@ def run_every_kind_of_work(cluster: Cluster, run_operator, namespace: str) -> No
         assert operator.stop() == 0
     finally:
         cluster.kubectl("delete", "crd", "servicemonitors.monitoring.coreos.com", "--ignore-not-found")
+        cluster.kubectl("delete", "crd", HTTPROUTE_CRD, "--ignore-not-found")
 
 
 def test_every_request_is_allowed_and_every_rule_is_used(

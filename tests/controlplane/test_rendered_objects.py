@@ -13,7 +13,7 @@ import pytest
 import yaml
 from mlmodel_operator.builders import build_children
 from mlmodel_operator.settings import OperatorSettings
-from support.cluster import REPO_ROOT, Cluster, servicemonitor_crd
+from support.cluster import REPO_ROOT, Cluster, httproute_crd_installed, servicemonitor_crd
 from support.crd import SAMPLES
 
 pytestmark = pytest.mark.cluster
@@ -22,11 +22,13 @@ EXAMPLES = sorted(REPO_ROOT.glob("examples/*/mlmodel.yaml"))
 
 @pytest.fixture(scope="module")
 def with_servicemonitors(installed_cluster: Cluster) -> Iterator[Cluster]:
+    """The optional CRDs the builders may write to: the ServiceMonitor's and the HTTPRoute's."""
     installed_cluster.kubectl("apply", "--server-side", "-f", str(servicemonitor_crd()))
     installed_cluster.kubectl(
         "wait", "--for=condition=Established", "crd/servicemonitors.monitoring.coreos.com", "--timeout=60s"
     )
-    yield installed_cluster
+    with httproute_crd_installed(installed_cluster):
+        yield installed_cluster
     installed_cluster.kubectl("delete", "crd", "servicemonitors.monitoring.coreos.com", "--ignore-not-found")
 
 

@@ -257,17 +257,57 @@ def namespace(installed_cluster: Cluster, request: pytest.FixtureRequest) -> str
     return name
 
 
-def servicemonitor_crd() -> Path:
-    """monitoring.coreos.com_servicemonitors.yaml from the pinned prometheus-operator module."""
+def pinned_module(module: str, version_variable: str) -> Path:
+    """The directory of `module` at the version tests/cluster/versions.env pins, downloaded
+    through the Go module proxy: where the tests take published CRDs from."""
     version = next(
         line.split("=", 1)[1].strip()
         for line in (CLUSTER_SCRIPTS / "versions.env").read_text().splitlines()
-        if line.startswith("PROMETHEUS_OPERATOR_VERSION=")
+        if line.startswith(f"{version_variable}=")
     )
     result = subprocess.run(
-        ["go", "mod", "download", "-json", f"github.com/prometheus-operator/prometheus-operator@{version}"],
+        ["go", "mod", "download", "-json", f"{module}@{version}"],
         capture_output=True, text=True, check=True, timeout=600,
         cwd=CLUSTER_SCRIPTS / "modules" / "kwok", env={**os.environ, "GOFLAGS": "-mod=mod"},
     )
-    directory = Path(json.loads(result.stdout)["Dir"])
+    return Path(json.loads(result.stdout)["Dir"])
+
+
+def servicemonitor_crd() -> Path:
+    """monitoring.coreos.com_servicemonitors.yaml from the pinned prometheus-operator module."""
+    directory = pinned_module(
+        "github.com/prometheus-operator/prometheus-operator", "PROMETHEUS_OPERATOR_VERSION"
+    )
     return directory / "example" / "prometheus-operator-crd" / "monitoring.coreos.com_servicemonitors.yaml"
+
+
+HTTPROUTE_CRD = "httproutes.gateway.networking.k8s.io"
+
+
+def gateway_api_crd(resource: str = "httproutes") -> Path:
+    """The Gateway API's published standard-channel CRD of `resource` (httproutes, gateways,
+    gatewayclasses...) from the pinned sigs.k8s.io/gateway-api module."""
+    directory = pinned_module("sigs.k8s.io/gateway-api", "GATEWAY_API_VERSION")
+    return directory / "config" / "crd" / "standard" / f"gateway.networking.k8s.io_{resource}.yaml"
+
+
+def wait_established(cluster: Cluster, crd: str) -> None:
+    """Until the CRD is served (`kubectl wait` fails on a CRD whose status has no conditions yet)."""
+    wait_until(
+        lambda: any(
+            c.get("type") == "Established" and c.get("status") == "True"
+            for c in ((cluster.get("crd", crd) or {}).get("status") or {}).get("conditions") or ()
+        ),
+        timeout=60, what=f"CRD {crd} established",
+    )
+
+
+@contextlib.contextmanager
+def httproute_crd_installed(cluster: Cluster) -> Iterator[Cluster]:
+    """The HTTPRoute CRD applied for the block, and deleted (with every HTTPRoute) after it."""
+    cluster.kubectl("apply", "--server-side", "-f", str(gateway_api_crd()))
+    try:
+        wait_established(cluster, HTTPROUTE_CRD)
+        yield cluster
+    finally:
+        cluster.kubectl("delete", "crd", HTTPROUTE_CRD, "--ignore-not-found", "--wait=true")
