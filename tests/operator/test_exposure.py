@@ -3,8 +3,12 @@ status.exposure (pure; the real API server judges the objects in tests/controlpl
 
 from __future__ import annotations
 
+import io
+
 import pytest
+import yaml
 from mlmodel_operator.builders import build_children, build_httproute, build_ingress, external_url
+from mlmodel_operator.render import main as render_main
 from mlmodel_operator.settings import OperatorSettings
 from mlmodel_operator.status import compute_status
 from mlmodel_spec.resource import InvalidSpec, parse_spec
@@ -140,3 +144,13 @@ def test_exposure_says_what_routes_the_model_and_why_not(sample, supported, expe
         assert "httproutes.gateway.networking.k8s.io" in exposure["message"]
         # Nothing outside reaches it: the URL stays the in-cluster one.
         assert status["url"] == "http://routed.models.svc.cluster.local:8000/v2/models/routed"
+
+
+@pytest.mark.parametrize("flags,expected", [([], "HTTPRoute"), (["--no-httproute"], None)])
+def test_render_shows_the_httproute_unless_told_the_gateway_api_is_missing(tmp_path, flags, expected):
+    path = tmp_path / "mlmodel.yaml"
+    path.write_text(yaml.safe_dump(SAMPLES["gateway"]))
+    out = io.StringIO()
+    assert render_main([str(path), "--no-servicemonitor", *flags], stdout=out) == 0
+    rendered = [doc["kind"] for doc in yaml.safe_load_all(out.getvalue())]
+    assert rendered == ["Service", "Deployment", *([expected] if expected else [])]
