@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import shutil
 import time
 from typing import Any
 
 import joblib
 import pandas as pd
 import pytest
-from support.cluster import Cluster
+from support.cluster import CLUSTER_SCRIPTS, Cluster
 from support.ports import wait_until
 
 from controlplane.models import condition, mlmodel
@@ -36,6 +38,7 @@ from controlplane.realnode import (  # noqa: F401  (the real-node session's fixt
     fixture_node_operator,
     fixture_runtime_image,
     post,
+    run,
 )
 
 # The first test also pays for the runtime image and the node's binaries (minutes on 2 cores).
@@ -416,3 +419,71 @@ def test_the_hpa_scales_the_runtime_up_under_load_and_back_down_after(
     assert (
         condition(node_cluster.get("mlmodel", "sentiment", namespace), "Ready")["status"] == "True"
     )
+
+
+def test_models_from_a_claim_and_from_an_image_volume_serve_on_real_pods(
+    node_cluster: Cluster, namespace: str, tmp_path_factory: pytest.TempPathFactory
+):
+    """pvc:// on a hostPath PersistentVolume, and oci:// as an image volume that containerd
+    mounts (examples/sentiment/volumes/Containerfile, imported into the node's containerd as a
+    registry would have it pulled): the runtime reads, verifies and serves each."""
+    image = "mlmodel.local/models/sentiment:1.0.0"
+    volumes = EXAMPLES / "sentiment" / "volumes"
+    run(
+        "docker", "build", "-q", "-f", str(volumes / "Containerfile"), "-t", image,
+        str(EXAMPLES / "sentiment"), env={**os.environ, "DOCKER_BUILDKIT": "0"},
+    )  # fmt: skip
+    run("bash", str(CLUSTER_SCRIPTS / "node.sh"), "import", str(node_cluster.directory), image)
+    root = tmp_path_factory.mktemp("claim") / "models"
+    (root / "sentiment" / "1.0.0").mkdir(parents=True)
+    shutil.copy(EXAMPLES / "sentiment" / "model.joblib", root / "sentiment" / "1.0.0")
+    for folder in (root, root / "sentiment", root / "sentiment" / "1.0.0"):
+        folder.chmod(0o755)  # the runtime runs as uid 10001; a hostPath volume keeps modes
+    (root / "sentiment" / "1.0.0" / "model.joblib").chmod(0o644)
+    node_cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": f"models-{namespace}"},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadOnlyMany"],
+                "storageClassName": "",
+                "hostPath": {"path": str(root), "type": "Directory"},
+                "claimRef": {"namespace": namespace, "name": "models"},
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "models", "namespace": namespace},
+            "spec": {
+                "accessModes": ["ReadOnlyMany"],
+                "storageClassName": "",
+                "volumeName": f"models-{namespace}",
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+    )
+    node_cluster.apply(
+        example_model(
+            "from-claim", namespace, "sentiment", "pvc://models/sentiment/1.0.0/model.joblib"
+        ),
+        example_model("from-image", namespace, "sentiment", f"oci://{image}"),
+    )
+    for name, volume in (
+        ("from-claim", {"persistentVolumeClaim": {"claimName": "models", "readOnly": True}}),
+        ("from-image", {"image": {"reference": image, "pullPolicy": "IfNotPresent"}}),
+    ):
+        ready(node_cluster, namespace, name)
+        [pod] = node_cluster.list("pods", namespace, f"app.kubernetes.io/instance={name}")
+        assert {"name": "model", **volume} in pod["spec"]["volumes"]
+        code, body = post(
+            cluster_ip(node_cluster, namespace, name),
+            f"/v1/models/{name}:predict",
+            {"instances": [NEGATIVE, POSITIVE]},
+        )
+        assert code == 200, body
+        assert body["predictions"] == ["negative", "positive"]
+    node_cluster.kubectl("delete", "mlmodel", "--all", "-n", namespace, "--wait=true")
+    node_cluster.kubectl("delete", "pvc", "models", "-n", namespace, "--wait=false")
