@@ -189,8 +189,11 @@ class NetworkPolicySpec(_Spec):
     allowed_namespaces: list[str] = []
 
 
-# A host name as an Ingress rule and an HTTPRoute take it: a lowercase DNS-1123 subdomain.
-HOSTNAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# A host name as an Ingress rule and an HTTPRoute take it: a lowercase DNS-1123 subdomain
+# (labels of at most 63 characters).
+HOSTNAME_PATTERN = (
+    r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$"
+)
 # A URL path prefix both the Ingress and the Gateway API accept: "/" or segments that are never
 # "." or ".." and hold no "//", "%2F" or other character a proxy would treat specially.
 PATH_PREFIX_PATTERN = r"^(/[A-Za-z0-9_~-][A-Za-z0-9._~-]*)*/?$"

@@ -76,6 +76,7 @@ REFUSED: dict[str, tuple[dict[str, Any], str]] = {
     ),
     "ingress-uppercase-host": ({"spec.ingress": {"host": "Models.example.com"}}, PATTERN),
     "ingress-wildcard-host": ({"spec.ingress": {"host": "*.example.com"}}, PATTERN),
+    "ingress-label-too-long": ({"spec.ingress": {"host": "m" * 64 + ".example.com"}}, PATTERN),
     "ingress-dot-dot-path": ({"spec.ingress": {"host": "m.example.com", "path": "/a/../b"}}, PATTERN),
     "gateway-hostname-with-port": (
         {"spec.gateway": {"parentRefs": [{"name": "g"}], "hostnames": ["m.example.com:443"]}}, PATTERN
@@ -103,7 +104,7 @@ ACCEPTED: dict[str, dict[str, Any]] = {
     "sample-rate-1": {"spec.predictionLogging": {"sampleRate": 1}},
     "format-onnx": {"spec.model.format": "onnx"},
     "grpc-port-differs": {"spec.service": {"port": 9000, "grpcPort": 9001}},
-    "ingress-alone": {"spec.ingress": {"host": "models.example.com", "path": "/ml/sentiment/",
+    "ingress-alone": {"spec.ingress": {"host": "m" * 63 + ".example.com", "path": "/ml/sentiment/",
                                        "className": "nginx", "tlsSecretName": "tls"}},
     "gateway-alone": {"spec.gateway": {"parentRefs": [{"name": "g", "namespace": "gw"}],
                                        "hostnames": ["a.example.com"], "path": "/v-1.2/x_y~z"}},

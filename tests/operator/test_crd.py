@@ -203,6 +203,7 @@ INVALID = {
     "ingress-without-host": ({"spec.ingress": {"path": "/m"}}, "'host' is a required property"),
     "ingress-uppercase-host": ({"spec.ingress": {"host": "Models.example.com"}}, "does not match"),
     "ingress-wildcard-host": ({"spec.ingress": {"host": "*.example.com"}}, "does not match"),
+    "ingress-label-too-long": ({"spec.ingress": {"host": "m" * 64 + ".example.com"}}, "does not match"),
     "ingress-relative-path": ({"spec.ingress": {"host": "m.example.com", "path": "m"}}, "does not match"),
     "ingress-dot-dot-path": (
         {"spec.ingress": {"host": "m.example.com", "path": "/a/../b"}}, "does not match"

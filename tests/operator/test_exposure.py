@@ -11,8 +11,8 @@ from mlmodel_operator.builders import build_children, build_httproute, build_ing
 from mlmodel_operator.render import main as render_main
 from mlmodel_operator.settings import OperatorSettings
 from mlmodel_operator.status import compute_status
-from mlmodel_spec.resource import InvalidSpec, parse_spec
-from support.crd import SAMPLES, with_changes
+from mlmodel_spec.resource import HOSTNAME_PATTERN, PATH_PREFIX_PATTERN, InvalidSpec, parse_spec
+from support.crd import SAMPLES, root_schema, walk, with_changes
 
 SETTINGS = OperatorSettings()
 NOW = "2026-01-01T00:00:00Z"
@@ -154,3 +154,11 @@ def test_render_shows_the_httproute_unless_told_the_gateway_api_is_missing(tmp_p
     assert render_main([str(path), "--no-servicemonitor", *flags], stdout=out) == 0
     rendered = [doc["kind"] for doc in yaml.safe_load_all(out.getvalue())]
     assert rendered == ["Service", "Deployment", *([expected] if expected else [])]
+
+
+def test_the_crd_checks_hosts_and_paths_with_the_spec_models_patterns():
+    schema = dict(walk(root_schema()))
+    for field in (".spec.ingress.host", ".spec.gateway.hostnames[]"):
+        assert schema[field]["pattern"] == HOSTNAME_PATTERN, field
+    for field in (".spec.ingress.path", ".spec.gateway.path"):
+        assert schema[field]["pattern"] == PATH_PREFIX_PATTERN, field
