@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import IO
 
 import kopf
 import pydantic
+from mlmodel_cli.terminal import log_format_for
 
 from mlmodel_operator.handlers import register
 from mlmodel_operator.kube import KubeClient
@@ -51,7 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-format",
         choices=[f.name.lower() for f in kopf.LogFormat],
-        help="kopf log format (default from MLMODEL_OPERATOR_LOG_FORMAT: json or text=full)",
+        help=(
+            "kopf log format (default: MLMODEL_OPERATOR_LOG_FORMAT, json or text=full; unset, "
+            "full on a terminal and json elsewhere)"
+        ),
     )
     parser.add_argument("--log-refkey", help="key of the object reference in JSON logs")
     parser.add_argument("--log-prefix", action=argparse.BooleanOptionalAction, default=None)
@@ -74,6 +79,14 @@ def _peering(
     )
 
 
+def kopf_log_format(flag: str | None, setting: str | None, stream: IO[str]) -> str:
+    """kopf's log format: the flag's, else the setting's (text is kopf's "full"), else text when
+    `stream` (where kopf logs: stderr) is a terminal and JSON lines anywhere else."""
+    if flag:
+        return flag
+    return "json" if (setting or log_format_for(stream)) == "json" else "full"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -83,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mlmodel operator: invalid MLMODEL_OPERATOR_* settings: {error}", file=sys.stderr)
         return 2
 
-    log_format = args.log_format or ("json" if settings.log_format == "json" else "full")
+    log_format = kopf_log_format(args.log_format, settings.log_format, sys.stderr)
     kopf.configure(
         debug=args.debug or settings.log_level == "debug",
         verbose=args.verbose,

@@ -114,8 +114,12 @@ class OperatorSettings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level of the operator."
     )
-    log_format: Literal["json", "text"] = Field(
-        "json", description="'json': one JSON object per line; 'text': for humans at a terminal."
+    log_format: Literal["json", "text"] | None = Field(
+        None,
+        description=(
+            "'json': one JSON object per line; 'text': for humans. Unset: text on a terminal, "
+            "JSON anywhere else (a container, a pipe, a file)."
+        ),
     )
 
     # --- the runtime pods it creates --------------------------------------------------------

@@ -127,16 +127,6 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-def log_format_for(stream: IO[str] | None = None) -> str:
-    """The log format when none is configured: "text" for a person at a terminal, "json" (one
-    object a line, for a log collector) anywhere else: a container, a pipe, a file. ``stream`` is
-    where the logs go (stdout by default)."""
-    try:
-        return "text" if (stream or sys.stdout).isatty() else "json"
-    except (AttributeError, ValueError):  # no isatty, or a closed stream
-        return "json"
-
-
 def configure_logging(
     *, level: str, log_format: str, fields: dict[str, Any], stream: IO[str] | None = None
 ) -> None:

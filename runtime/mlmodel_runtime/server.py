@@ -15,10 +15,11 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
+from mlmodel_cli.terminal import log_format_for
 
 from mlmodel_runtime.app import create_app
 from mlmodel_runtime.dataplane import DataPlane, build_dataplane
-from mlmodel_runtime.logs import base_fields, configure_logging, log_format_for
+from mlmodel_runtime.logs import base_fields, configure_logging
 from mlmodel_runtime.settings import RuntimeSettings
 
 logger = logging.getLogger("mlmodel_runtime.server")

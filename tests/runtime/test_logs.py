@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import HERE, Models, free_port, write_mlmodel
-from mlmodel_runtime.logs import log_format_for
+from mlmodel_cli.terminal import log_format_for
 
 # TextFormatter's lines and the access log's text lines: "2026-12-02 12:00:00,123 INFO    ..."
 TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(,\d{3})? (DEBUG|INFO|WARNING|ERROR) +\S")
