@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8080
 
-.PHONY: help install serve test test-fast lint typecheck examples images bench bench-transformer bench-operator k6 grpc-stubs cluster cluster-down clean
+.PHONY: help install serve test test-fast lint typecheck examples images bench bench-cache bench-transformer bench-operator k6 grpc-stubs cluster cluster-down clean
 
 help:
 	@echo "make serve      serve the sentiment example locally (trains it first if needed)"
@@ -14,7 +14,8 @@ help:
 	@echo "make lint       ruff over the code"
 	@echo "make typecheck  mypy over the runtime and operator packages"
 	@echo "make examples   retrain the example models (the MiniLM one takes about 10 min)"
-	@echo "make bench      serving benchmark: ours vs MLServer, FastAPI, Flask (about 12 min; BENCH_ARGS=--quick)"
+	@echo "make bench      serving benchmark: ours vs MLServer, FastAPI, Flask (about 12 min; BENCH_ARGS=--quick), then the prediction cache (about 6 min)"
+	@echo "make bench-cache  the prediction cache in Redis against no cache: sentiment and MiniLM (about 6 min)"
 	@echo "make bench-transformer  the MiniLM example: ours vs MLServer, batching on/off (about 15 min)"
 	@echo "make bench-operator  the operator with 1,000 MLModels on the local control plane (make cluster)"
 	@echo "make k6         examples/loadtest/k6.js against a served model (BASE_URL, default: make serve's)"
@@ -51,8 +52,13 @@ examples: $(BIN)/mlmodel
 	$(BIN)/python examples/sentiment-minilm/train.py
 
 # Builds benchmarks/.venv-mlserver and .venv-baselines on first use; writes benchmarks/results/.
-bench: $(BIN)/mlmodel examples/sentiment/model.joblib
+bench: $(BIN)/mlmodel examples/sentiment/model.joblib examples/sentiment-minilm/model.onnx
 	$(BIN)/python benchmarks/serving.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/cache.py $(BENCH_CACHE_ARGS)
+
+# No cache, every request a miss, every request a hit; Redis started by the script.
+bench-cache: $(BIN)/mlmodel examples/sentiment/model.joblib examples/sentiment-minilm/model.onnx
+	$(BIN)/python benchmarks/cache.py $(BENCH_CACHE_ARGS)
 
 # The MiniLM transformer example: ours (batching on/off, maxWaitMs) vs MLServer, about 15 min.
 bench-transformer: $(BIN)/mlmodel examples/sentiment-minilm/model.onnx
