@@ -162,8 +162,10 @@ def register(registry: kopf.OperatorRegistry, ctx: Context, namespaces: Sequence
     ) -> None:
         await reconcile_guarded(ctx, body, logger, retry)
 
-    def on_child_event(type: str | None, body: kopf.Body, **_: Any) -> None:
-        """Keep the children cache current (whole bodies of Deployments only)."""
+    async def on_child_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+        """Keep the children cache current (whole bodies of Deployments only).
+
+        A coroutine, as every handler here: kopf runs plain functions in a thread pool."""
         ctx.children.observe(type, dict(body), keep_body=body.get("kind") == "Deployment")
 
     for api_version, plural in WATCHED_CHILDREN:
@@ -196,7 +198,7 @@ def register(registry: kopf.OperatorRegistry, ctx: Context, namespaces: Sequence
 
         A rollout is a burst of Deployment events: the first schedules one status update a
         moment later, which the others join, computed from the state the watch shows then."""
-        on_child_event(type, body)
+        await on_child_event(type, body)
         owner = controlling_mlmodel(body)
         namespace = body.get("metadata", {}).get("namespace")
         if owner is None or namespace is None or (namespace, owner[0]) in pending_status:

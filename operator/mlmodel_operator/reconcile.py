@@ -25,7 +25,6 @@ from mlmodel_operator.kube import (
     CHILD_TYPES,
     DEPLOYMENT,
     HTTPROUTE,
-    MLMODEL,
     SERVICEMONITOR,
     ApiError,
     Applied,
@@ -40,9 +39,10 @@ from mlmodel_operator.peering import Peering
 from mlmodel_operator.settings import OperatorSettings
 from mlmodel_operator.status import compute_status
 
-# Status writes race with other writers (kopf's annotations, the Deployment watcher): re-read
-# and recompute this many times before leaving it to kopf's retry.
+# A status write that conflicts is computed again from the watch's copy this many times before
+# it is left to kopf's retry (or to the next Deployment event or resync).
 STATUS_ATTEMPTS = 3
+STATUS_RETRY_DELAY = 0.5  # seconds, times the attempt's number
 _UNREAD = object()
 # The Degraded reason when a child's name is taken by an object another owner controls.
 CHILD_CONFLICT = "ChildConflict"
@@ -214,16 +214,14 @@ async def sync_status(
 ) -> None:
     """Write the status computed from the live MLModel and Deployment, only if it differs.
 
-    `mlmodel` is the MLModel as just read, else taken from the watch, else read (and read
-    again after a conflict); `deployment` is the Deployment as just seen (None: known to be
+    `mlmodel` is the MLModel as kopf just handed it over, else as the watch last showed it (the
+    operator never reads an MLModel itself: one the watch has not shown yet gets its status
+    from its own handler); `deployment` is the Deployment as just seen (None: known to be
     gone), else taken from the watch, else read.
     """
-    fresh = False
-    for _ in range(STATUS_ATTEMPTS):
-        if mlmodel is None and not fresh:
-            mlmodel = ctx.mlmodels.get(namespace, name)
+    for attempt in range(STATUS_ATTEMPTS):
         if mlmodel is None:
-            mlmodel = await ctx.kube.get(MLMODEL, namespace, name)
+            mlmodel = ctx.mlmodels.get(namespace, name)
         if mlmodel is None or mlmodel["metadata"].get("deletionTimestamp"):
             return
         if deployment is _UNREAD:
@@ -252,8 +250,11 @@ async def sync_status(
         except ApiError as error:
             if error.code != 409:
                 raise
-            logger.debug("status write conflicted, retrying with a fresh read")
-            deployment, mlmodel, fresh = _UNREAD, None, True
+            # Only a namesake that replaced the MLModel (or a proxy's say-so) conflicts: try
+            # again with what the watch shows by then.
+            logger.debug("status write conflicted, retrying with the watch's copy")
+            deployment, mlmodel = _UNREAD, None
+            await asyncio.sleep(STATUS_RETRY_DELAY * (attempt + 1))
             continue
         ctx.mlmodels.observe("MODIFIED", written)
         _announce_transitions(ctx, mlmodel, previous, status, logger)
