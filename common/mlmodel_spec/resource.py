@@ -141,6 +141,7 @@ class Autoscaling(_Spec):
     target_cpu_utilization_percentage: int = Field(
         70, ge=1, le=100, alias="targetCPUUtilizationPercentage"
     )
+    scale_down_stabilization_seconds: int | None = Field(None, ge=0, le=3600)
 
     @model_validator(mode="after")
     def _min_le_max(self) -> Autoscaling:

@@ -89,9 +89,6 @@ def fixture_node_cluster(
         "MLMODEL_CLUSTER_PORT": str(port),
         "MLMODEL_CLUSTER_NODE": "real",
         "MLMODEL_CLUSTER_IMAGES": runtime_image,
-        # The HPA waits this long before scaling down (Kubernetes: 5 min; the MLModel has no
-        # field for the HPA's behavior), so the autoscaling test sees the way down too.
-        "MLMODEL_CLUSTER_HPA_DOWNSCALE_STABILIZATION": f"{HPA_DOWNSCALE_STABILIZATION_SECONDS}s",
     }
     result = subprocess.run(
         ["bash", str(CLUSTER_SCRIPTS / "up.sh"), str(directory)],

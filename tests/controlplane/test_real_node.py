@@ -331,7 +331,9 @@ def test_the_hpa_scales_the_runtime_up_under_load_and_back_down_after(
             artifacts.uri("sentiment/v1/model.joblib"),
             replicas=None,
             # 100m requested; one busy worker uses several times that.
-            autoscaling={"minReplicas": 1, "maxReplicas": 3, "targetCPUUtilizationPercentage": 50},
+            autoscaling={"minReplicas": 1, "maxReplicas": 3, "targetCPUUtilizationPercentage": 50,
+                         # Kubernetes waits 5 min before scaling down: most of the test.
+                         "scaleDownStabilizationSeconds": HPA_DOWNSCALE_STABILIZATION_SECONDS},
         )
     )
     ready(node_cluster, namespace, "sentiment")

@@ -378,6 +378,20 @@ def test_replicas_omitted_when_the_hpa_owns_them():
     assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "sentiment"}
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 5)
     assert hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 60
+    assert "behavior" not in hpa["spec"]  # the cluster's own scale-down wait
+
+
+def test_the_scale_down_wait_goes_to_the_hpa_behavior():
+    quick = with_changes(SAMPLES["full"], {"spec.autoscaling.scaleDownStabilizationSeconds": 30})
+    hpa = build_hpa(quick, parse_spec(quick))
+    assert hpa["spec"]["behavior"] == {"scaleDown": {"stabilizationWindowSeconds": 30}}
+    never_wait = with_changes(SAMPLES["full"], {"spec.autoscaling.scaleDownStabilizationSeconds": 0})
+    assert build_hpa(never_wait, parse_spec(never_wait))["spec"]["behavior"]["scaleDown"] == {
+        "stabilizationWindowSeconds": 0
+    }
+    too_long = with_changes(SAMPLES["full"], {"spec.autoscaling.scaleDownStabilizationSeconds": 3601})
+    with pytest.raises(InvalidSpec, match="scaleDownStabilizationSeconds"):
+        parse_spec(too_long)
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,11 @@ def build_hpa(mlmodel: dict, spec: MLModelSpec) -> dict | None:
     scaling = spec.autoscaling
     if scaling is None:
         return None
+    behavior = (
+        {"behavior": {"scaleDown": {"stabilizationWindowSeconds": scaling.scale_down_stabilization_seconds}}}
+        if scaling.scale_down_stabilization_seconds is not None
+        else {}
+    )
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
@@ -31,6 +36,7 @@ def build_hpa(mlmodel: dict, spec: MLModelSpec) -> dict | None:
                     },
                 }
             ],
+            **behavior,
         },
     }
 
