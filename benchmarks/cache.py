@@ -134,12 +134,18 @@ def serve(
 
 
 def measure(
-    url: str, model: str, bodies: Path, connections: int, seconds: float
+    url: str,
+    model: str,
+    bodies: Path,
+    connections: int,
+    args: argparse.Namespace,
+    warmup: Path | None = None,
 ) -> tuple[LoadResult, float, float]:
+    """A warm-up with ``warmup`` (default: the same bodies), then the measured run."""
+    infer = f"{url}/v2/models/{model}/infer"
+    run_wrk(infer, warmup or bodies, concurrency=connections, seconds=args.warmup)
     before = cache_counts(url, model)
-    result = run_wrk(
-        f"{url}/v2/models/{model}/infer", bodies, concurrency=connections, seconds=seconds
-    )
+    result = run_wrk(infer, bodies, concurrency=connections, seconds=args.duration)
     after = cache_counts(url, model)
     return result, after[0] - before[0], after[1] - before[1]
 
@@ -154,13 +160,7 @@ def bench_model(
     try:
         for per_request, connections in model.loads:
             bodies = write_bodies(folder / "pool.jsonl", pool_bodies(texts, per_request))
-            run_wrk(
-                f"{url}/v2/models/{model.name}/infer",
-                bodies,
-                concurrency=connections,
-                seconds=args.warmup,
-            )
-            result, _, _ = measure(url, model.name, bodies, connections, args.duration)
+            result, _, _ = measure(url, model.name, bodies, connections, args)
             plain_rate[per_request] = result.requests_per_second
             points.append(Point(model.name, per_request, connections, "none", result, 0, 0))
             print(
@@ -175,25 +175,25 @@ def bench_model(
     serial = 0
     try:
         for per_request, connections in model.loads:
-            # Every request of a miss run is new; twice what no cache served is plenty of them.
-            count = int(plain_rate[per_request] * (args.duration + 1) * 2) + 1000
-            bodies = write_bodies(
-                folder / "unique.jsonl", unique_bodies(texts, per_request, count, serial)
+            # Every request of a miss run is new, warm-up included; twice what no cache served is
+            # plenty of them.
+            count = int(plain_rate[per_request] * (args.duration + args.warmup + 1) * 2) + 1000
+            warmup = write_bodies(
+                folder / "warmup.jsonl", unique_bodies(texts, per_request, count, serial)
             )
-            serial += count
-            result, hits, misses = measure(url, model.name, bodies, connections, args.duration)
+            bodies = write_bodies(
+                folder / "unique.jsonl", unique_bodies(texts, per_request, count, serial + count)
+            )
+            serial += 2 * count
+            result, hits, misses = measure(
+                url, model.name, bodies, connections, args, warmup=warmup
+            )
             points.append(Point(model.name, per_request, connections, "miss", result, hits, misses))
             pool = pool_bodies(texts, per_request)
             for body in pool:  # stored before the run: every request of it is a hit
                 post(f"{url}/v2/models/{model.name}/infer", body)
             bodies = write_bodies(folder / "pool.jsonl", pool)
-            run_wrk(
-                f"{url}/v2/models/{model.name}/infer",
-                bodies,
-                concurrency=connections,
-                seconds=args.warmup,
-            )
-            result, hits, misses = measure(url, model.name, bodies, connections, args.duration)
+            result, hits, misses = measure(url, model.name, bodies, connections, args)
             points.append(Point(model.name, per_request, connections, "hit", result, hits, misses))
             print(f"{model.name} {per_request}x{connections} done", file=sys.stderr)
     finally:
