@@ -6,8 +6,9 @@ import copy
 
 import pytest
 import yaml
-from controlplane.models import condition
 from support.cluster import REPO_ROOT, Cluster
+
+from controlplane.models import condition
 
 pytestmark = pytest.mark.cluster
 

@@ -10,11 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from controlplane.models import condition, mlmodel
 from support.cluster import OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT, Cluster
 from support.faultproxy import Fault, FaultProxy, running_proxy
 from support.operator import WRITE_VERBS, operator_requests, utc_now
 from support.ports import wait_until
+
+from controlplane.models import condition, mlmodel
 
 pytestmark = pytest.mark.cluster
 CHILDREN = ("deployment", "service", "poddisruptionbudget")

@@ -6,10 +6,11 @@ import json
 import time
 
 import pytest
-from controlplane.models import condition, mlmodel
 from support.cluster import Cluster
 from support.operator import OPERATOR_USER, WRITE_VERBS, operator_requests, utc_now
 from support.ports import wait_until
+
+from controlplane.models import condition, mlmodel
 
 pytestmark = pytest.mark.cluster
 

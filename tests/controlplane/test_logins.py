@@ -9,9 +9,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from controlplane.models import mlmodel
 from support.cluster import OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT, Cluster
 from support.operator import OPERATOR_USER, operator_requests
+
+from controlplane.models import mlmodel
 
 pytestmark = pytest.mark.cluster
 

@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from controlplane.models import SHA256, URI, condition, mlmodel
-from controlplane.pods import UNREADY_IMAGE, UNREADY_IMAGE_2, mark_ready, wait_for_pods
 from mlmodel_store.database import Database
 from mlmodel_store.queries import Deployment, Rollout, get_deployments, rollout_history
 from mlmodel_store.urls import default_sqlite_url
@@ -28,6 +26,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from support.cluster import Cluster
 from support.operator import operator_requests, utc_now
 from support.ports import free_port, wait_until
+
+from controlplane.models import SHA256, URI, condition, mlmodel
+from controlplane.pods import UNREADY_IMAGE, UNREADY_IMAGE_2, mark_ready, wait_for_pods
 
 pytestmark = [pytest.mark.cluster, pytest.mark.postgres]
 

@@ -21,11 +21,12 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from controlplane.models import condition, mlmodel
-from controlplane.pods import UNREADY_IMAGE, mark_ready, running_pods, wait_for_pods
 from support.cluster import REPO_ROOT, Cluster
 from support.operator import operator_requests, utc_now
 from support.ports import wait_until
+
+from controlplane.models import condition, mlmodel
+from controlplane.pods import UNREADY_IMAGE, mark_ready, running_pods, wait_for_pods
 
 pytestmark = pytest.mark.cluster
 FAST_DIAGNOSIS = {"MLMODEL_OPERATOR_POD_DIAGNOSIS_INTERVAL_SECONDS": "0.5"}

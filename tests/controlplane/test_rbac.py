@@ -12,7 +12,6 @@ import json
 
 import pytest
 import yaml
-from controlplane.models import mlmodel
 from support.cluster import (
     HTTPROUTE_CRD,
     REPO_ROOT,
@@ -31,6 +30,8 @@ from support.rbac import (
     grant_used,
     rule_grants,
 )
+
+from controlplane.models import mlmodel
 
 pytestmark = pytest.mark.cluster
 CHILDREN = ("networkpolicy", "service", "deployment", "horizontalpodautoscaler",

@@ -7,10 +7,11 @@ import base64
 import json
 
 import pytest
-from controlplane.models import SHA256, condition, mlmodel
 from support.cluster import Cluster
 from support.operator import OPERATOR_USER, operator_requests, utc_now
 from support.ports import wait_until
+
+from controlplane.models import SHA256, condition, mlmodel
 
 pytestmark = pytest.mark.cluster
 

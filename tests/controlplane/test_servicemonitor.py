@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from controlplane.models import condition, mlmodel
 from support.cluster import Cluster, servicemonitor_crd
 from support.ports import wait_until
+
+from controlplane.models import condition, mlmodel
 
 pytestmark = pytest.mark.cluster
 
