@@ -27,7 +27,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 from benchkit.payloads import review_sentences, v2_infer_body
-from benchkit.procs import ServerProcess, free_port
+from benchkit.procs import ServerProcess, cpu_seconds, free_port, process_tree
 from benchkit.wrk import LoadResult, run_wrk, write_bodies
 from support.redis import RedisServer
 
@@ -59,6 +59,8 @@ class Point:
     result: LoadResult
     hits: float
     misses: float
+    runtime_cpu_us: float  # CPU time of the runtime's processes per request, in µs
+    redis_cpu_us: float  # and of redis-server
 
 
 def manifest(model: Model, folder: Path, cache: bool) -> Path:
@@ -133,21 +135,39 @@ def serve(
     return server, url
 
 
+@dataclasses.dataclass(frozen=True)
+class Target:
+    model: Model
+    url: str
+    server: ServerProcess
+    redis: RedisServer
+
+
 def measure(
-    url: str,
-    model: str,
+    target: Target,
+    cache: str,
+    per_request: int,
     bodies: Path,
     connections: int,
     args: argparse.Namespace,
     warmup: Path | None = None,
-) -> tuple[LoadResult, float, float]:
-    """A warm-up with ``warmup`` (default: the same bodies), then the measured run."""
-    infer = f"{url}/v2/models/{model}/infer"
+) -> Point:
+    """A warm-up with ``warmup`` (default: the same bodies), then the measured run. CPU time is
+    what the processes used, which the machine's other work disturbs far less than throughput."""
+    name = target.model.name
+    infer = f"{target.url}/v2/models/{name}/infer"
     run_wrk(infer, warmup or bodies, concurrency=connections, seconds=args.warmup)
-    before = cache_counts(url, model)
+    runtime = process_tree(target.server.pid)
+    redis = [target.redis.process.pid] if target.redis.process else []
+    before = cache_counts(target.url, name), cpu_seconds(runtime), cpu_seconds(redis)
     result = run_wrk(infer, bodies, concurrency=connections, seconds=args.duration)
-    after = cache_counts(url, model)
-    return result, after[0] - before[0], after[1] - before[1]
+    after = cache_counts(target.url, name), cpu_seconds(runtime), cpu_seconds(redis)
+    per = 1e6 / max(result.requests, 1)
+    return Point(
+        name, per_request, connections, cache, result,
+        hits=after[0][0] - before[0][0], misses=after[0][1] - before[0][1],
+        runtime_cpu_us=(after[1] - before[1]) * per, redis_cpu_us=(after[2] - before[2]) * per,
+    )  # fmt: skip
 
 
 def bench_model(
@@ -157,12 +177,14 @@ def bench_model(
     points: list[Point] = []
     plain_rate: dict[int, float] = {}
     server, url = serve(model, manifest(model, folder, cache=False), folder, {})
+    target = Target(model, url, server, redis)
     try:
         for per_request, connections in model.loads:
             bodies = write_bodies(folder / "pool.jsonl", pool_bodies(texts, per_request))
-            result, _, _ = measure(url, model.name, bodies, connections, args)
+            point = measure(target, "none", per_request, bodies, connections, args)
+            result = point.result
             plain_rate[per_request] = result.requests_per_second
-            points.append(Point(model.name, per_request, connections, "none", result, 0, 0))
+            points.append(point)
             print(
                 f"{model.name} {per_request}x{connections} none: {result.requests_per_second:,.0f} req/s",
                 file=sys.stderr,
@@ -172,6 +194,7 @@ def bench_model(
     server, url = serve(
         model, manifest(model, folder, cache=True), folder, {"MLMODEL_CACHE_REDIS_URL": redis.url}
     )
+    target = Target(model, url, server, redis)
     serial = 0
     try:
         for per_request, connections in model.loads:
@@ -185,16 +208,14 @@ def bench_model(
                 folder / "unique.jsonl", unique_bodies(texts, per_request, count, serial + count)
             )
             serial += 2 * count
-            result, hits, misses = measure(
-                url, model.name, bodies, connections, args, warmup=warmup
+            points.append(
+                measure(target, "miss", per_request, bodies, connections, args, warmup=warmup)
             )
-            points.append(Point(model.name, per_request, connections, "miss", result, hits, misses))
             pool = pool_bodies(texts, per_request)
             for body in pool:  # stored before the run: every request of it is a hit
                 post(f"{url}/v2/models/{model.name}/infer", body)
             bodies = write_bodies(folder / "pool.jsonl", pool)
-            result, hits, misses = measure(url, model.name, bodies, connections, args)
-            points.append(Point(model.name, per_request, connections, "hit", result, hits, misses))
+            points.append(measure(target, "hit", per_request, bodies, connections, args))
             print(f"{model.name} {per_request}x{connections} done", file=sys.stderr)
     finally:
         server.stop()
@@ -203,8 +224,11 @@ def bench_model(
 
 def table(points: list[Point]) -> list[str]:
     lines = [
-        "| model | texts/request x connections | cache | req/s | texts/s | p50 ms | p99 ms | errors | hits / misses in the run |",
-        "|---|---|---|---|---|---|---|---|---|",
+        (
+            "| model | texts/request x connections | cache | req/s | texts/s | p50 ms | p99 ms "
+            "| errors | hits / misses in the run | runtime CPU µs/request | Redis CPU µs/request |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for point in points:
         result = point.result
@@ -212,7 +236,8 @@ def table(points: list[Point]) -> list[str]:
         lines.append(
             f"| {point.model} | {point.per_request} x {point.connections} | {point.cache} | "
             f"{result.requests_per_second:,.0f} | {result.requests_per_second * point.per_request:,.0f} | "
-            f"{result.p50_ms:.1f} | {result.p99_ms:.1f} | {result.errors} | {counted} |"
+            f"{result.p50_ms:.1f} | {result.p99_ms:.1f} | {result.errors} | {counted} | "
+            f"{point.runtime_cpu_us:,.0f} | {point.redis_cpu_us:,.0f} |"
         )
     return lines
 

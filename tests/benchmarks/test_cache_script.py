@@ -24,8 +24,11 @@ def test_short_run_measures_no_cache_misses_and_hits(repo_root):
         (load, cache) for load in loads for cache in ("miss", "hit")
     ]
     for row in rows:
-        _, _, cache, rate, _, _, _, errors, counted = row
+        _, _, cache, rate, _, _, _, errors, counted, runtime_cpu, redis_cpu = row
         assert float(rate.replace(",", "")) > 0 and errors == "0"
+        assert float(runtime_cpu.replace(",", "")) > 0, row
+        if cache != "none":
+            assert float(redis_cpu.replace(",", "")) >= 0, row
         if cache == "none":
             assert counted == ""
             continue
