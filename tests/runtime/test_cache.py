@@ -6,6 +6,7 @@ request (the model answers, counters say so)."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -199,6 +200,29 @@ async def test_repeat_requests_are_answered_from_redis_whatever_the_protocol(
         metrics = (await rt.client.get("/metrics")).text
         assert 'mlmodel_cache_requests_total{model="sentiment",result="hit"} 3.0' in metrics
         assert 'mlmodel_cache_up{model="sentiment"} 1.0' in metrics
+        # Bounded labels: the results documented in docs/cache.md, never a key or an input.
+        results = set(
+            re.findall(
+                r'^mlmodel_cache_(?:requests|writes)_total\{model="sentiment",result="(\w+)"\}',
+                metrics,
+                re.MULTILINE,
+            )
+        )
+        assert (
+            {"hit", "miss", "stored"}
+            <= results
+            <= {
+                "hit",
+                "miss",
+                "error",
+                "skipped",
+                "bypass",
+                "stored",
+                "too_large",
+                "dropped",
+            }
+        )
+        assert "mlmodel:prediction:" not in metrics and TEXTS[0] not in metrics
 
 
 async def test_cache_control_no_cache_and_no_store(
