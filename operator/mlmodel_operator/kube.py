@@ -141,6 +141,7 @@ class KubeClient:
         self._timeout = timeout_seconds
         self._crd_ttl = crd_check_interval_seconds
         self._crd_answers: dict[str, tuple[float, bool]] = {}
+        self._crd_locks: dict[str, asyncio.Lock] = {}
         self._configuration: k8s_client.Configuration | None = None
         self._api: k8s_client.ApiClient | None = None
         self._retired: list[k8s_client.ApiClient] = []
@@ -440,13 +441,18 @@ class KubeClient:
         return body
 
     async def crd_installed(self, name: str) -> bool:
-        """Whether the cluster serves CRD `name`; the answer is reused for a short while."""
+        """Whether the cluster serves CRD `name`; the answer is reused for a short while, and
+        the passes that need it at once share one request."""
+        async with self._crd_locks.setdefault(name, asyncio.Lock()):
+            return await self._crd_installed(name)
+
+    async def _crd_installed(self, name: str) -> bool:
         now = time.monotonic()
         cached = self._crd_answers.get(name)
         if cached is not None and now - cached[0] < self._crd_ttl:
             return cached[1]
         installed = await self.get(CRD, None, name) is not None
-        if installed and not cached:
+        if installed and not (cached and cached[1]):
             # Served from now on: forget what discovery said before it existed.
             self._resources = {
                 k: v for k, v in self._resources.items()
