@@ -26,6 +26,7 @@ from mlmodel_runtime.cache import (
 )
 from mlmodel_runtime.codec import DecodedRequest
 from mlmodel_runtime.metrics import RuntimeMetrics
+from prometheus_client.parser import text_string_to_metric_families
 from runtime_models import Artifact
 from support.redis import RedisServer
 
@@ -298,56 +299,68 @@ async def test_grpc_goes_through_the_same_cache(
         assert (lookups(plane, "bypass"), plane.stats.execution_count) == (1, 2)
 
 
+LOAD_BODIES = [
+    {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [f"{word} film"]}]}
+    for word in ("great", "awful", "moving", "boring", "lovely", "dull", "fine", "bad")
+]
+
+
+class Load:
+    """Concurrent clients posting LOAD_BODIES in turn, every answer checked against the one the
+    model gave before the load; the slowest request and the number answered are kept."""
+
+    def __init__(self, client: httpx.AsyncClient, clients: int) -> None:
+        self.client = client
+        self.clients = clients
+        self.expected: dict[str, Any] = {}
+        self.slowest = 0.0
+        self.answered = 0
+
+    async def learn_answers(self) -> None:
+        for body in LOAD_BODIES:
+            response = await self.client.post("/v2/models/sentiment/infer", json=body)
+            self.expected[body["inputs"][0]["data"][0]] = response.json()["outputs"]
+
+    async def _run(self, stop: asyncio.Event, index: int) -> None:
+        while not stop.is_set():
+            body = LOAD_BODIES[index % len(LOAD_BODIES)]
+            index += 1
+            started = time.monotonic()
+            response = await self.client.post("/v2/models/sentiment/infer", json=body)
+            self.slowest = max(self.slowest, time.monotonic() - started)
+            assert response.status_code == 200, response.text
+            assert response.json()["outputs"] == self.expected[body["inputs"][0]["data"][0]]
+            self.answered += 1
+
+    async def during(self, seconds: float, action: Any = None) -> None:
+        """Load for ``seconds``; ``action`` (blocking, run in a thread) a third of the way in."""
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(self._run(stop, i)) for i in range(self.clients)]
+        await asyncio.sleep(seconds / 3)
+        if action is not None:
+            await asyncio.to_thread(action)
+        await asyncio.sleep(seconds * 2 / 3)
+        stop.set()
+        await asyncio.gather(*tasks)
+
+
 async def test_redis_down_or_frozen_costs_no_request(
     models: Models, tmp_path: Path, redis_server: RedisServer
 ) -> None:
     """Redis killed, then frozen (SIGSTOP: connections hang), in the middle of a load: every
     request answered right and quickly, the failures counted, the cache back once Redis is."""
     settings = cache_settings(models.text, tmp_path, redis_server, cache_timeout_ms=100)
-    bodies = [
-        {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [f"{word} film"]}]}
-        for word in ("great", "awful", "moving", "boring", "lovely", "dull", "fine", "bad")
-    ]
     async with running_app(settings) as rt:
         plane = rt.dataplane
-        expected = {}
-        for body in bodies:
-            response = await rt.client.post("/v2/models/sentiment/infer", json=body)
-            expected[body["inputs"][0]["data"][0]] = response.json()["outputs"]
-        await written(plane, len(bodies))
-        slowest = 0.0
-        answered = 0
+        load = Load(rt.client, clients=8)
+        await load.learn_answers()
+        await written(plane, len(LOAD_BODIES))
 
-        async def client(stop: asyncio.Event, index: int) -> None:
-            nonlocal slowest, answered
-            while not stop.is_set():
-                body = bodies[index % len(bodies)]
-                index += 1
-                started = time.monotonic()
-                response = await rt.client.post("/v2/models/sentiment/infer", json=body)
-                slowest = max(slowest, time.monotonic() - started)
-                assert response.status_code == 200, response.text
-                assert response.json()["outputs"] == expected[body["inputs"][0]["data"][0]]
-                answered += 1
-
-        async def load_during(seconds: float) -> None:
-            stop = asyncio.Event()
-            tasks = [asyncio.create_task(client(stop, i)) for i in range(8)]
-            await asyncio.sleep(seconds)
-            stop.set()
-            await asyncio.gather(*tasks)
-
-        async def phase(action: Any, seconds: float) -> None:
-            load = asyncio.create_task(load_during(seconds))
-            await asyncio.sleep(seconds / 3)
-            await asyncio.to_thread(action)
-            await load
-
-        await phase(lambda: None, 1.0)
+        await load.during(1.0)
         hits_before = lookups(plane, "hit")
         assert hits_before > 0 and lookups(plane, "error") == 0
 
-        await phase(redis_server.stop, 1.5)  # killed in the middle of the load
+        await load.during(1.5, redis_server.stop)  # killed in the middle of the load
         assert lookups(plane, "error") >= 1 and lookups(plane, "skipped") > 0
         assert up(plane) == 0
         errors_while_down = lookups(plane, "error")
@@ -355,18 +368,62 @@ async def test_redis_down_or_frozen_costs_no_request(
         redis_server.start()  # empty again: misses first, then hits
         await asyncio.sleep(0.6)  # past the first back-off
         hits_before = lookups(plane, "hit")
-        await phase(lambda: None, 2.0)
+        await load.during(2.0)
         assert lookups(plane, "hit") > hits_before
         assert up(plane) == 1
 
         frozen_errors = lookups(plane, "error")
-        await phase(redis_server.pause, 2.0)  # frozen: connections stay open, nothing answers
+        await load.during(2.0, redis_server.pause)  # frozen: connections open, nothing answers
         assert lookups(plane, "error") > frozen_errors
         # A frozen Redis costs a request at most the timeout (and only the few that probe it).
-        assert slowest < 1.0, slowest
+        assert load.slowest < 1.0, load.slowest
         redis_server.resume()
-        assert answered > 100
-        assert errors_while_down < answered / 10  # the back-off spared nearly every request
+        assert load.answered > 100
+        assert errors_while_down < load.answered / 10  # the back-off spared nearly every request
+
+
+def sample(metrics: str, name: str, **labels: str) -> float:
+    for family in text_string_to_metric_families(metrics):
+        for item in family.samples:
+            if item.name == name and item.labels == {"model": "sentiment", **labels}:
+                return item.value
+    return 0.0
+
+
+async def test_a_served_runtime_rides_out_redis_killed_mid_load(
+    models: Models, tmp_path: Path, redis_server: RedisServer, start_server: Any
+) -> None:
+    """The same outage against a real `mlmodel serve` process over HTTP, 16 clients at once."""
+    path = write_mlmodel(
+        tmp_path / "model", "sentiment", models.text,
+        extra="  cache:\n    redis: {secretRef: {name: redis, key: url}}\n",
+    )  # fmt: skip
+    server = start_server([str(path)], env={"MLMODEL_CACHE_REDIS_URL": redis_server.url})
+    await asyncio.to_thread(server.wait_ready)
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+        load = Load(client, clients=16)
+        await load.learn_answers()
+        await load.during(1.0)
+        before = (await client.get("/metrics")).text
+        assert sample(before, "mlmodel_cache_requests_total", result="hit") > 0
+
+        await load.during(3.0, redis_server.stop)
+        down = (await client.get("/metrics")).text
+        assert sample(down, "mlmodel_cache_requests_total", result="error") >= 1
+        assert sample(down, "mlmodel_cache_requests_total", result="skipped") > 0
+        assert sample(down, "mlmodel_cache_up") == 0
+
+        redis_server.start()
+        await asyncio.sleep(0.6)
+        await load.during(2.0)
+        after = (await client.get("/metrics")).text
+        assert sample(after, "mlmodel_cache_up") == 1
+        hits = sample(after, "mlmodel_cache_requests_total", result="hit")
+        assert hits > sample(down, "mlmodel_cache_requests_total", result="hit")
+    assert load.slowest < 1.0, load.slowest
+    assert load.answered > 100
+    assert "prediction cache unavailable" in server.logs()
+    assert "prediction cache available again" in server.logs()
 
 
 def test_mlmodel_serve_honours_spec_cache(
