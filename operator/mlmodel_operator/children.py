@@ -13,7 +13,9 @@ import hashlib
 import json
 from typing import Any
 
-from mlmodel_operator.kube import change_marker
+from mlmodel_operator.kube import applies_field, change_marker
+
+REPLICAS_FIELD = ("f:spec", "f:replicas")
 
 Key = tuple[str, str, str]  # kind, namespace, name
 
@@ -26,6 +28,9 @@ class Seen:
     controller_uid: str | None
     # What the MLModel's status reads of a Deployment (see status_view), for Deployments only.
     body: dict[str, Any] | None = None
+    # Whether the operator's apply owns the Deployment's spec.replicas (see reconcile's
+    # keep_replicas), for Deployments only.
+    replicas_applied: bool = False
 
 
 def controller_uid(obj: dict[str, Any]) -> str | None:
@@ -75,6 +80,7 @@ class Children:
             version=change_marker(body),
             controller_uid=controller_uid(body),
             body=status_view(body) if keep_body else None,
+            replicas_applied=keep_body and applies_field(body, REPLICAS_FIELD),
         )
 
     def seen(self, kind: str, namespace: str, name: str) -> Seen | None:

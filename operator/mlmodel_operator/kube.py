@@ -29,6 +29,9 @@ from kubernetes_asyncio.dynamic.resource import Resource
 from mlmodel_operator import __version__, metrics
 
 FIELD_MANAGER = "mlmodel-operator"
+# Holds a Deployment's replicas for the moment between the operator letting go of them and its
+# HPA's first scale (see KubeClient.hand_over_replicas).
+REPLICAS_HANDOVER_MANAGER = "mlmodel-operator-replicas-handover"
 USER_AGENT = f"mlmodel-operator/{__version__}"
 MERGE_PATCH = "application/merge-patch+json"
 # Codes worth retrying as they are: throttling, server trouble, a lost race on a precondition.
@@ -92,6 +95,19 @@ def change_marker(obj: dict[str, Any]) -> str:
     shape = [meta.get("labels") or {}, annotations, meta.get("ownerReferences") or []]
     digest = hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()
     return f"g{meta['generation']}:{digest[:16]}"
+
+
+def applies_field(obj: dict[str, Any], path: tuple[str, ...], manager: str = FIELD_MANAGER) -> bool:
+    """Whether `manager` applies (owns through an Apply entry) the field at `path` of `obj`."""
+    for entry in (obj.get("metadata") or {}).get("managedFields") or ():
+        if entry.get("manager") != manager or entry.get("operation") != "Apply":
+            continue
+        fields: Any = entry.get("fieldsV1") or {}
+        for key in path:
+            fields = fields.get(key) if isinstance(fields, dict) else None
+        if fields is not None:
+            return True
+    return False
 
 
 def resource_of(obj: dict[str, Any]) -> ResourceType:
@@ -366,6 +382,33 @@ class KubeClient:
         else:
             changed = _changed_by_this_apply(live, server_date)
         return (Applied.PATCHED if changed else Applied.UNCHANGED), live
+
+    async def hand_over_replicas(self, desired: dict[str, Any], replicas: int) -> None:
+        """Keep a Deployment at `replicas` while the operator stops applying them (its HPA takes
+        them over): with this manager their only owner, dropping them from the apply would reset
+        the Deployment to one replica until the HPA scales it back. A second manager applies the
+        current value first (Kubernetes' documented transfer of ownership); the HPA's first scale
+        takes the field from it."""
+        meta = desired["metadata"]
+        keep = {
+            "apiVersion": DEPLOYMENT.api_version,
+            "kind": DEPLOYMENT.kind,
+            "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+            "spec": {"replicas": replicas},
+        }
+        resource = await self._resource(DEPLOYMENT)
+        dynamic = await self._client()
+        await self._send(
+            "apply",
+            dynamic.server_side_apply(
+                resource,
+                body=keep,
+                name=meta["name"],
+                namespace=meta["namespace"],
+                field_manager=REPLICAS_HANDOVER_MANAGER,
+                serialize=False,
+            ),
+        )
 
     async def create_if_missing(self, rtype: ResourceType, obj: dict[str, Any]) -> bool:
         """Create `obj` unless an object of that name exists; True if it was created."""

@@ -18,7 +18,7 @@ from mlmodel_operator.builders import (
     InvalidSpec,
     build_children,
 )
-from mlmodel_operator.children import Children
+from mlmodel_operator.children import REPLICAS_FIELD, Children, Seen
 from mlmodel_operator.conditions import DEGRADED, READY, get_condition
 from mlmodel_operator.diagnosis import PodDiagnosis
 from mlmodel_operator.kube import (
@@ -31,6 +31,7 @@ from mlmodel_operator.kube import (
     KubeClient,
     NotOurs,
     ResourceType,
+    applies_field,
     change_marker,
 )
 from mlmodel_operator.metadata import MetadataRecorder
@@ -181,6 +182,7 @@ async def apply_child(ctx: Context, child: dict[str, Any]) -> tuple[Applied, dic
     seen = ctx.children.seen(child["kind"], meta["namespace"], meta["name"]) if watched else None
     if watched and ctx.children.unchanged_since_applied(child):
         return Applied.UNCHANGED, seen.body if seen is not None else None
+    await keep_replicas(ctx, child, seen)
     outcome, live = await ctx.kube.apply(child, seen_version=seen.version if seen else None)
     upgraded = await ctx.kube.forget_client_side_apply(live)
     if upgraded is not None:
@@ -189,6 +191,23 @@ async def apply_child(ctx: Context, child: dict[str, Any]) -> tuple[Applied, dic
         outcome = Applied.PATCHED
     ctx.children.record_applied(child, live)
     return outcome, live
+
+
+async def keep_replicas(ctx: Context, child: dict[str, Any], seen: Seen | None) -> None:
+    """Before a Deployment is applied without `replicas` (an HPA owns them now) while the last
+    apply set them, hand them over at their current value instead of letting them reset."""
+    if child["kind"] != DEPLOYMENT.kind or "replicas" in child["spec"]:
+        return
+    if seen is not None and seen.body is not None:
+        applied, replicas = seen.replicas_applied, seen.body["spec"].get("replicas")
+    else:  # not in the watch yet (created now, or the operator just started): ask
+        meta = child["metadata"]
+        live = await ctx.kube.get(DEPLOYMENT, meta["namespace"], meta["name"])
+        if live is None:
+            return
+        applied, replicas = applies_field(live, REPLICAS_FIELD), live["spec"].get("replicas")
+    if applied and isinstance(replicas, int):
+        await ctx.kube.hand_over_replicas(child, replicas)
 
 
 async def delete_stale(

@@ -153,3 +153,43 @@ def test_the_garbage_collector_removes_the_children_of_a_deleted_mlmodel(
     wait_until(
         lambda: not installed_cluster.list("pods", namespace), what="the pods to go", timeout=60
     )
+
+
+def test_replicas_handed_to_a_new_hpa_keep_their_value(
+    installed_cluster: Cluster, run_operator, namespace: str
+):
+    """From `replicas: 3` to `autoscaling`: the operator stops applying replicas, which under
+    Server-Side Apply would reset the Deployment to 1 (and kill two pods) until the HPA scales it
+    back; the replicas are handed over at 3 instead."""
+    run_operator(namespaces=[namespace])
+    resources = {"resources": {"requests": {"cpu": "100m"}}}
+    installed_cluster.apply(mlmodel("sentiment", namespace, replicas=3, runtime=resources))
+    ready(installed_cluster, "sentiment", namespace)
+    switch = {"spec": {"replicas": None, "autoscaling": {"minReplicas": 2, "maxReplicas": 5}}}
+    installed_cluster.kubectl("patch", "mlmodel", "sentiment", "-n", namespace, "--type=merge", "-p", json.dumps(switch))
+
+    def replicas_owners() -> list[str]:
+        deployment = installed_cluster.get("deployment", "sentiment", namespace, managed_fields=True)
+        return sorted(
+            entry["manager"] for entry in deployment["metadata"]["managedFields"]
+            if "f:replicas" in (entry.get("fieldsV1") or {}).get("f:spec", {})
+        )
+
+    wait_until(
+        lambda: installed_cluster.get("horizontalpodautoscaler", "sentiment", namespace) is not None
+        and "mlmodel-operator" not in replicas_owners(),
+        timeout=60, what="the HPA made and the replicas let go",
+    )
+    # The HPA controller has had its first syncs (every 5 s here): 3 is within 2..5, so it stays.
+    wait_until(
+        lambda: (installed_cluster.get("horizontalpodautoscaler", "sentiment", namespace).get("status") or {}).get("conditions"),
+        timeout=60, what="the HPA controller to look at the Deployment",
+    )
+    deployment = installed_cluster.get("deployment", "sentiment", namespace)
+    assert deployment["spec"]["replicas"] == 3
+    assert "mlmodel-operator-replicas-handover" in replicas_owners() or replicas_owners() == ["kube-controller-manager"]
+    events = json.loads(installed_cluster.kubectl(
+        "get", "events", "-n", namespace, "--field-selector", "involvedObject.kind=Deployment", "-o", "json"
+    ).stdout)["items"]
+    scaled = [e["message"] for e in events if e.get("reason") == "ScalingReplicaSet"]
+    assert scaled and not [m for m in scaled if "down" in m.lower()], scaled
