@@ -17,8 +17,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import HERE, Models, free_port, write_mlmodel
 from mlmodel_cli.terminal import log_format_for
+from support.ports import free_port
+from support.runtime import RUNTIME_TESTS, Models, write_mlmodel
 
 # TextFormatter's lines and the access log's text lines: "2026-12-02 12:00:00,123 INFO    ..."
 TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(,\d{3})? (DEBUG|INFO|WARNING|ERROR) +\S")
@@ -45,7 +46,7 @@ def _serve(manifest: Path, tmp_path: Path, args: list[str], env: dict[str, str],
         key: value for key, value in os.environ.items() if not key.startswith("MLMODEL_")
     }
     environment.update(
-        PYTHONPATH=os.pathsep.join([str(HERE), environment.get("PYTHONPATH", "")]),
+        PYTHONPATH=os.pathsep.join([str(RUNTIME_TESTS), environment.get("PYTHONPATH", "")]),
         MLMODEL_CACHE_DIR=str(tmp_path / "cache"),
         MLMODEL_HOST="127.0.0.1",
         MLMODEL_PORT=str(port),
