@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import runtime_models
-from conftest import Models, running_app, settings_for
 from mlmodel_runtime.artifacts import fetch_artifact_with_retry
 from mlmodel_runtime.dataplane import DataPlane
+from support.runtime import Models, running_app, settings_for
 
 TEXT_REQUEST = {
     "id": "req-1",

@@ -10,18 +10,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest_artifact import (
+from mlmodel_runtime.artifacts import ArtifactError, fetch_artifact
+from support.artifacts import (
     ARTIFACT,
     ARTIFACT_SHA256,
     OTHER_ARTIFACT,
     ArtifactServer,
     Route,
     cache_listing,
-    free_port,
     make_settings,
+    partial_files,
     running_artifact_server,
 )
-from mlmodel_runtime.artifacts import ArtifactError, fetch_artifact
+from support.ports import free_port, wait_until_async
 
 
 @pytest.fixture
@@ -267,16 +268,9 @@ async def test_partial_download_is_never_visible_under_the_final_name(
         fetch_artifact(make_settings(cache_dir, server.url("/model.joblib")))
     )
     try:
-        for _ in range(200):
-            partials = (
-                [p for p in cache_dir.glob(".partial-*") if p.stat().st_size > 0]
-                if cache_dir.exists()
-                else []
-            )
-            if partials:
-                break
-            await asyncio.sleep(0.02)
-        assert partials, "the download never started writing"
+        await wait_until_async(
+            lambda: partial_files(cache_dir), timeout=10, what="the download to start writing"
+        )
         assert not final.exists()
     finally:
         route.release.set()
@@ -292,11 +286,10 @@ async def test_cancelled_download_leaves_no_file(server: ArtifactServer, cache_d
     download = asyncio.create_task(
         fetch_artifact(make_settings(cache_dir, server.url("/model.joblib")))
     )
-    for _ in range(200):
-        if server.hits("/model.joblib"):
-            break
-        await asyncio.sleep(0.02)
-    await asyncio.sleep(0.1)
+    # Cancelled once half the body is on disk, so there is a partial file to clean up.
+    await wait_until_async(
+        lambda: partial_files(cache_dir), timeout=10, what="the download to start writing"
+    )
 
     download.cancel()
     with pytest.raises(asyncio.CancelledError):

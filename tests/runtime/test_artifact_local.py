@@ -7,14 +7,14 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest_artifact import (
+from mlmodel_runtime.artifacts import ArtifactError, fetch_artifact
+from support.artifacts import (
     ARTIFACT,
     ARTIFACT_SHA256,
     OTHER_ARTIFACT,
     cache_listing,
     make_settings,
 )
-from mlmodel_runtime.artifacts import ArtifactError, fetch_artifact
 
 
 @pytest.fixture

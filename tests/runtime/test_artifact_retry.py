@@ -7,7 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest_artifact import (
+from mlmodel_runtime.artifacts import ArtifactError, fetch_artifact_with_retry
+from mlmodel_runtime.artifacts.fetch import backoff_delay
+from support.artifacts import (
     ARTIFACT,
     OTHER_ARTIFACT,
     ArtifactServer,
@@ -16,8 +18,6 @@ from conftest_artifact import (
     make_settings,
     running_artifact_server,
 )
-from mlmodel_runtime.artifacts import ArtifactError, fetch_artifact_with_retry
-from mlmodel_runtime.artifacts.fetch import backoff_delay
 
 
 @pytest.fixture

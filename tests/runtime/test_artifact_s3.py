@@ -11,16 +11,16 @@ from typing import Any
 
 import boto3
 import pytest
-from conftest_artifact import (
+from mlmodel_runtime.artifacts import ArtifactError, fetch_artifact, fetch_artifact_with_retry
+from moto.server import ThreadedMotoServer
+from support.artifacts import (
     ARTIFACT,
     ARTIFACT_SHA256,
     OTHER_ARTIFACT,
     cache_listing,
-    free_port,
     make_settings,
 )
-from mlmodel_runtime.artifacts import ArtifactError, fetch_artifact, fetch_artifact_with_retry
-from moto.server import ThreadedMotoServer
+from support.ports import free_port
 
 _bucket_numbers = itertools.count()
 

@@ -7,18 +7,18 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from conftest_artifact import (
+from mlmodel_runtime.artifacts import ArtifactError, fetch_artifact, fetch_artifact_with_retry
+from mlmodel_runtime.artifacts.uris import MountedSource, parse_source
+from mlmodel_runtime.manifest import load_settings
+from mlmodel_runtime.settings import RuntimeSettings
+from mlmodel_spec.model_uris import MODEL_MOUNT_DIR
+from support.artifacts import (
     ARTIFACT,
     ARTIFACT_SHA256,
     OTHER_ARTIFACT,
     cache_listing,
     make_settings,
 )
-from mlmodel_runtime.artifacts import ArtifactError, fetch_artifact, fetch_artifact_with_retry
-from mlmodel_runtime.artifacts.uris import MountedSource, parse_source
-from mlmodel_runtime.manifest import load_settings
-from mlmodel_runtime.settings import RuntimeSettings
-from mlmodel_spec.model_uris import MODEL_MOUNT_DIR
 
 CLAIM_URI = "pvc://models/sentiment/1.0/model.joblib"
 IMAGE_URI = "oci://registry.example.com/models/sentiment:1.0"

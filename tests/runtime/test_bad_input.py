@@ -8,7 +8,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from conftest import InProcess, Models, running_app, settings_for
+from support.runtime import InProcess, Models, running_app, settings_for
 
 TEXT = "/v2/models/reviews/infer"
 TEXT_V1 = "/v1/models/reviews:predict"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import Models, running_app, settings_for
 from mlmodel_runtime.batching import Batcher
+from support.runtime import Models, running_app, settings_for
 
 
 class RecordingModel:

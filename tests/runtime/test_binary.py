@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import pytest
 import runtime_models
-from conftest import Models, running_app, settings_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.runtime import Models, running_app, settings_for
 
 HEADER = "Inference-Header-Content-Length"
 TEXTS = ["a wonderful film, great acting", "boring plot and dull music"]

@@ -15,7 +15,6 @@ import httpx
 import joblib
 import numpy as np
 import pytest
-from conftest import Models, running_app, settings_for, write_mlmodel
 from mlmodel_runtime.cache import (
     EntryError,
     PredictionCache,
@@ -29,6 +28,7 @@ from mlmodel_runtime.metrics import RuntimeMetrics
 from prometheus_client.parser import text_string_to_metric_families
 from runtime_models import Artifact
 from support.redis import RedisServer
+from support.runtime import Models, running_app, settings_for, write_mlmodel
 
 TEXTS = ["a wonderful, moving film", "boring and far too long"]
 V2_BODY = {"inputs": [{"name": "text", "shape": [2], "datatype": "BYTES", "data": TEXTS}]}

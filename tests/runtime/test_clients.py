@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from conftest import HERE, ServerProcess, launch_server, stop_server
+from support.runtime import RUNTIME_TESTS, ServerProcess, launch_server, stop_server
 
 EXAMPLES = ("sentiment", "house-prices")
 CLIENTS = ("triton-http", "triton-grpc", "kserve-rest-v1", "kserve-rest-v2", "kserve-grpc")
@@ -33,10 +32,7 @@ def servers(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     try:
         for server in started.values():
             server.wait_ready()
-            deadline = time.monotonic() + 30
-            while "gRPC listening" not in server.logs():
-                assert time.monotonic() < deadline, server.logs()
-                time.sleep(0.05)
+            server.wait_for_log("gRPC listening", timeout=30)
         yield started
     finally:
         for server in started.values():
@@ -48,7 +44,7 @@ def run_client(client: str, server: ServerProcess, model: str, request_path: Pat
     completed = subprocess.run(
         [
             sys.executable,
-            str(HERE / "inference_clients.py"),
+            str(RUNTIME_TESTS / "inference_clients.py"),
             client,
             server.url.removeprefix("http://"),
             server.grpc_target,

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 
 import pytest
 import schemathesis
-from conftest import Models, ServerProcess, launch_server, stop_server, write_mlmodel
 from hypothesis import HealthCheck, settings
 from mlmodel_runtime.app import create_app
 from mlmodel_runtime.dataplane import DataPlane
@@ -21,6 +20,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from support.runtime import Models, ServerProcess, launch_server, stop_server, write_mlmodel
 
 CHECKS = [
     not_a_server_error,

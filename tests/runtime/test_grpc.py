@@ -17,13 +17,13 @@ import grpc
 import numpy as np
 import pytest
 import runtime_models
-from conftest import InProcess, Models, running_app, settings_for
 from grpc import aio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mlmodel_runtime.grpc_server import SERVICE, start_grpc_server
 from mlmodel_runtime.protocol import open_inference_pb2 as pb
 from mlmodel_runtime.settings import RuntimeSettings
+from support.runtime import InProcess, Models, running_app, settings_for
 
 TEXTS = ["a wonderful film, great acting", "boring plot and dull music"]
 METHODS = {

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from conftest import Models, write_mlmodel
 from mlmodel_store import queries
 from mlmodel_store.database import Database
+from support.ports import wait_until
+from support.runtime import Models, write_mlmodel
 
 FAST_STORE = {
     "MLMODEL_METADATA_HEARTBEAT_SECONDS": "0.2",
@@ -21,18 +22,6 @@ FAST_STORE = {
     "MLMODEL_NAMESPACE": "ml-team",
 }
 TEXT_REQUEST = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["great"]}]}
-
-
-def wait_for(read: Any, what: str, timeout: float = 30.0) -> Any:
-    """Poll ``read()`` until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = read()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def instances(url: str) -> list[queries.RuntimeInstance]:
@@ -56,16 +45,16 @@ def prediction_count(url: str) -> int:
 
 
 def check_registration(url: str, models: Models) -> queries.RuntimeInstance:
-    [instance] = wait_for(lambda: instances(url), "the instance row")
+    [instance] = wait_until(lambda: instances(url), what="the instance row")
     assert instance.pod_name == "reviews-7d9f-abc"
     assert instance.model_digest == models.text.sha256  # what was loaded, not just configured
     assert instance.model_version == "2.0.0"
     assert instance.load_duration_seconds is not None and 0 < instance.load_duration_seconds < 60
     assert instance.stopped_at is None
     # Heartbeats move last_seen_at on.
-    wait_for(
+    wait_until(
         lambda: [i for i in instances(url) if i.last_seen_at > instance.last_seen_at],
-        "a heartbeat",
+        what="a heartbeat",
     )
     return instance
 
@@ -97,7 +86,7 @@ def test_registers_heartbeats_survives_a_postgres_outage_and_stops(
         assert client.get("/v2/models/reviews").json()["versions"] == ["2.0.0"]
         for _ in range(5):
             assert client.post("/v2/models/reviews/infer", json=TEXT_REQUEST).status_code == 200
-        wait_for(lambda: prediction_count(url) == 5, "the first 5 sampled predictions")
+        wait_until(lambda: prediction_count(url) == 5, what="the first 5 sampled predictions")
 
         during_outage = 30
         slowest = 0.0
@@ -117,9 +106,9 @@ def test_registers_heartbeats_survives_a_postgres_outage_and_stops(
             assert 'mlmodel_metadata_writes_total{component="runtime",result="retried"}' in metrics
         assert slowest < 1.0, f"a request took {slowest:.2f}s while the database was down"
         # Back up: everything queued during the outage arrives, nothing dropped.
-        wait_for(
+        wait_until(
             lambda: prediction_count(url) == 5 + during_outage,
-            "the predictions queued during the outage",
+            what="the predictions queued during the outage",
         )
         metrics = client.get("/metrics").text
     assert 'mlmodel_metadata_writes_dropped_total{component="runtime"} 0.0' in metrics

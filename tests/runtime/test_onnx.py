@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import Models, running_app
 from mlmodel_runtime.settings import RuntimeSettings
+from support.runtime import Models, running_app
 
 TEXTS = [
     "a wonderful film, great acting and a moving story",

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from conftest import Models, ServerProcess, write_mlmodel
+from support.runtime import Models, ServerProcess, write_mlmodel
 
 CLIENTS = 600
 MAX_CONCURRENT = 64

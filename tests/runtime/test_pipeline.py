@@ -14,9 +14,10 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import HERE, Models, free_port, running_app, settings_for
 from fastapi.routing import APIRoute
 from mlmodel_runtime.pipeline import PredictionEndpoints
+from support.ports import free_port
+from support.runtime import RUNTIME_TESTS, Models, running_app, settings_for
 
 TEXT_REQUEST = {
     "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["great, loved it"]}]
@@ -167,7 +168,7 @@ def test_uvicorn_root_path_behind_a_prefix_stripping_proxy(models: Models, tmp_p
         key: value for key, value in os.environ.items() if not key.startswith("MLMODEL_")
     }
     environment.update(
-        PYTHONPATH=os.pathsep.join([str(HERE), environment.get("PYTHONPATH", "")]),
+        PYTHONPATH=os.pathsep.join([str(RUNTIME_TESTS), environment.get("PYTHONPATH", "")]),
         MLMODEL_MODEL_NAME="sentiment",
         MLMODEL_MODEL_URI=str(models.text.path),
         MLMODEL_MODEL_SHA256=models.text.sha256,

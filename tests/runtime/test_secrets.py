@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import secrets
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,8 +15,9 @@ import boto3
 import httpx
 import psycopg2
 import pytest
-from conftest import Models, running_app, settings_for
 from moto.server import ThreadedMotoServer
+from support.ports import wait_until
+from support.runtime import Models, running_app, settings_for
 
 TEXT_REQUEST = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["great"]}]}
 TABLES = ["deployments", "rollouts", "runtime_instances", "predictions", "schema_migrations"]
@@ -130,15 +130,18 @@ def test_no_secret_reaches_logs_metrics_bodies_or_the_store(
                     "/v1/models/reviews:predict", json={"instances": ["dull"]}, headers=authorized
                 )
                 assert response.status_code == 200
-            time.sleep(1.0)  # a few failed writes and their log lines
+            wait_until(
+                lambda: "metadata store unavailable; writes queued" in server.logs(),
+                what="a failed write and its log line",
+            )
             seen.append(client.get("/v2/health/ready").text)
         for path in ("/metrics", "/v2/health/ready", "/v2/models/reviews", "/v2", "/openapi.json"):
             seen.append(client.get(path).text)
     # What was queued during the outage reaches the store, so the search below covers it too.
-    deadline = time.monotonic() + 30
-    while count_predictions(database_url) < 6:
-        assert time.monotonic() < deadline, "the predictions queued during the outage never arrived"
-        time.sleep(0.2)
+    wait_until(
+        lambda: count_predictions(database_url) >= 6,
+        what="the predictions queued during the outage",
+    )
     server.process.send_signal(signal.SIGTERM)
     assert server.process.wait(30) == 0
     store = dump_tables(database_url)

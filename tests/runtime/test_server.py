@@ -13,7 +13,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import runtime_models
-from conftest import Models, free_port, write_mlmodel
+from support.ports import free_port, wait_until
+from support.runtime import Models, write_mlmodel
 
 ECS_FIELDS = {"@timestamp", "log.level", "message", "ecs.version", "service.name", "labels.model"}
 
@@ -117,10 +118,8 @@ def test_env_only_serve_with_two_workers(models: Models, start_server) -> None:
         env=_houses_env(models),
     )
     server.wait_ready()
-    deadline = time.monotonic() + 60
-    while len(_ready_pids(server.logs())) < 2:  # each worker loads its own copy
-        assert time.monotonic() < deadline, server.logs()
-        time.sleep(0.1)
+    # Each worker loads its own copy.
+    server.wait_for(lambda: len(_ready_pids(server.logs())) >= 2, "both workers ready")
     rows = [[1.0, 2.0, 3.0, 4.0]]
     expected = float(runtime_models.house_price(__import__("numpy").array(rows))[0])
     for _ in range(6):
@@ -172,6 +171,11 @@ def test_unreachable_artifact_keeps_the_process_alive_and_not_ready(
     assert 'mlmodel_artifact_errors_total{model="gone",reason="ArtifactUnreachable"}' in metrics
 
 
+def _not_ready(url: str) -> httpx.Response | None:
+    response = httpx.get(url, timeout=5)
+    return response if response.status_code != 200 else None
+
+
 def test_sigterm_flips_readiness_first_and_finishes_the_request(
     tmp_path: Path, start_server
 ) -> None:
@@ -194,17 +198,22 @@ def test_sigterm_flips_readiness_first_and_finishes_the_request(
 
     caller = threading.Thread(target=call)
     caller.start()
-    deadline = time.monotonic() + 10
-    while (
-        'mlmodel_requests_in_flight{model="slow"} 1.0'
-        not in httpx.get(f"{server.url}/metrics").text
-    ):
-        assert time.monotonic() < deadline, "the request never started"
-        time.sleep(0.02)
+    wait_until(
+        lambda: 'mlmodel_requests_in_flight{model="slow"} 1.0'
+        in httpx.get(f"{server.url}/metrics").text,
+        timeout=10,
+        what="the request to start",
+        every=0.02,
+    )
     signalled = time.monotonic()
     server.process.send_signal(signal.SIGTERM)
-    time.sleep(0.2)
-    ready = httpx.get(f"{server.url}/v2/health/ready", timeout=5)
+    # Within the 0.5 s drain the server still answers, and readiness is already false.
+    ready = wait_until(
+        lambda: _not_ready(f"{server.url}/v2/health/ready"),
+        timeout=5,
+        what="readiness to turn false",
+        every=0.02,
+    )
     assert ready.status_code == 503
     assert ready.json()["reason"] == "ShuttingDown"
     caller.join(30)
@@ -251,10 +260,10 @@ def test_two_workers_share_the_grpc_port(models: Models, start_server) -> None:
         env=_houses_env(models),
     )
     server.wait_ready()
-    deadline = time.monotonic() + 60
-    while len(_ready_pids(server.logs())) < 2 or server.logs().count("gRPC listening") < 2:
-        assert time.monotonic() < deadline, server.logs()
-        time.sleep(0.1)
+    server.wait_for(
+        lambda: len(_ready_pids(server.logs())) >= 2 and server.logs().count("gRPC listening") >= 2,
+        "both workers ready and serving gRPC",
+    )
     # Each worker's gRPC server listens with a socket of its own on the one port (SO_REUSEPORT).
     assert _listening_sockets(f"http://{server.grpc_target}") == 2
     expected = float(runtime_models.house_price(np.array([[1.0, 2.0, 3.0, 4.0]]))[0])

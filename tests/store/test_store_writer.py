@@ -13,6 +13,7 @@ from mlmodel_store.events import InstanceRegistered, ModelSpec, RolloutStarted
 from mlmodel_store.queries import count_rows
 from mlmodel_store.writer import AsyncWriter
 from prometheus_client import CollectorRegistry
+from support.ports import wait_until_async
 
 SPEC = ModelSpec("model.joblib", "c" * 64, "sklearn", "runtime:0.1.0", 1)
 
@@ -32,14 +33,6 @@ def rows_in(url: str, table: str = "runtime_instances") -> int:
 
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
     return registry.get_sample_value(name, labels) or 0.0
-
-
-async def wait_for(condition, timeout: float = 30.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 async def test_events_are_written_in_batches(
@@ -158,7 +151,7 @@ async def test_postgres_outage_queues_then_delivers_everything(
             assert writer.submit(instance(number))
             if number % 50 == 0:
                 await asyncio.sleep(0.05)
-        await wait_for(lambda: writer.stats.failed_attempts >= 3)
+        await wait_until_async(lambda: writer.stats.failed_attempts >= 3, what="3 failed writes")
         assert not writer.available
         assert writer.pending == 300
         assert sample(registry, "mlmodel_metadata_writes_queued", component="runtime") == 300
@@ -197,7 +190,7 @@ async def test_postgres_outage_beyond_the_queue_bound_drops_and_counts(
     with postgres_server.stopped():
         writer.submit(instance(0))
         # The flusher now holds that one event and retries it; the queue itself is empty.
-        await wait_for(lambda: writer.stats.failed_attempts >= 1)
+        await wait_until_async(lambda: writer.stats.failed_attempts >= 1, what="a failed write")
         accepted = sum(writer.submit(instance(number)) for number in range(1, 101))
         assert accepted == 50
         assert sample(registry, "mlmodel_metadata_writes_dropped_total", component="operator") == 50
@@ -248,7 +241,7 @@ async def test_sqlite_unavailable_then_recovers(
     writer.start()
     for number in range(7):
         writer.submit(instance(number))
-    await wait_for(lambda: writer.stats.failed_attempts >= 2)
+    await wait_until_async(lambda: writer.stats.failed_attempts >= 2, what="2 failed writes")
     assert writer.pending == 7
     folder.unlink()
     folder.mkdir()

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 
@@ -15,15 +16,34 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def _attempts(timeout: float) -> Iterator[None]:
+    """Yields once, then again each time while `timeout` seconds have not passed."""
+    deadline = time.monotonic() + timeout
+    yield
+    while time.monotonic() <= deadline:
+        yield
+
+
 def wait_until(
     predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition", every: float = 0.2
 ) -> Any:
     """Poll `predicate` until it returns something truthy; that value is returned."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
+    for _ in _attempts(timeout):
+        if result := predicate():
             return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+async def wait_until_async(
+    predicate: Callable[[], Any],
+    timeout: float = 30.0,
+    what: str = "condition",
+    every: float = 0.02,
+) -> Any:
+    """`wait_until` for a test on the event loop: the loop keeps running while it waits."""
+    for _ in _attempts(timeout):
+        if result := predicate():
+            return result
+        await asyncio.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

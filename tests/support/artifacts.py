@@ -1,5 +1,5 @@
-"""Helpers for the artifact tests (each test module wraps them in its own fixtures): a real HTTP artifact server on 127.0.0.1 whose misbehaviour each
-test chooses, a real S3-compatible server (moto in server mode), and settings pointing at them."""
+"""Helpers for the artifact tests (each test module wraps them in its own fixtures): a real HTTP
+artifact server on 127.0.0.1 whose misbehaviour each test chooses, and settings pointing at it."""
 
 from __future__ import annotations
 
@@ -162,9 +162,8 @@ def cache_listing(cache_dir: Path) -> list[str]:
     return sorted(path.name for path in cache_dir.iterdir()) if cache_dir.exists() else []
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def partial_files(cache_dir: Path) -> list[Path]:
+    """The download's partial files that hold something yet (it has started writing)."""
+    if not cache_dir.exists():
+        return []
+    return [path for path in cache_dir.glob(".partial-*") if path.stat().st_size > 0]
