@@ -12,7 +12,6 @@ import pwd
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -21,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from support.ports import free_port
 
 SERVER_USER = "postgres"
 STARTUP_TIMEOUT_SECONDS = 30.0
@@ -41,12 +41,6 @@ def find_server_binaries() -> Path:
     return max(candidates, key=lambda path: int(path.parent.name.split(".")[0]))
 
 
-def free_loopback_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class PostgresServer:
     """One throwaway cluster: ``initdb`` into a temp dir, ``postgres`` on a loopback port."""
 
@@ -54,7 +48,7 @@ class PostgresServer:
         self.bin_dir = bin_dir or find_server_binaries()
         self.user = "postgres"
         self.password = secrets.token_hex(12)
-        self.port = free_loopback_port()
+        self.port = free_port()
         self.base_dir = Path(tempfile.mkdtemp(prefix="mlmodel-pg-"))
         self.data_dir = self.base_dir / "data"
         self.socket_dir = self.base_dir / "socket"

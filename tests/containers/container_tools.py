@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -111,12 +110,6 @@ def published_port(container: str, container_port: int) -> int:
     """The loopback port Docker picked for `-p 127.0.0.1::PORT`."""
     mapping = docker("port", container, str(container_port)).stdout.split()[0]
     return int(mapping.rsplit(":", 1)[1])
-
-
-def free_loopback_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def remove_container(container: str) -> None:

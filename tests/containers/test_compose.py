@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from container_tools import compose_command, container_logs, free_loopback_port, run, wait_healthy
+from container_tools import compose_command, container_logs, run, wait_healthy
+from support.ports import free_port
 
 pytestmark = pytest.mark.docker
 
@@ -87,8 +88,8 @@ def compose_stack(
         "DEBIAN_BASE_IMAGE": base_image,
         "RUNTIME_IMAGE": runtime_image,
         "POSTGRES_IMAGE": postgres_image,
-        "RUNTIME_PORT": str(free_loopback_port()),
-        "POSTGRES_PORT": str(free_loopback_port()),
+        "RUNTIME_PORT": str(free_port()),
+        "POSTGRES_PORT": str(free_port()),
     }
     try:
         started = time.monotonic()

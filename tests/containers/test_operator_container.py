@@ -17,13 +17,12 @@ from container_tools import (
     container_logs,
     container_state,
     docker,
-    free_loopback_port,
     remove_container,
 )
 from controlplane.models import condition, mlmodel
 from support.cluster import OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT, Cluster
 from support.operator import denied, operator_requests, utc_now
-from support.ports import wait_until
+from support.ports import free_port, wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.cluster]
 
@@ -66,7 +65,7 @@ def operator_container(
         "-e", "KUBECONFIG=/etc/mlmodel/kubeconfig",
         "-e", "MLMODEL_OPERATOR_RESYNC_INTERVAL_SECONDS=1",
         "-e", "MLMODEL_OPERATOR_CRD_CHECK_INTERVAL_SECONDS=0",
-        "-e", f"MLMODEL_OPERATOR_METRICS_PORT={free_loopback_port()}",
+        "-e", f"MLMODEL_OPERATOR_METRICS_PORT={free_port()}",
         "-e", f"MLMODEL_OPERATOR_RUNTIME_IMAGE={RUNTIME_IMAGE}",
         operator_image,  # the image's own CMD: operator --all-namespaces --standalone
     )

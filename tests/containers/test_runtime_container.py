@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 from container_tools import (
     docker,
-    free_loopback_port,
     published_port,
     remove_container,
     wait_healthy,
@@ -27,6 +26,7 @@ from moto.server import ThreadedMotoServer
 from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import FloatTensorType
 from sklearn.linear_model import LinearRegression
+from support.ports import free_port
 
 pytestmark = pytest.mark.docker
 
@@ -189,7 +189,7 @@ def test_runtime_container_pulls_the_artifact_from_s3(
     # Host network: the S3 server listens on the host's loopback only.
     endpoint, credentials = s3_bucket
     container = f"{unique_name}-s3"
-    port = free_loopback_port()
+    port = free_port()
     docker(
         "run", "-d", "--name", container, "--network", "host",
         "--read-only", "--tmpfs", "/var/cache/mlmodel", "--health-interval", "1s",

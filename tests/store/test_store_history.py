@@ -12,7 +12,7 @@ import pytest
 from mlmodel_store import history
 from mlmodel_store.database import Database
 from mlmodel_store.events import ModelSpec, RolloutFailed, RolloutReady, RolloutStarted
-from postgres_server import free_loopback_port
+from support.ports import free_port
 
 T0 = datetime(2025, 3, 1, 14, 0, 0, tzinfo=UTC)
 SPEC_1 = ModelSpec("s3://m/1.joblib", "1" * 64, "sklearn", "runtime:0.1.0", 2)
@@ -141,7 +141,7 @@ def test_unreachable_database_error_hides_the_password(
 
 
 def _closed_port() -> int:
-    return free_loopback_port()
+    return free_port()
 
 
 def test_history_runs_as_its_own_process(database_url: str) -> None:
