@@ -111,6 +111,11 @@ def test_operator_container_reconciles_an_mlmodel(
     # The process really is the image's non-root user (on a read-only root filesystem).
     processes = docker("top", operator_container.name, "-o", "pid,uid,args").stdout.splitlines()[1:]
     assert processes and all(line.split()[1] == "10001" for line in processes), processes
-    assert "mlmodel operator --all-namespaces" in " ".join(processes)
+    # docker top's `args` column is cut at ps's width: the whole command line is the host's /proc.
+    commands = [
+        Path(f"/proc/{line.split()[0]}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        for line in processes
+    ]
+    assert any("mlmodel operator --all-namespaces" in command for command in commands), commands
     # Its ServiceAccount's RBAC (operator/deploy/rbac.yaml) allowed every request it made.
     assert denied(operator_requests(cluster, operator_container.started)) == []
