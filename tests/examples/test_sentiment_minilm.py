@@ -61,10 +61,11 @@ def load_module(name: str, path: Path) -> ModuleType:
 minilm = load_module("minilm", EXAMPLE / "minilm.py")
 artifact_digest = load_module("artifact_digest", REPO / "examples" / "artifact_digest.py")
 train = load_module("sentiment_minilm_train", EXAMPLE / "train.py")
-# The runtime tests' in-process app and `mlmodel serve` fixtures, loaded under their own name.
+# The runtime tests' `mlmodel serve` fixture, loaded under its own name.
 sys.path.append(str(REPO / "tests" / "runtime"))
 runtime_fixtures = load_module("runtime_test_fixtures", REPO / "tests" / "runtime" / "conftest.py")
 start_server = runtime_fixtures.start_server
+from support.runtime import running_app  # after the path above: it imports runtime_models
 
 
 def read_json(path: Path) -> dict:
@@ -309,7 +310,7 @@ async def test_in_process_app_serves_what_the_model_predicts(artifact: Path, tmp
         model_format="onnx", cache_dir=tmp_path / "cache",
     )  # fmt: skip
 
-    async with runtime_fixtures.running_app(settings) as app:
+    async with running_app(settings) as app:
         v2 = await app.client.post(f"/v2/models/{NAME}/infer", json=v2_texts(TEXTS))
         v1 = await app.client.post(f"/v1/models/{NAME}:predict", json={"instances": TEXTS[:2]})
         metadata = (await app.client.get(f"/v2/models/{NAME}")).json()
