@@ -185,6 +185,15 @@ class CacheSpec(_Spec):
     max_entry_bytes: int = Field(1024**2, ge=1, le=512 * 1024**2)
 
 
+class RolloutSpec(_Spec):
+    """How a new revision replaces the one serving (docs/rollouts.md)."""
+
+    # Serve the last Ready revision again when a new one fails (the spec is never rewritten).
+    auto_rollback: bool = True
+    # The Deployment's progressDeadlineSeconds; unset: the operator's setting (600 by default).
+    progress_deadline_seconds: int | None = Field(None, ge=10, le=86400)
+
+
 class NetworkPolicySpec(_Spec):
     enabled: bool = False
     allowed_namespaces: list[str] = []
@@ -240,6 +249,7 @@ class MLModelSpec(_Spec):
     service_account_name: str = ""
     ingress: IngressSpec | None = None
     gateway: GatewaySpec | None = None
+    rollout: RolloutSpec = RolloutSpec()
 
     @model_validator(mode="after")
     def _ingress_or_gateway(self) -> MLModelSpec:

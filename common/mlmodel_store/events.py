@@ -95,6 +95,20 @@ class RolloutFailed:
 
 
 @dataclass(frozen=True)
+class RolloutRolledBack:
+    """A failed generation: the operator serves ``to_generation``'s spec again."""
+
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    to_generation: int
+    reason: str
+    message: str = ""
+    at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True)
 class InstanceRegistered:
     """A runtime process loaded its model and is about to serve."""
 

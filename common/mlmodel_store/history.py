@@ -43,6 +43,8 @@ class HistorySettings(BaseSettings):
 
 
 def rollout_status(rollout: Rollout, superseded: bool) -> str:
+    if rollout.rolled_back_to is not None:
+        return f"RolledBack to {rollout.rolled_back_to}"
     if rollout.ready_at is not None:
         return "Ready"
     if rollout.failed_at is not None:

@@ -29,6 +29,8 @@ class Rollout:
     failed_at: datetime | None
     reason: str | None
     message: str | None
+    # The generation served again when this one failed and was rolled back.
+    rolled_back_to: int | None = None
 
 
 @dataclass(frozen=True)

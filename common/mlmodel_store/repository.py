@@ -23,6 +23,7 @@ from .events import (
     PredictionLogged,
     RolloutFailed,
     RolloutReady,
+    RolloutRolledBack,
     RolloutStarted,
 )
 from .session import Session
@@ -195,7 +196,30 @@ def record_rollout_failed(session: Session, event: RolloutFailed) -> None:
     )
 
 
-def _rollout_key(event: RolloutReady | RolloutFailed) -> dict[str, Any]:
+def record_rollout_rolled_back(session: Session, event: RolloutRolledBack) -> None:
+    """A failed rollout that the operator rolled back; the deployment serves again."""
+    session.execute(
+        """
+        UPDATE rollouts SET
+            failed_at = CASE WHEN failed_at IS NULL THEN :at ELSE failed_at END,
+            reason = :reason,
+            message = :message,
+            rolled_back_to = :to_generation
+        WHERE namespace = :namespace AND name = :name AND uid = :uid AND generation = :generation
+        """,
+        {
+            **_rollout_key(event),
+            "reason": event.reason,
+            "message": event.message,
+            "to_generation": event.to_generation,
+        },
+    )
+    _set_deployment_status(
+        session, event.namespace, event.name, event.uid, "RolledBack", True, event.at
+    )
+
+
+def _rollout_key(event: RolloutReady | RolloutFailed | RolloutRolledBack) -> dict[str, Any]:
     return {
         "namespace": event.namespace,
         "name": event.name,
@@ -307,6 +331,7 @@ _WRITERS: dict[type, Callable[[Session, Any], None]] = {
     RolloutStarted: record_rollout_started,
     RolloutReady: record_rollout_ready,
     RolloutFailed: record_rollout_failed,
+    RolloutRolledBack: record_rollout_rolled_back,
     InstanceRegistered: register_instance,
     InstanceHeartbeat: heartbeat,
     InstanceStopped: stop_instance,

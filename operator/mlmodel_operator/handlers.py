@@ -185,8 +185,10 @@ def register(registry: kopf.OperatorRegistry, ctx: Context, namespaces: Sequence
             # The Deployment as the watch shows it now (read if it is gone from the watch);
             # never at the same time as a reconcile pass of the MLModel (one status writer).
             async with ctx.lock_for(uid):
-                await sync_status(ctx, namespace, name, logger)
-        except ApiError as error:
+                rolled_back = await sync_status(ctx, namespace, name, logger)
+                if rolled_back is not None:
+                    await reconcile(ctx, rolled_back, logger)
+        except (ApiError, NotOurs, InvalidSpec) as error:
             # Event handlers are not retried; the resync loop catches up.
             logger.warning("status not updated from deployment event: error=%s", error)
 

@@ -18,6 +18,7 @@ from mlmodel_store.queries import live_deployments
 from prometheus_client import REGISTRY
 
 from mlmodel_operator.conditions import DEGRADED, READY, get_condition
+from mlmodel_operator.rollback import ROLLED_BACK
 from mlmodel_operator.rollouts import RolloutEvents
 from mlmodel_operator.settings import OperatorSettings
 
@@ -33,11 +34,13 @@ DeploymentKey = tuple[str, str, str]  # namespace, name, uid
 class Health:
     """What the store should hear about an MLModel's current status."""
 
-    kind: Literal["ready", "failed", "status"]
+    kind: Literal["ready", "failed", "rolled_back", "status"]
     phase: str
     ready: bool
     reason: str = ""
     message: str = ""
+    # For "rolled_back": the generation served again.
+    to_generation: int = 0
 
 
 def health_of(status: Mapping[str, Any], *, reached_ready: bool) -> Health:
@@ -49,6 +52,17 @@ def health_of(status: Mapping[str, Any], *, reached_ready: bool) -> Health:
     conditions = status.get("conditions")
     ready = get_condition(conditions, READY) or {}
     degraded = get_condition(conditions, DEGRADED) or {}
+    back = (status.get("rollout") or {}).get("rolledBack")
+    stable = (status.get("rollout") or {}).get("stable")
+    if back and stable:
+        return Health(
+            "rolled_back",
+            ROLLED_BACK,
+            ready.get("status") == "True",
+            reason=back.get("reason") or "",
+            message=back.get("message") or "",
+            to_generation=int(stable["generation"]),
+        )
     if ready.get("status") == "True":
         return Health("ready", "Ready", True)
     if degraded.get("status") == "True":
@@ -153,6 +167,13 @@ class MetadataRecorder:
             self.events.ready(mlmodel)
         elif health.kind == "failed":
             self.events.failed(mlmodel, reason=health.reason, message=health.message)
+        elif health.kind == "rolled_back":
+            self.events.rolled_back(
+                mlmodel,
+                to_generation=health.to_generation,
+                reason=health.reason,
+                message=health.message,
+            )
         else:
             self.events.status(mlmodel, phase=health.phase, ready=health.ready)
 

@@ -30,6 +30,12 @@ TIME_TO_READY = Histogram(
     buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800),
 )
 
+ROLLBACKS = Counter(
+    "mlmodel_operator_rollbacks_total",
+    "Failed MLModel generations rolled back to their last Ready revision, by failure reason.",
+    ["reason"],
+)
+
 
 class ConditionCensus:
     """Counts MLModels per (condition, status) from the last status seen of each."""

@@ -11,7 +11,7 @@ from typing import Any
 
 import kopf
 
-from mlmodel_operator import metrics
+from mlmodel_operator import metrics, rollback
 from mlmodel_operator.builders import (
     HTTPROUTE_CRD,
     SERVICEMONITOR_CRD,
@@ -121,8 +121,12 @@ async def reconcile(ctx: Context, mlmodel: dict[str, Any], logger: logging.Logge
     monitoring = await ctx.servicemonitor_supported()
     routes = await ctx.httproute_supported()
     try:
+        # The spec, or the last Ready revision's while this generation is rolled back.
         children = build_children(
-            mlmodel, ctx.settings, servicemonitor_supported=monitoring, httproute_supported=routes
+            rollback.served(mlmodel),
+            ctx.settings,
+            servicemonitor_supported=monitoring,
+            httproute_supported=routes,
         )
     except InvalidSpec:  # the status says what to fix; the children of the last good spec stay
         ctx.recorder.invalid(mlmodel)
@@ -159,9 +163,14 @@ async def reconcile(ctx: Context, mlmodel: dict[str, Any], logger: logging.Logge
         ctx.conflicts.pop(uid, None)
     else:
         ctx.conflicts[uid] = (CHILD_CONFLICT, f"{conflict}; delete it or rename the MLModel")
-    await sync_status(ctx, namespace, meta["name"], logger, deployment=deployment, mlmodel=mlmodel)
+    rolled_back = await sync_status(
+        ctx, namespace, meta["name"], logger, deployment=deployment, mlmodel=mlmodel
+    )
     if conflict is not None:
         raise conflict
+    if rolled_back is not None:
+        # This pass's status rolled the generation back: serve the stable revision at once.
+        await reconcile(ctx, rolled_back, logger)
 
 
 def _made_httproute(mlmodel: dict[str, Any]) -> bool:
@@ -230,8 +239,11 @@ async def sync_status(
     *,
     deployment: Any = _UNREAD,
     mlmodel: dict[str, Any] | None = None,
-) -> None:
+) -> dict[str, Any] | None:
     """Write the status computed from the live MLModel and Deployment, only if it differs.
+
+    Returns the MLModel as written when this status starts a rollback (its children must then
+    be built from the stable revision: `reconcile` it), else None.
 
     `mlmodel` is the MLModel as kopf just handed it over, else as the watch last showed it (the
     operator never reads an MLModel itself: one the watch has not shown yet gets its status
@@ -242,7 +254,8 @@ async def sync_status(
         if mlmodel is None:
             mlmodel = ctx.mlmodels.get(namespace, name)
         if mlmodel is None or mlmodel["metadata"].get("deletionTimestamp"):
-            return
+            return None
+        serving = rollback.served(mlmodel)
         if deployment is _UNREAD:
             seen = ctx.children.seen(DEPLOYMENT.kind, namespace, name)
             if seen is not None and seen.body is not None:
@@ -252,18 +265,19 @@ async def sync_status(
         assert ctx.diagnosis is not None
         # An invalid spec (the spec model's refusal) gives the Degraded/InvalidSpec status here.
         status = compute_status(
-            mlmodel,
+            serving,
             deployment,
             servicemonitor_supported=await ctx.servicemonitor_supported(),
             httproute_supported=await ctx.httproute_supported(),
             now=ctx.now(),
-            artifact_problem=await ctx.diagnosis.problem(ctx.kube, mlmodel, deployment),
+            artifact_problem=await ctx.diagnosis.problem(ctx.kube, serving, deployment),
             conflict=ctx.conflicts.get(mlmodel["metadata"]["uid"]),
         )
+        status, starting = rollback.settle(mlmodel, status, now=ctx.now())
         previous = mlmodel.get("status") or {}
         if status == previous:
             ctx.recorder.status(mlmodel, status)
-            return
+            return None
         try:
             written = await ctx.kube.patch_status(mlmodel, status)
         except ApiError as error:
@@ -278,7 +292,14 @@ async def sync_status(
         ctx.mlmodels.observe("MODIFIED", written)
         _announce_transitions(ctx, mlmodel, previous, status, logger)
         ctx.recorder.status(mlmodel, status)
-        return
+        if starting is None:
+            return None
+        logger.warning(
+            "rolled back: generation=%s to_generation=%s reason=%s",
+            starting.generation, starting.to_generation, starting.reason,
+        )
+        metrics.ROLLBACKS.labels(reason=starting.reason).inc()
+        return written
     raise ApiError(
         "patch",
         409,

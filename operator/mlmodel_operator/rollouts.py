@@ -21,6 +21,7 @@ from mlmodel_store.events import (
     ModelSpec,
     RolloutFailed,
     RolloutReady,
+    RolloutRolledBack,
     RolloutStarted,
 )
 from mlmodel_store.writer import AsyncWriter
@@ -146,6 +147,20 @@ class RolloutEvents:
         if self._changed((namespace, name, uid, "health"), ("failed", gen, reason, message)):
             self.writer.submit(
                 RolloutFailed(namespace, name, uid, gen, reason=reason, message=message)
+            )
+
+    def rolled_back(
+        self, body: Mapping[str, Any], *, to_generation: int, reason: str, message: str = ""
+    ) -> None:
+        namespace, name, uid = identity(body)
+        gen = generation(body)
+        if self._changed(
+            (namespace, name, uid, "health"), ("rolled_back", gen, to_generation, reason, message)
+        ):
+            self.writer.submit(
+                RolloutRolledBack(
+                    namespace, name, uid, gen, to_generation, reason=reason, message=message
+                )
             )
 
     def status(self, body: Mapping[str, Any], *, phase: str, ready: bool) -> None:

@@ -127,6 +127,25 @@ CASES = {
             NOT_PROGRESSING, NOT_DEGRADED), replicas=0),
         "Suspended", "Scaled to zero replicas",
     ),
+    "a failed generation rolled back: serving, but not what Git says": (
+        model(status=with_conditions(
+            condition("Ready", "True", "RolledBack", "2/2 replicas ready; rolled back"),
+            NOT_PROGRESSING, NOT_DEGRADED,
+            condition("RolledBack", "True", "CrashLoopBackOff",
+                      "generation 2 failed; generation 1 serves until the spec changes"))),
+        "Degraded",
+        ("RolledBack: CrashLoopBackOff: generation 2 failed; generation 1 serves until the "
+         "spec changes"),
+    ),
+    "a rollback that a new generation ended": (
+        model(generation=3, status=with_conditions(
+            condition("Ready", "True", "Available", "2/2 replicas ready", generation=3),
+            condition("Progressing", "False", "RolloutComplete", "done", generation=3),
+            condition("Degraded", "False", "AsExpected", "no problem found", generation=3),
+            condition("RolledBack", "False", "SpecServed", "generation 3 is served", generation=3),
+            observed=3)),
+        "Healthy", "Available: 2/2 replicas ready",
+    ),
     "object without generation (older API servers, tests)": (
         model(generation=None, status=with_conditions(READY, NOT_PROGRESSING, NOT_DEGRADED)),
         "Healthy", "Available: 2/2 replicas ready",

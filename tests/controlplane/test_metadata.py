@@ -10,11 +10,7 @@ Secret (its ServiceAccount may not).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +18,9 @@ import pytest
 from mlmodel_store.database import Database
 from mlmodel_store.queries import Deployment, Rollout, get_deployments, rollout_history
 from mlmodel_store.urls import default_sqlite_url
-from prometheus_client.parser import text_string_to_metric_families
 from support.cluster import Cluster
-from support.operator import operator_requests, utc_now
+from support.operator import metric, operator_requests, scrape, utc_now
+from support.operator import mlmodel_history as history
 from support.ports import free_port, wait_until
 
 from controlplane.models import SHA256, URI, condition, mlmodel
@@ -73,30 +69,6 @@ class Store:
 
     def close(self) -> None:
         self.database.close()
-
-
-def scrape(port: int) -> dict[tuple[str, tuple], float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def metric(samples: dict[tuple[str, tuple], float], name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
-
-
-def history(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """`mlmodel history ...` as a user runs it: the console script in its own process."""
-    script = Path(sys.executable).with_name("mlmodel")
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("MLMODEL_")}
-    environment.update(env or {})
-    return subprocess.run(
-        [str(script), "history", *args], capture_output=True, text=True, timeout=60, env=environment, check=False
-    )
 
 
 def table(output: str) -> list[dict[str, str]]:

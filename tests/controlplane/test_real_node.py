@@ -217,6 +217,57 @@ def test_rolling_update_under_load_loses_no_request(
     )
 
 
+def test_a_new_artifact_failing_its_sha256_is_rolled_back_under_load_losing_no_request(
+    node_cluster: Cluster, artifacts: ArtifactServer, namespace: str
+):
+    model = example_model(
+        "sentiment", namespace, "sentiment", artifacts.uri("sentiment/v1/model.joblib"), replicas=2
+    )
+    node_cluster.apply(model)
+    ready(node_cluster, namespace, "sentiment")
+    host = cluster_ip(node_cluster, namespace, "sentiment")
+    request = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [POSITIVE]}]}
+    stable_pods = {pod["metadata"]["name"] for pod in node_cluster.list("pods", namespace)}
+
+    with Load(host, "/v2/models/sentiment/infer", request) as load:
+        time.sleep(3)  # steady state before the bad rollout
+        model["spec"]["model"].update(
+            uri=artifacts.uri("sentiment/v2/model.joblib"), version="1.1.0", sha256="0" * 64
+        )
+        node_cluster.apply(model)
+        changed_at = time.monotonic()
+
+        def rolled_back() -> dict[str, Any] | None:
+            stored = node_cluster.get("mlmodel", "sentiment", namespace)
+            pods = {pod["metadata"]["name"] for pod in node_cluster.list("pods", namespace)}
+            done = (
+                condition(stored, "RolledBack").get("status") == "True"
+                and condition(stored, "Ready").get("status") == "True"
+                and pods == stable_pods
+            )
+            return stored if done else None
+
+        stored = wait_until(rolled_back, timeout=300, what="the failed generation rolled back")
+        rollback_seconds = time.monotonic() - changed_at
+        time.sleep(3)  # and steady again on the stable pods
+
+    sent = len(load.latencies)
+    print(
+        f"rollback under load: {sent} requests sent, {len(load.errors)} errors, "
+        f"p99 {load.p99() * 1000:.0f} ms, rolled back after {rollback_seconds:.0f} s, "
+        f"versions {load.versions}"
+    )
+    assert not load.errors, load.errors[:10]
+    assert sent > 100
+    # Only the stable model ever answered; the spec still names the failed artifact.
+    assert set(load.versions) == {"1.0.0"}, load.versions
+    assert stored["spec"]["model"]["sha256"] == "0" * 64
+    rolled = condition(stored, "RolledBack")
+    assert rolled["reason"] == "ArtifactUnavailable", rolled
+    assert "but spec.model.sha256 is " + "0" * 64 in rolled["message"], rolled
+    assert condition(stored, "Ready")["reason"] == "RolledBack"
+
+
 def test_wrong_sha256_degrades_with_the_runtimes_own_words(
     node_cluster: Cluster, artifacts: ArtifactServer, namespace: str
 ):

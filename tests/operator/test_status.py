@@ -6,12 +6,12 @@ import copy
 import re
 
 import pytest
-from mlmodel_operator.builders import build_deployment, selector_string
+from mlmodel_operator.builders import selector_string
 from mlmodel_operator.conditions import get_condition, set_condition
 from mlmodel_operator.settings import OperatorSettings
 from mlmodel_operator.status import compute_status, invalid_spec_status
-from mlmodel_spec.resource import parse_spec
 from support.crd import DIGEST, SAMPLES, root_schema, schema_errors, with_changes
+from support.deployments import reported_deployment
 
 T0 = "2025-01-01T00:00:00Z"
 T1 = "2025-01-01T00:05:00Z"
@@ -74,34 +74,8 @@ def test_observed_generation_is_optional():
 MODEL = with_changes(SAMPLES["fixed-replicas"], {"metadata.generation": 4})  # 3 replicas
 
 
-def deployment(
-    mlmodel: dict = MODEL,
-    *,
-    replicas: int = 3,
-    updated: int = 3,
-    ready: int = 3,
-    available: int = 3,
-    observed: bool = True,
-    conditions: list[dict] | None = None,
-    settings: OperatorSettings = SETTINGS,
-) -> dict:
-    """The Deployment the builder made, as the Deployment controller would report it."""
-    obj = build_deployment(mlmodel, parse_spec(mlmodel), settings)
-    obj["metadata"]["generation"] = 7
-    obj["status"] = {
-        "observedGeneration": 7 if observed else 6,
-        "replicas": replicas,
-        "updatedReplicas": updated,
-        "readyReplicas": ready,
-        "availableReplicas": available,
-        "conditions": conditions
-        if conditions is not None
-        else [
-            {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"},
-            {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"},
-        ],
-    }
-    return obj
+def deployment(mlmodel: dict = MODEL, **state) -> dict:
+    return reported_deployment(mlmodel, **state)
 
 
 def status_of(mlmodel=MODEL, dep=None, *, supported=True, now=T0, artifact_problem=None) -> dict:

@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 from mlmodel_store import history
 from mlmodel_store.database import Database
-from mlmodel_store.events import ModelSpec, RolloutFailed, RolloutReady, RolloutStarted
+from mlmodel_store.events import (
+    ModelSpec,
+    RolloutFailed,
+    RolloutReady,
+    RolloutRolledBack,
+    RolloutStarted,
+)
 from support.ports import free_port
 
 T0 = datetime(2025, 3, 1, 14, 0, 0, tzinfo=UTC)
@@ -72,6 +78,29 @@ def test_history_as_json(database_url: str, capsys: pytest.CaptureFixture[str]) 
     assert [rollout["generation"] for rollout in rollouts] == [3, 2]
     assert rollouts[1]["reason"] == "ArtifactDigestMismatch"
     assert rollouts[1]["started_at"] == "2025-03-01T15:00:00+00:00"
+
+
+def test_a_rolled_back_rollout_names_the_generation_served_again(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    populate(database_url)
+    database = Database(database_url)
+    database.write(
+        [
+            RolloutRolledBack(
+                "ml", "sentiment", "u1", 3, 1, "CrashLoopBackOff", "back-off restarting",
+                at=T0 + timedelta(hours=2, seconds=30),
+            )
+        ]
+    )
+    database.close()
+    assert history.main(["sentiment", "-n", "ml", "--database-url", database_url]) == 0
+    newest = capsys.readouterr().out.splitlines()[1]
+    assert "RolledBack to 1" in newest and "CrashLoopBackOff back-off restarting" in newest
+    assert history.main(["sentiment", "-n", "ml", "--database-url", database_url, "-o", "json"]) == 0
+    rollouts = json.loads(capsys.readouterr().out)
+    assert (rollouts[0]["generation"], rollouts[0]["rolled_back_to"]) == (3, 1)
+    assert rollouts[1]["rolled_back_to"] is None
 
 
 def test_superseded_rollouts_are_named_so() -> None:

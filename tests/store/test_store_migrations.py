@@ -54,10 +54,11 @@ def test_a_later_migration_is_applied_on_top(database_url: str) -> None:
     database = Database(database_url)
     try:
         migrations = load_migrations()
-        assert migrate(database, migrations) == [1]
-        extra = Migration(2, "add_note", "ALTER TABLE deployments ADD COLUMN note TEXT;\n")
-        assert migrate(database, [*migrations, extra]) == [2]
-        assert applied_versions(database) == [1, 2]
+        versions = [migration.version for migration in migrations]
+        assert migrate(database, migrations) == versions
+        extra = Migration(versions[-1] + 1, "add_note", "ALTER TABLE deployments ADD COLUMN note TEXT;\n")
+        assert migrate(database, [*migrations, extra]) == [extra.version]
+        assert applied_versions(database) == [*versions, extra.version]
         with database.session() as session:
             session.execute("UPDATE deployments SET note = :note", {"note": "x"})
     finally:
@@ -67,13 +68,18 @@ def test_a_later_migration_is_applied_on_top(database_url: str) -> None:
 def test_a_failing_migration_leaves_nothing_behind(database_url: str) -> None:
     database = Database(database_url)
     try:
+        migrations = load_migrations()
+        versions = [migration.version for migration in migrations]
         broken = Migration(
-            2, "broken", "CREATE TABLE half_done (id TEXT);\nSELECT * FROM no_such_table;\n"
+            versions[-1] + 1,
+            "broken",
+            "CREATE TABLE half_done (id TEXT);\nSELECT * FROM no_such_table;\n",
         )
         with pytest.raises(Exception, match="no_such_table"):
-            migrate(database, [*load_migrations(), broken])
-        # Migration 1 and the half of 2 were in the same transaction: all rolled back.
-        assert migrate(database, load_migrations()) == [1]
+            migrate(database, [*migrations, broken])
+        # The real migrations and the half of the broken one were in one transaction: all
+        # rolled back.
+        assert migrate(database, migrations) == versions
         with database.session(write=False) as session, pytest.raises(Exception, match="half_done"):
             session.fetch_all("SELECT * FROM half_done")
     finally:
@@ -104,11 +110,12 @@ def test_processes_migrating_at_once_apply_one_set(database_url: str) -> None:
         process.join(timeout=60)
         assert process.exitcode == 0
     # Exactly one process applied the migrations; the others waited and found nothing to do.
-    assert sorted(outcomes, key=len) == [[], [], [], [1]]
+    versions = [migration.version for migration in load_migrations()]
+    assert sorted(outcomes, key=len) == [[], [], [], versions]
     database = Database(database_url)
     try:
         with database.session(write=False) as session:
-            assert count_rows(session, "schema_migrations") == 1
+            assert count_rows(session, "schema_migrations") == len(versions)
             for table in TABLES:
                 assert count_rows(session, table) == 0
     finally:

@@ -11,12 +11,14 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from support.cluster import (
     OPERATOR_NAMESPACE,
@@ -209,3 +211,29 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The RBAC proof runs last, so the audit log holds the requests of every other test."""
     last = [item for item in items if item.nodeid.startswith("tests/controlplane/test_rbac.py")]
     items[:] = [item for item in items if item not in last] + last
+
+
+def scrape(port: int) -> dict[tuple[str, tuple], float]:
+    """The samples the operator's /metrics serves on `port`, by (name, sorted labels)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def metric(samples: dict[tuple[str, tuple], float], name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def mlmodel_history(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`mlmodel history ...` as a user runs it: the console script in its own process."""
+    script = Path(sys.executable).with_name("mlmodel")
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MLMODEL_")}
+    environment.update(env or {})
+    return subprocess.run(
+        [str(script), "history", *args],
+        capture_output=True, text=True, timeout=60, env=environment, check=False,
+    )

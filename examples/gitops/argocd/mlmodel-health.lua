@@ -61,6 +61,15 @@ local function current(c)
 end
 ready, progressing, degraded = current(ready), current(progressing), current(degraded)
 
+-- A failed generation the operator rolled back still serves (Ready), from the last good spec:
+-- Git's spec is not what runs, which a person must notice.
+local rolledBack = current(condition(status.conditions, "RolledBack"))
+if rolledBack ~= nil and rolledBack.status == "True" then
+  hs.status = "Degraded"
+  hs.message = "RolledBack: " .. describe(rolledBack, "a failed generation was rolled back")
+  return hs
+end
+
 if degraded ~= nil and degraded.status == "True" then
   hs.status = "Degraded"
   hs.message = describe(degraded, "Degraded")

@@ -230,7 +230,9 @@ def build_deployment(mlmodel: dict, spec: MLModelSpec, settings: OperatorSetting
     deployment_spec = {
         "selector": {"matchLabels": selector_labels(mlmodel)},
         "revisionHistoryLimit": 5,
-        "progressDeadlineSeconds": settings.progress_deadline_seconds,
+        "progressDeadlineSeconds": (
+            spec.rollout.progress_deadline_seconds or settings.progress_deadline_seconds
+        ),
         # Never fewer serving pods than asked for during a rollout: surge one, then retire one.
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
         "template": {
