@@ -1,6 +1,7 @@
 """Find out why a model's pods are not ready: list them, and ask the runtime in each.
 
-Called while the Deployment is not fully available, at most once per interval per MLModel.
+Called while the Deployment is not fully available or a rollout is under way, at most once per
+interval per MLModel.
 The readiness questions go to the pods over plain HTTP from a session of their own, which
 never carries the operator's API credentials.
 """
@@ -22,9 +23,9 @@ from mlmodel_operator.kube import POD, KubeClient
 from mlmodel_operator.pods import (
     ProbeTarget,
     container_problem,
-    not_fully_available,
     probe_targets,
     readiness_problem,
+    unsettled,
 )
 from mlmodel_operator.settings import OperatorSettings
 
@@ -65,7 +66,7 @@ class PodDiagnosis:
     ) -> Problem | None:
         """Why the model's pods are not ready, or None (all available, or no reason known)."""
         uid = mlmodel["metadata"]["uid"]
-        if not not_fully_available(deployment):
+        if not unsettled(deployment):
             self._findings.pop(uid, None)
             return None
         now = time.monotonic()

@@ -195,8 +195,10 @@ def readiness_problem(target: ProbeTarget, code: int, body: Any) -> tuple[str, s
     return ARTIFACT_UNAVAILABLE, f"{reason[:64]}: {message} (pod {target.pod})"
 
 
-def not_fully_available(deployment: dict[str, Any] | None) -> bool:
-    """Whether some desired replica of the Deployment is not available (worth a diagnosis).
+def unsettled(deployment: dict[str, Any] | None) -> bool:
+    """Whether some desired replica of the Deployment is not available, or a rollout is under
+    way (pods of another revision left, or not every replica updated): worth a diagnosis, since
+    a new revision's pods may fail while the old ones still serve.
 
     Not while the Deployment controller has yet to see the Deployment's latest spec: the pods of
     that spec do not exist yet (this is every MLModel's first status, right after the apply)."""
@@ -206,5 +208,12 @@ def not_fully_available(deployment: dict[str, Any] | None) -> bool:
     if observed < ((deployment.get("metadata") or {}).get("generation") or 0):
         return False
     desired = (deployment.get("spec") or {}).get("replicas", 1)
-    available = (deployment.get("status") or {}).get("availableReplicas") or 0
-    return isinstance(desired, int) and desired > 0 and available < desired
+    status = deployment.get("status") or {}
+    available = status.get("availableReplicas") or 0
+    updated = status.get("updatedReplicas") or 0
+    pods = status.get("replicas") or 0
+    return (
+        isinstance(desired, int)
+        and desired > 0
+        and (available < desired or updated < desired or pods > updated)
+    )

@@ -13,7 +13,14 @@ import json
 
 import pytest
 from support.cluster import Cluster
-from support.operator import TEST_RUNTIME_IMAGE, metric, mlmodel_history, scrape
+from support.operator import (
+    TEST_RUNTIME_IMAGE,
+    metric,
+    mlmodel_history,
+    operator_requests,
+    scrape,
+    utc_now,
+)
 from support.ports import wait_until
 
 from controlplane.models import condition, mlmodel
@@ -43,7 +50,12 @@ def rolled_back(cluster: Cluster, namespace: str, generation: int, name: str = "
         )
         return found if done else False
 
-    return wait_until(settled, timeout=120, what=f"generation {generation} rolled back and Ready")
+    try:
+        return wait_until(settled, timeout=120, what=f"generation {generation} rolled back and Ready")
+    except AssertionError:
+        pods = cluster.kubectl("get", "pods", "-n", namespace, "-o", "wide", check=False).stdout
+        print(f"{json.dumps(cluster.get('mlmodel', name, namespace)['status'], indent=1)}\n{pods}")
+        raise
 
 
 def image(cluster: Cluster, namespace: str, name: str = "sentiment") -> str:
@@ -100,12 +112,16 @@ def test_a_crash_looping_generation_is_rolled_back_and_a_new_spec_tries_again(
     # An idle operator leaves the rolled-back model alone: it does not retry on its own.
     version = found["metadata"]["resourceVersion"]
     deployment_version = installed_cluster.get("deployment", "sentiment", namespace)["metadata"]["resourceVersion"]
-    passes = metric(scrape(operator.metrics_port), "mlmodel_operator_reconciles_total", result="success")
+    since = utc_now()
     wait_until(
-        lambda: metric(scrape(operator.metrics_port), "mlmodel_operator_reconciles_total", result="success")
-        >= passes + 2,
+        lambda: sum(
+            1
+            for event in operator_requests(installed_cluster, since, operator.user)
+            if event["verb"] == "list" and (event.get("objectRef") or {}).get("resource") == "mlmodels"
+        )
+        >= 2,
         timeout=30,
-        what="two more resync passes",
+        what="two resync passes (each lists the MLModels)",
     )
     assert installed_cluster.get("mlmodel", "sentiment", namespace)["metadata"]["resourceVersion"] == version
     assert (

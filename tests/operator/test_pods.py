@@ -9,9 +9,9 @@ from mlmodel_operator.peering import paused_by
 from mlmodel_operator.pods import (
     ProbeTarget,
     container_problem,
-    not_fully_available,
     probe_targets,
     readiness_problem,
+    unsettled,
 )
 
 
@@ -187,19 +187,23 @@ def test_long_runtime_messages_are_cut():
     assert reason == "ArtifactUnavailable" and len(message) < 700
 
 
-def test_not_fully_available():
-    assert not_fully_available({"spec": {"replicas": 2}, "status": {"availableReplicas": 1}})
-    assert not not_fully_available({"spec": {"replicas": 2}, "status": {"availableReplicas": 2}})
-    assert not not_fully_available({"spec": {"replicas": 0}, "status": {}})
-    assert not not_fully_available(None)
+def test_unsettled():
+    assert unsettled({"spec": {"replicas": 2}, "status": {"availableReplicas": 1}})
+    settled = {"availableReplicas": 2, "updatedReplicas": 2, "replicas": 2}
+    assert not unsettled({"spec": {"replicas": 2}, "status": settled})
+    # A rollout under way: the old pods serve, the new revision's may be failing.
+    assert unsettled({"spec": {"replicas": 2}, "status": {**settled, "replicas": 3, "updatedReplicas": 1}})
+    assert unsettled({"spec": {"replicas": 2}, "status": {**settled, "updatedReplicas": 1}})
+    assert not unsettled({"spec": {"replicas": 0}, "status": {}})
+    assert not unsettled(None)
 
 
 def test_a_deployment_its_controller_has_not_seen_yet_is_not_diagnosed():
     fresh = {"metadata": {"generation": 2}, "spec": {"replicas": 1}, "status": {"observedGeneration": 1}}
-    assert not not_fully_available(fresh)
-    assert not not_fully_available({"metadata": {"generation": 1}, "spec": {"replicas": 1}})
+    assert not unsettled(fresh)
+    assert not unsettled({"metadata": {"generation": 1}, "spec": {"replicas": 1}})
     seen = {**fresh, "status": {"observedGeneration": 2, "availableReplicas": 0}}
-    assert not_fully_available(seen)
+    assert unsettled(seen)
 
 
 NOW = datetime.datetime(2025, 1, 1, 12, 0, tzinfo=datetime.UTC)
