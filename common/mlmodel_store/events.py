@@ -155,5 +155,22 @@ class PredictionLogged:
     at: datetime = field(default_factory=utcnow)
 
 
+@dataclass(frozen=True)
+class ShadowDisagreement:
+    """A sampled prediction on which the shadow model disagreed with the served answer (rows of
+    the first disagreement: what was served, what the shadow said)."""
+
+    namespace: str
+    model: str
+    path: str
+    request: Any
+    served: Any
+    shadow: Any
+    model_digest: str | None = None
+    payload_cap: int = DEFAULT_PAYLOAD_CAP
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    at: datetime = field(default_factory=utcnow)
+
+
 def new_instance_id() -> str:
     return uuid.uuid4().hex

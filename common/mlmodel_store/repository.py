@@ -25,6 +25,7 @@ from .events import (
     RolloutReady,
     RolloutRolledBack,
     RolloutStarted,
+    ShadowDisagreement,
 )
 from .session import Session
 
@@ -307,6 +308,33 @@ def record_predictions(session: Session, events: Sequence[PredictionLogged]) -> 
     )
 
 
+def record_shadow_disagreement(session: Session, event: ShadowDisagreement) -> None:
+    request, request_cut = encode_payload(event.request, event.payload_cap)
+    served, served_cut = encode_payload(event.served, event.payload_cap)
+    shadow, shadow_cut = encode_payload(event.shadow, event.payload_cap)
+    session.execute(
+        """
+        INSERT INTO shadow_disagreements (id, namespace, model, model_digest, observed_at, path,
+                                          request, served, shadow, truncated)
+        VALUES (:id, :namespace, :model, :model_digest, :at, :path, :request, :served, :shadow,
+                :truncated)
+        ON CONFLICT (id) DO NOTHING
+        """,
+        {
+            "id": event.id,
+            "namespace": event.namespace,
+            "model": event.model,
+            "model_digest": event.model_digest,
+            "at": event.at,
+            "path": event.path,
+            "request": request,
+            "served": served,
+            "shadow": shadow,
+            "truncated": request_cut or served_cut or shadow_cut,
+        },
+    )
+
+
 def encode_payload(payload: Any, cap: int) -> tuple[str, bool]:
     """JSON text of ``payload`` cut to ``cap`` characters; the flag says whether it was cut."""
     text = json.dumps(payload, default=_jsonable, separators=(",", ":"), ensure_ascii=False)
@@ -335,6 +363,7 @@ _WRITERS: dict[type, Callable[[Session, Any], None]] = {
     InstanceRegistered: register_instance,
     InstanceHeartbeat: heartbeat,
     InstanceStopped: stop_instance,
+    ShadowDisagreement: record_shadow_disagreement,
 }
 
 

@@ -39,6 +39,7 @@ from mlmodel_runtime.model import (
     SKLearnModel,
 )
 from mlmodel_runtime.settings import RuntimeSettings
+from mlmodel_runtime.shadow import ShadowMirror
 from mlmodel_runtime.stats import InferenceStats
 
 logger = logging.getLogger("mlmodel_runtime.dataplane")
@@ -106,8 +107,24 @@ def build_dataplane(
             max_entry_bytes=settings.cache_max_entry_bytes,
             timeout_seconds=settings.cache_timeout_ms / 1000.0,
         )
+    shadow = None
+    if settings.shadow_url:
+        shadow = ShadowMirror(
+            settings.shadow_url,
+            sample_rate=settings.shadow_sample_rate,
+            metrics=metrics,
+            timeout_seconds=settings.shadow_timeout_seconds,
+            max_in_flight=settings.shadow_max_in_flight,
+            tolerance=settings.shadow_tolerance,
+            record=recorder.log_disagreement if recorder is not None else None,
+        )
     return DataPlane(
-        settings, metrics=metrics, recorder=recorder, log_fields=log_fields, cache=cache
+        settings,
+        metrics=metrics,
+        recorder=recorder,
+        log_fields=log_fields,
+        cache=cache,
+        shadow=shadow,
     )
 
 
@@ -139,6 +156,7 @@ class DataPlane:
         log_fields: dict[str, Any] | None = None,
         recorder: Any = None,
         cache: PredictionCache | None = None,
+        shadow: ShadowMirror | None = None,
     ) -> None:
         self.settings = settings
         self.name = settings.model_name
@@ -149,6 +167,7 @@ class DataPlane:
         self.log_fields = log_fields if log_fields is not None else {}
         self.recorder = recorder  # store.RuntimeRecorder, optional: sampled predictions, heartbeats
         self.cache = cache  # answers repeat requests from Redis (spec.cache), optional
+        self.shadow = shadow  # mirrors sampled predictions to a candidate (spec.shadow), optional
         self.digest = settings.model_sha256 or ""
         self.reason = LOADING
         self.message = "fetching and verifying the model artifact"
@@ -184,6 +203,8 @@ class DataPlane:
             await self._model.unload()
         if self.cache is not None:
             await self.cache.close()
+        if self.shadow is not None:
+            await self.shadow.close()
         if self.recorder is not None:
             # Marks this instance stopped; bounded so a database outage cannot eat the grace period.
             flush_seconds = min(

@@ -74,6 +74,17 @@ class RuntimeMetrics:
             "(no series without a cache).",
             ["model"], registry=r,
         )  # fmt: skip
+        self._shadow_requests = Counter(
+            "mlmodel_shadow_requests", "Predictions mirrored to the shadow model, by result: "
+            "compared, failed (no answer, an error status or a body that is not JSON), skipped "
+            "(the shadow was busy, or binary tensors).",
+            ["model", "result"], registry=r,
+        )  # fmt: skip
+        self._shadow_rows = Counter(
+            "mlmodel_shadow_rows", "Rows the shadow model predicted, by agreement with the served "
+            "answer (agree: same label, or numbers within the tolerance; disagree).",
+            ["model", "agreement"], registry=r,
+        )  # fmt: skip
         self.ready.set(0)
         # Labelled children cached: .labels() costs a lock and a dict lookup per call.
         self._request_children: dict[tuple[str, int], Counter] = {}
@@ -119,6 +130,15 @@ class RuntimeMetrics:
                 self.model, result
             )
         counter.inc()
+
+    def shadow_request(self, result: str) -> None:
+        self._shadow_requests.labels(self.model, result).inc()
+
+    def shadow_rows(self, agreed: int, disagreed: int) -> None:
+        if agreed:
+            self._shadow_rows.labels(self.model, "agree").inc(agreed)
+        if disagreed:
+            self._shadow_rows.labels(self.model, "disagree").inc(disagreed)
 
     def artifact_error(self, reason: str) -> None:
         self._artifact_errors.labels(self.model, reason).inc()

@@ -135,6 +135,7 @@ class PredictionPipeline:
             # Admitted (or shed) before the body is read: bounded memory under a flood.
             with plane.admitted(reserved_bytes(content_length, self.limit)):
                 body = await read_body(content_length, receive, self.limit)
+                binary = header_length is not None
                 request_id = (scope.get("state") or {}).get("request_id")
                 if endpoint.v2:
                     payload, json_length = await plane.infer_v2(
@@ -145,6 +146,7 @@ class PredictionPipeline:
                     )
                     if json_length is not None:
                         headers = binary_headers(json_length)
+                        binary = True
                 else:
                     payload = await plane.infer_v1(
                         body, request_id=request_id, cache_control=cache_control
@@ -160,6 +162,15 @@ class PredictionPipeline:
         headers = [*headers, (b"content-length", str(len(payload)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
+        if plane.shadow is not None and status == 200:
+            # After the client has its answer; binary tensors are not compared.
+            if binary:
+                plane.shadow.skipped()
+            else:
+                path, root_path = scope["path"], scope.get("root_path", "")
+                if root_path and path.startswith(root_path):
+                    path = path[len(root_path) :]
+                plane.shadow.mirror(path, body, scope["headers"], payload, v2=endpoint.v2)
 
 
 class PredictionEndpoints:

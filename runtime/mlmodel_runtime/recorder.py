@@ -19,6 +19,7 @@ from mlmodel_store.events import (
     InstanceRegistered,
     InstanceStopped,
     PredictionLogged,
+    ShadowDisagreement,
     new_instance_id,
 )
 from mlmodel_store.writer import AsyncWriter
@@ -121,6 +122,17 @@ class RuntimeRecorder:
                 inputs=inputs,
                 outputs=outputs,
                 model_digest=self._model_digest,
+            )
+        )
+
+    def log_disagreement(self, disagreement: dict[str, Any]) -> bool:
+        """Queue a prediction the shadow model disagreed on (already sampled by the mirror)."""
+        return self.writer.submit(
+            ShadowDisagreement(
+                namespace=self.namespace,
+                model=self.model,
+                model_digest=self._model_digest,
+                **disagreement,
             )
         )
 

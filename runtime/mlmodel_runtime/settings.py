@@ -202,6 +202,29 @@ class RuntimeSettings(BaseSettings):
         ),
     )
 
+    # --- shadow traffic (spec.shadow) -----------------------------------------------------------
+    shadow_url: str | None = Field(
+        None,
+        description=(
+            "Base URL of a shadow runtime (http://HOST:PORT) that sampled predictions are mirrored "
+            "to after the client is answered; unset: none. Its agreement is in the metrics."
+        ),
+    )
+    shadow_sample_rate: float = Field(
+        0.1, ge=0.0, le=1.0, description="Fraction of predictions mirrored to the shadow."
+    )
+    shadow_tolerance: float = Field(
+        1e-3,
+        ge=0.0,
+        description="Relative error within which numeric predictions agree (labels must be equal).",
+    )
+    shadow_timeout_seconds: float = Field(
+        2.0, gt=0, description="Longest a mirrored request may take before it counts as failed."
+    )
+    shadow_max_in_flight: int = Field(
+        16, ge=1, description="Mirrored requests at once; past it predictions are not mirrored."
+    )
+
     # --- logs ----------------------------------------------------------------------------------
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     log_format: Literal["json", "text"] = Field(

@@ -17,7 +17,7 @@ from mlmodel_store.migrations import (
 )
 from mlmodel_store.queries import count_rows
 
-TABLES = ["deployments", "rollouts", "runtime_instances", "predictions"]
+TABLES = ["deployments", "rollouts", "runtime_instances", "predictions", "shadow_disagreements"]
 
 
 def test_migrates_an_empty_database(database_url: str) -> None:
