@@ -160,6 +160,7 @@ def count_rows(session: Session, table: str) -> int:
         "rollouts",
         "runtime_instances",
         "predictions",
+        "shadow_disagreements",
         "schema_migrations",
     ):
         raise ValueError(f"unknown table {table!r}")
