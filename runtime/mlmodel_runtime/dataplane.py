@@ -112,6 +112,7 @@ def build_dataplane(
         shadow = ShadowMirror(
             settings.shadow_url,
             sample_rate=settings.shadow_sample_rate,
+            model_names=(settings.model_name, settings.shadow_model_name or settings.model_name),
             metrics=metrics,
             timeout_seconds=settings.shadow_timeout_seconds,
             max_in_flight=settings.shadow_max_in_flight,

@@ -210,6 +210,13 @@ class RuntimeSettings(BaseSettings):
             "to after the client is answered; unset: none. Its agreement is in the metrics."
         ),
     )
+    shadow_model_name: str | None = Field(
+        None,
+        description=(
+            "The name the shadow runtime serves its model under (/v2/models/NAME); unset: "
+            "model_name. A candidate deployed as an MLModel of its own has its own name."
+        ),
+    )
     shadow_sample_rate: float = Field(
         0.1, ge=0.0, le=1.0, description="Fraction of predictions mirrored to the shadow."
     )

@@ -115,6 +115,7 @@ class ShadowMirror:
         url: str,
         *,
         sample_rate: float,
+        model_names: tuple[str, str] | None = None,
         metrics: Any,
         timeout_seconds: float = 2.0,
         max_in_flight: int = 16,
@@ -124,6 +125,12 @@ class ShadowMirror:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.url = url.rstrip("/")
+        # (served, shadow): the shadow serves its model under another name; paths are renamed.
+        self._renamed = (
+            (f"/models/{model_names[0]}", f"/models/{model_names[1]}")
+            if model_names and model_names[0] != model_names[1]
+            else None
+        )
         self.sample_rate = sample_rate
         self.metrics = metrics
         self.tolerance = tolerance
@@ -172,6 +179,8 @@ class ShadowMirror:
         headers = {"cache-control": "no-cache", "content-type": "application/json"}
         if authorization:
             headers["authorization"] = authorization.decode("latin-1")
+        if self._renamed is not None:
+            path = path.replace(self._renamed[0], self._renamed[1], 1)
         try:
             response = await self._client.post(self.url + path, content=body, headers=headers)
         except httpx.HTTPError as error:

@@ -207,15 +207,33 @@ async def test_a_retrained_sentiment_model_mostly_agrees_and_disagreements_are_k
     assert row["path"] in ("/v2/models/sentiment/infer", "/v1/models/sentiment:predict")
 
 
-async def test_the_same_model_in_the_shadow_agrees_on_every_row(shadow_server, tmp_path):
-    shadow = serve_shadow(EXAMPLES / "sentiment" / "mlmodel.yaml", tmp_path / "shadow", shadow_server)
-    settings = stable_settings("sentiment", tmp_path, shadow_url=shadow.url)
+async def test_the_same_model_in_the_shadow_agrees_on_every_row_under_its_own_name(
+    shadow_server, tmp_path
+):
+    # The candidate deployed as a model of its own name, as a second MLModel would be.
+    manifest = tmp_path / "candidate" / "mlmodel.yaml"
+    manifest.parent.mkdir()
+    text = (EXAMPLES / "sentiment" / "mlmodel.yaml").read_text()
+    model = (EXAMPLES / "sentiment" / "model.joblib").resolve()
+    manifest.write_text(
+        text.replace("name: sentiment", "name: sentiment-candidate").replace(
+            "uri: model.joblib", f"uri: {model}"
+        )
+    )
+    shadow = serve_shadow(manifest, tmp_path / "shadow", shadow_server)
+    settings = stable_settings(
+        "sentiment", tmp_path, shadow_url=shadow.url, shadow_model_name="sentiment-candidate"
+    )
     async with running_app(settings) as runtime:
         response = await runtime.client.post("/v2/models/sentiment/infer", json=text_request(REVIEWS))
         assert response.status_code == 200
-        requests, rows = await settled(runtime.client, 1)
-    assert requests == {"compared": 1}
-    assert rows == {"agree": len(REVIEWS)}
+        response = await runtime.client.post(
+            "/v1/models/sentiment:predict", json={"instances": REVIEWS[:4]}
+        )
+        assert response.status_code == 200
+        requests, rows = await settled(runtime.client, 2)
+    assert requests == {"compared": 2}
+    assert rows == {"agree": len(REVIEWS) + 4}
 
 
 async def test_house_prices_agree_within_the_tolerance(retrained, shadow_server, tmp_path):
