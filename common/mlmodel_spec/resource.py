@@ -48,6 +48,10 @@ QUANTITY_PATTERN = (
 )
 
 
+# The candidate of spec.shadow runs as Deployment and Service NAME + this suffix.
+SHADOW_SUFFIX = "-shadow"
+
+
 class InvalidSpec(ValueError):
     """An MLModel the schema let through but the operator cannot serve; the message says what to fix."""
 
@@ -194,6 +198,14 @@ class RolloutSpec(_Spec):
     progress_deadline_seconds: int | None = Field(None, ge=10, le=86400)
 
 
+class ShadowSpec(_Spec):
+    """A candidate model run in the shadow of the served one (docs/rollouts.md)."""
+
+    model: ModelSource
+    sample_rate: float = Field(0.1, ge=0.0, le=1.0)
+    tolerance: float = Field(1e-3, ge=0.0)
+
+
 class NetworkPolicySpec(_Spec):
     enabled: bool = False
     allowed_namespaces: list[str] = []
@@ -250,6 +262,7 @@ class MLModelSpec(_Spec):
     ingress: IngressSpec | None = None
     gateway: GatewaySpec | None = None
     rollout: RolloutSpec = RolloutSpec()
+    shadow: ShadowSpec | None = None
 
     @model_validator(mode="after")
     def _ingress_or_gateway(self) -> MLModelSpec:
@@ -332,6 +345,16 @@ def parse_spec(mlmodel: dict, *, in_cluster: bool = True) -> MLModelSpec:
         spec = MLModelSpec.model_validate(mlmodel.get("spec") or {}, context={"in_cluster": in_cluster})
     except ValidationError as error:
         raise InvalidSpec(_describe(error)) from None
+    if in_cluster and spec.shadow is not None and len(name) > 63 - len(SHADOW_SUFFIX):
+        raise InvalidSpec(
+            f"metadata.name must be at most {63 - len(SHADOW_SUFFIX)} characters with spec.shadow: "
+            f"the candidate's Deployment and Service are named NAME{SHADOW_SUFFIX}"
+        )
+    if in_cluster and spec.shadow is not None and not REMOTE_OR_ABSOLUTE.match(spec.shadow.model.uri):
+        raise InvalidSpec(
+            f"spec.shadow.model.uri {spec.shadow.model.uri!r} is a relative path; in a cluster use "
+            "an https://, s3://, pvc:// or oci:// URI, or an absolute path inside the runtime image"
+        )
     if in_cluster and not REMOTE_OR_ABSOLUTE.match(spec.model.uri):
         raise InvalidSpec(
             f"spec.model.uri {spec.model.uri!r} is a relative path, which only `mlmodel serve` can "

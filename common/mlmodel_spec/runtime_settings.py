@@ -60,6 +60,10 @@ MANAGED_SETTINGS = (
     "cache_redis_url",
     "cache_ttl_seconds",
     "cache_max_entry_bytes",
+    "shadow_url",
+    "shadow_model_name",
+    "shadow_sample_rate",
+    "shadow_tolerance",
 )
 # A user's spec.runtime.env entry with one of these names would fight the field it comes from.
 MANAGED_ENV = frozenset(env_var(field) for field in MANAGED_SETTINGS)

@@ -45,8 +45,11 @@ class ProbeTarget:
 
     @property
     def url(self) -> str:
+        return self.address("/v2/health/ready")
+
+    def address(self, path: str) -> str:
         host = f"[{self.ip}]" if ":" in self.ip else self.ip
-        return f"http://{host}:{self.port}/v2/health/ready"
+        return f"http://{host}:{self.port}{path}"
 
 
 def _name(pod: dict[str, Any]) -> str:
@@ -145,8 +148,9 @@ def _image_volume_dropped(pod: dict[str, Any]) -> tuple[str, str] | None:
     return "ImageVolumeUnsupported", text
 
 
-def probe_targets(pods: list[dict[str, Any]]) -> list[ProbeTarget]:
-    """Runtime pods that run but are not ready, with the address of their `http` port."""
+def probe_targets(pods: list[dict[str, Any]], *, ready: bool = False) -> list[ProbeTarget]:
+    """Runtime pods that run but are not ready (``ready``: that are ready), with the address of
+    their `http` port."""
     targets = []
     for pod in sorted(pods, key=_name):
         status = pod.get("status") or {}
@@ -160,7 +164,7 @@ def probe_targets(pods: list[dict[str, Any]]) -> list[ProbeTarget]:
         if (
             not ip
             or runtime is None
-            or runtime.get("ready")
+            or bool(runtime.get("ready")) != ready
             or "running" not in (runtime.get("state") or {})
         ):
             continue

@@ -10,13 +10,16 @@ from collections.abc import Callable
 from typing import Any
 
 import kopf
+from mlmodel_spec.resource import parse_spec
 
 from mlmodel_operator import metrics, rollback
+from mlmodel_operator.agreement import ShadowAgreement
 from mlmodel_operator.builders import (
     HTTPROUTE_CRD,
     SERVICEMONITOR_CRD,
     InvalidSpec,
     build_children,
+    shadow_name,
 )
 from mlmodel_operator.children import REPLICAS_FIELD, Children, Seen
 from mlmodel_operator.conditions import DEGRADED, READY, get_condition
@@ -25,6 +28,7 @@ from mlmodel_operator.kube import (
     CHILD_TYPES,
     DEPLOYMENT,
     HTTPROUTE,
+    SERVICE,
     SERVICEMONITOR,
     ApiError,
     Applied,
@@ -71,6 +75,8 @@ class Context:
     # Standalone unless `mlmodel operator` runs with kopf peering (the resync loop follows it).
     peering: Peering = dataclasses.field(default_factory=lambda: Peering(name=None, identity=""))
     diagnosis: PodDiagnosis | None = None
+    # Asks the serving pods how often the spec.shadow candidate agrees.
+    agreement: ShadowAgreement | None = None
     # Records in the metadata store; replaced by the enabled one at operator start-up.
     recorder: MetadataRecorder = dataclasses.field(default_factory=MetadataRecorder)
     # The children as the watches last showed them, and what was last applied to each.
@@ -85,6 +91,8 @@ class Context:
     def __post_init__(self) -> None:
         if self.diagnosis is None:
             self.diagnosis = PodDiagnosis(self.settings)
+        if self.agreement is None:
+            self.agreement = ShadowAgreement(self.settings)
         # Passes started by kopf's handlers that run at once; the others wait their turn.
         self.reconcile_slots = asyncio.Semaphore(self.settings.max_concurrent_reconciles)
     # One lock per MLModel uid: event handlers and the resync loop never reconcile it at once.
@@ -96,8 +104,9 @@ class Context:
     def forget(self, uid: str) -> None:
         self.locks.pop(uid, None)
         self.conflicts.pop(uid, None)
-        assert self.diagnosis is not None
+        assert self.diagnosis is not None and self.agreement is not None
         self.diagnosis.forget(uid)
+        self.agreement.forget(uid)
         self.census.forget(uid)
         self.recorder.forget(uid)
 
@@ -144,7 +153,11 @@ async def reconcile(ctx: Context, mlmodel: dict[str, Any], logger: logging.Logge
             continue
         if outcome is not Applied.UNCHANGED:
             changes.append((outcome.value, child["kind"], child["metadata"]["name"]))
-        if child["kind"] == DEPLOYMENT.kind and live is not None:
+        if (
+            child["kind"] == DEPLOYMENT.kind
+            and child["metadata"]["name"] == meta["name"]
+            and live is not None
+        ):
             deployment = live
     ctx.recorder.applied(mlmodel)
 
@@ -157,6 +170,15 @@ async def reconcile(ctx: Context, mlmodel: dict[str, Any], logger: logging.Logge
         # Every child is named after its MLModel.
         if await delete_stale(ctx, rtype, namespace, meta["name"], uid):
             changes.append(("Deleted", rtype.kind, meta["name"]))
+    # The candidate of spec.shadow, NAME-shadow, once the spec drops it (watched kinds: the cache
+    # answers, no request).
+    made = {(child["kind"], child["metadata"]["name"]) for child in children}
+    shadow = shadow_name(mlmodel)
+    for rtype in (DEPLOYMENT, SERVICE):
+        if (rtype.kind, shadow) not in made and await delete_stale(
+            ctx, rtype, namespace, shadow, uid
+        ):
+            changes.append(("Deleted", rtype.kind, shadow))
     _announce_children(mlmodel, logger, changes)
 
     if conflict is None:
@@ -262,7 +284,11 @@ async def sync_status(
                 deployment = seen.body
             else:
                 deployment = await ctx.kube.get(DEPLOYMENT, namespace, name)
-        assert ctx.diagnosis is not None
+        assert ctx.diagnosis is not None and ctx.agreement is not None
+        try:
+            spec = parse_spec(serving)
+        except InvalidSpec:
+            spec = None  # compute_status says what to fix
         # An invalid spec (the spec model's refusal) gives the Degraded/InvalidSpec status here.
         status = compute_status(
             serving,
@@ -272,6 +298,7 @@ async def sync_status(
             now=ctx.now(),
             artifact_problem=await ctx.diagnosis.problem(ctx.kube, serving, deployment),
             conflict=ctx.conflicts.get(mlmodel["metadata"]["uid"]),
+            shadow=await ctx.agreement.status(ctx.kube, serving, spec) if spec else None,
         )
         status, starting = rollback.settle(mlmodel, status, now=ctx.now())
         previous = mlmodel.get("status") or {}

@@ -23,7 +23,7 @@ from mlmodel_operator.conditions import DEGRADED, PROGRESSING, READY, get_condit
 _MOVING_REASONS = {"NewReplicaSetCreated", "FoundNewReplicaSet", "ReplicaSetUpdated"}
 # Status fields carried over from the previous status when the spec cannot be evaluated.
 _CARRIED_FIELDS = ("url", "replicas", "readyReplicas", "replicaSummary", "modelDigest",
-                   "modelShortDigest", "monitoring", "exposure")
+                   "modelShortDigest", "monitoring", "exposure", "shadow")
 
 
 class _Verdict:
@@ -222,6 +222,7 @@ def compute_status(
     now: str,
     artifact_problem: tuple[str, str] | None = None,
     conflict: tuple[str, str] | None = None,
+    shadow: dict | None = None,
 ) -> dict:
     """The full desired `status`; equal to the stored one when nothing changed (no write needed).
 
@@ -230,6 +231,7 @@ def compute_status(
     or a container is stuck (("CrashLoopBackOff", ...), ("OOMKilled", ...)); it makes the MLModel
     Degraded. `conflict` is (reason, message) when a child's name is taken by an object another
     owner controls: the model is Degraded and not Ready (its URL may reach someone else's Service).
+    `shadow` is status.shadow (how often the spec.shadow candidate agrees), when it has one.
     """
     try:
         spec = parse_spec(mlmodel)
@@ -271,6 +273,8 @@ def compute_status(
         "monitoring": _monitoring(mlmodel, spec, servicemonitor_supported),
         "exposure": _exposure(mlmodel, spec, httproute_supported),
     }
+    if shadow is not None:
+        status["shadow"] = shadow
     if generation is None:
         del status["observedGeneration"]
     last_failure = _last_failure(previous, verdict.failure, now)

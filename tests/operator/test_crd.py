@@ -122,6 +122,8 @@ def test_crd_defaults_are_the_operators_defaults():
         "predictionLogging": {},
         "networkPolicy": {},
         "cache": {"redis": {"secretRef": {"name": "redis", "key": "url"}}},
+        "rollout": {},
+        "shadow": {"model": {"uri": "https://m.example.com/b.joblib", "sha256": DIGEST}},
     }
     parsed = parse_spec(mlmodel(spec=every_object)).model_dump(by_alias=True)
     # spec.ingress and spec.gateway exclude each other: their defaults are read one at a time.

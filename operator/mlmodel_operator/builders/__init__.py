@@ -28,6 +28,7 @@ from mlmodel_operator.builders.networking import (
     build_service,
 )
 from mlmodel_operator.builders.scaling import build_hpa, build_pdb
+from mlmodel_operator.builders.shadow import build_shadow, shadow_name
 from mlmodel_operator.settings import OperatorSettings
 
 __all__ = [
@@ -44,9 +45,11 @@ __all__ = [
     "build_pdb",
     "build_service",
     "build_servicemonitor",
+    "build_shadow",
     "external_url",
     "selector_string",
     "service_url",
+    "shadow_name",
 ]
 
 
@@ -64,6 +67,7 @@ def build_children(
         build_network_policy(mlmodel, spec),
         build_service(mlmodel, spec),
         build_deployment(mlmodel, spec, settings),
+        *build_shadow(mlmodel, spec, settings),
         build_hpa(mlmodel, spec),
         build_pdb(mlmodel, spec),
         build_servicemonitor(mlmodel, spec, settings) if servicemonitor_supported else None,

@@ -9,7 +9,7 @@ from mlmodel_spec.model_uris import (
     MountedVolume,
     parse_mounted,
 )
-from mlmodel_spec.resource import MLModelSpec
+from mlmodel_spec.resource import SHADOW_SUFFIX, MLModelSpec
 from mlmodel_spec.runtime_settings import MANAGED_SETTINGS, env_var, spec_settings
 
 from mlmodel_operator.builders.common import (
@@ -55,6 +55,15 @@ def runtime_env(name: str, spec: MLModelSpec, settings: OperatorSettings) -> lis
         decided["auth_token_file"] = f"{AUTH_DIR}/{AUTH_FILE}"
     if _model_volume(spec) is not None:
         decided["model_mount_dir"] = MODEL_MOUNT_DIR
+    if spec.shadow is not None:
+        # The candidate's Service in the pod's own namespace (a short name its DNS resolves).
+        shadow = f"{name}{SHADOW_SUFFIX}"
+        decided.update(
+            shadow_url=f"http://{shadow}:{spec.service.port}",
+            shadow_model_name=shadow,
+            shadow_sample_rate=spec.shadow.sample_rate,
+            shadow_tolerance=spec.shadow.tolerance,
+        )
     # URLs that hold credentials come from the Secret the spec names, never into the pod template.
     from_secrets = {
         "database_url": spec.database,
