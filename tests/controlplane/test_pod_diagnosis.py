@@ -9,13 +9,7 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -26,12 +20,17 @@ from support.operator import operator_requests, utc_now
 from support.ports import wait_until
 
 from controlplane.models import condition, mlmodel
-from controlplane.pods import UNREADY_IMAGE, mark_ready, running_pods, wait_for_pods
+from controlplane.pods import (
+    RUNTIME_PORT,
+    UNREADY_IMAGE,
+    Runtime,
+    mark_ready,
+    running_pods,
+    wait_for_pods,
+)
 
 pytestmark = pytest.mark.cluster
 FAST_DIAGNOSIS = {"MLMODEL_OPERATOR_POD_DIAGNOSIS_INTERVAL_SECONDS": "0.5"}
-# The runtime container's http port, which the operator asks on the pod's IP.
-RUNTIME_PORT = 8080
 
 
 def degraded(cluster: Cluster, namespace: str, name: str = "sentiment") -> dict:
@@ -66,53 +65,6 @@ def test_failing_pods_degrade_the_model_with_the_kubelet_reason(
         "get", "events", "-n", namespace, "--field-selector", f"reason={reason}", "-o", "name"
     ).stdout
     assert events.strip(), f"no {reason} Event"
-
-
-class Runtime:
-    """A real `mlmodel serve` process standing in for the runtime container of a pod."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.tmp_path = tmp_path
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, deployment: dict, pod: dict) -> None:
-        ip = pod["status"]["podIP"]
-        environment = {k: v for k, v in os.environ.items() if not k.startswith("MLMODEL_")}
-        for item in deployment["spec"]["template"]["spec"]["containers"][0]["env"]:
-            if "value" in item:
-                environment[item["name"]] = item["value"]
-        environment.update(
-            MLMODEL_NAMESPACE=pod["metadata"]["namespace"],
-            MLMODEL_POD_NAME=pod["metadata"]["name"],
-            MLMODEL_CACHE_DIR=str(self.tmp_path / "cache"),
-            MLMODEL_HOST=ip,
-            MLMODEL_PORT=str(RUNTIME_PORT),
-            MLMODEL_SHUTDOWN_GRACE_SECONDS="0",
-            MLMODEL_LOG_FORMAT="text",
-        )
-        with open(self.tmp_path / "runtime.log", "ab") as log:  # one log for every start
-            self.process = subprocess.Popen(
-                [str(Path(sys.executable).with_name("mlmodel")), "serve"],
-                env=environment, stdout=log, stderr=subprocess.STDOUT,
-            )
-
-        def live() -> bool:
-            assert self.process is not None and self.process.poll() is None, "runtime exited"
-            try:
-                with urllib.request.urlopen(f"http://{ip}:{RUNTIME_PORT}/v2/health/live", timeout=1):
-                    return True
-            except (urllib.error.URLError, OSError):
-                return False
-
-        wait_until(live, timeout=60, what="the runtime to listen on the pod IP")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
 
 
 @pytest.fixture()

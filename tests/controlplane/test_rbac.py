@@ -31,7 +31,7 @@ from support.rbac import (
     rule_grants,
 )
 
-from controlplane.models import mlmodel
+from controlplane.models import SHA256, URI, mlmodel
 
 pytestmark = pytest.mark.cluster
 CHILDREN = ("networkpolicy", "service", "deployment", "horizontalpodautoscaler",
@@ -89,6 +89,7 @@ def run_every_kind_of_work(cluster: Cluster, run_operator, namespace: str) -> No
                 networkPolicy={"enabled": True},
                 monitoring={"serviceMonitor": True},
                 ingress={"host": "models.example.com"},
+                shadow={"model": {"uri": URI.replace("sentiment/", "sentiment/v2/"), "sha256": SHA256}},
             )
         )
         wait_until(
@@ -120,11 +121,12 @@ def run_every_kind_of_work(cluster: Cluster, run_operator, namespace: str) -> No
             timeout=60, what="the Ingress exchanged for an HTTPRoute",
         )
         patch = {"spec": {"autoscaling": None, "replicas": 1, "networkPolicy": {"enabled": False},
-                          "monitoring": {"serviceMonitor": False}, "gateway": None}}
+                          "monitoring": {"serviceMonitor": False}, "gateway": None, "shadow": None}}
         cluster.kubectl("patch", "mlmodel", "sentiment", "-n", namespace, "--type=merge", "-p", json.dumps(patch))
         wait_until(
-            lambda: all(cluster.get(kind, "sentiment", namespace) is None for kind in OPTIONAL),
-            timeout=60, what="the optional children removed",
+            lambda: all(cluster.get(kind, "sentiment", namespace) is None for kind in OPTIONAL)
+            and all(cluster.get(kind, "sentiment-shadow", namespace) is None for kind in ("deployment", "service")),
+            timeout=60, what="the optional children and the shadow candidate removed",
         )
         assert operator.stop() == 0
     finally:
