@@ -48,8 +48,10 @@ QUANTITY_PATTERN = (
 )
 
 
-# The candidate of spec.shadow runs as Deployment and Service NAME + this suffix.
+# The candidate of spec.shadow runs as Deployment and Service NAME + this suffix; the one of
+# spec.canary as Deployment NAME + its suffix.
 SHADOW_SUFFIX = "-shadow"
+CANARY_SUFFIX = "-canary"
 
 
 class InvalidSpec(ValueError):
@@ -206,6 +208,25 @@ class ShadowSpec(_Spec):
     tolerance: float = Field(1e-3, ge=0.0)
 
 
+class CanaryAnalysis(_Spec):
+    """When a canary passes: after window_seconds with min_requests on each revision, its error
+    rate at most max_error_rate_increase above the stable one's, its p99 at most
+    max_latency_ratio times the stable one's."""
+
+    window_seconds: int = Field(120, ge=10, le=3600)
+    min_requests: int = Field(50, ge=1)
+    max_error_rate_increase: float = Field(0.01, ge=0.0, le=1.0)
+    max_latency_ratio: float = Field(1.5, ge=1.0)
+
+
+class CanarySpec(_Spec):
+    """A candidate model taking a share of the traffic, by its share of the pods (docs/rollouts.md)."""
+
+    model: ModelSource
+    weight: int = Field(ge=1, le=99)
+    analysis: CanaryAnalysis = CanaryAnalysis()
+
+
 class NetworkPolicySpec(_Spec):
     enabled: bool = False
     allowed_namespaces: list[str] = []
@@ -263,6 +284,15 @@ class MLModelSpec(_Spec):
     gateway: GatewaySpec | None = None
     rollout: RolloutSpec = RolloutSpec()
     shadow: ShadowSpec | None = None
+    canary: CanarySpec | None = None
+
+    @model_validator(mode="after")
+    def _one_candidate(self) -> MLModelSpec:
+        if self.shadow is not None and self.canary is not None:
+            raise ValueError(
+                "set spec.shadow or spec.canary, not both: one candidate at a time"
+            )
+        return self
 
     @model_validator(mode="after")
     def _ingress_or_gateway(self) -> MLModelSpec:
@@ -345,16 +375,23 @@ def parse_spec(mlmodel: dict, *, in_cluster: bool = True) -> MLModelSpec:
         spec = MLModelSpec.model_validate(mlmodel.get("spec") or {}, context={"in_cluster": in_cluster})
     except ValidationError as error:
         raise InvalidSpec(_describe(error)) from None
-    if in_cluster and spec.shadow is not None and len(name) > 63 - len(SHADOW_SUFFIX):
-        raise InvalidSpec(
-            f"metadata.name must be at most {63 - len(SHADOW_SUFFIX)} characters with spec.shadow: "
-            f"the candidate's Deployment and Service are named NAME{SHADOW_SUFFIX}"
-        )
-    if in_cluster and spec.shadow is not None and not REMOTE_OR_ABSOLUTE.match(spec.shadow.model.uri):
-        raise InvalidSpec(
-            f"spec.shadow.model.uri {spec.shadow.model.uri!r} is a relative path; in a cluster use "
-            "an https://, s3://, pvc:// or oci:// URI, or an absolute path inside the runtime image"
-        )
+    for section, candidate, suffix in (
+        ("shadow", spec.shadow, SHADOW_SUFFIX),
+        ("canary", spec.canary, CANARY_SUFFIX),
+    ):
+        if not in_cluster or candidate is None:
+            continue
+        if len(name) > 63 - len(suffix):
+            raise InvalidSpec(
+                f"metadata.name must be at most {63 - len(suffix)} characters with spec.{section}: "
+                f"the candidate's children are named NAME{suffix}"
+            )
+        if not REMOTE_OR_ABSOLUTE.match(candidate.model.uri):
+            raise InvalidSpec(
+                f"spec.{section}.model.uri {candidate.model.uri!r} is a relative path; in a cluster "
+                "use an https://, s3://, pvc:// or oci:// URI, or an absolute path inside the "
+                "runtime image"
+            )
     if in_cluster and not REMOTE_OR_ABSOLUTE.match(spec.model.uri):
         raise InvalidSpec(
             f"spec.model.uri {spec.model.uri!r} is a relative path, which only `mlmodel serve` can "

@@ -64,6 +64,7 @@ MANAGED_SETTINGS = (
     "shadow_model_name",
     "shadow_sample_rate",
     "shadow_tolerance",
+    "revision",
 )
 # A user's spec.runtime.env entry with one of these names would fight the field it comes from.
 MANAGED_ENV = frozenset(env_var(field) for field in MANAGED_SETTINGS)

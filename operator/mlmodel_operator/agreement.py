@@ -1,33 +1,25 @@
 """How often the shadow candidate agrees with the served model (status.shadow).
 
 The served runtime's pods count it themselves (mlmodel_shadow_rows_total and
-mlmodel_shadow_requests_total on their /metrics); the operator adds up what its ready pods say,
-at most once per interval per MLModel, from a plain HTTP session that never carries the
-operator's API credentials. Counters start again with each pod, so the figures cover the pods
-that serve now.
+mlmodel_shadow_requests_total on their /metrics); the operator adds up what its ready pods say
+(podmetrics.py), at most once per interval per MLModel. Counters start again with each pod, so
+the figures cover the pods that serve now.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import time
 from typing import Any
 
-import aiohttp
 from mlmodel_spec.resource import MLModelSpec
 from prometheus_client.parser import text_string_to_metric_families
 
-from mlmodel_operator import __version__
+from mlmodel_operator.builders.candidates import shadow_name
 from mlmodel_operator.builders.common import selector_string
-from mlmodel_operator.builders.shadow import shadow_name
-from mlmodel_operator.kube import POD, KubeClient
-from mlmodel_operator.pods import ProbeTarget, probe_targets
+from mlmodel_operator.kube import KubeClient
+from mlmodel_operator.podmetrics import PodMetrics
 from mlmodel_operator.settings import OperatorSettings
 
-logger = logging.getLogger("mlmodel_operator.agreement")
-PODS_ASKED = 10
-MAX_BODY = 1024 * 1024
 # (metric, label) -> key of the totals.
 _COUNTED = {
     ("mlmodel_shadow_rows_total", "agreement"): ("agree", "disagree"),
@@ -75,18 +67,13 @@ def shadow_status(mlmodel: dict, spec: MLModelSpec, totals: dict[str, int], pods
 
 
 class ShadowAgreement:
-    def __init__(self, settings: OperatorSettings) -> None:
+    def __init__(self, settings: OperatorSettings, pods: PodMetrics) -> None:
         self._settings = settings
+        self._pods = pods
         self._last: dict[str, tuple[float, dict]] = {}
-        self._session: aiohttp.ClientSession | None = None
 
     def forget(self, uid: str) -> None:
         self._last.pop(uid, None)
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
 
     async def status(self, kube: KubeClient, mlmodel: dict, spec: MLModelSpec) -> dict | None:
         """status.shadow of a model with spec.shadow (None without), reused for an interval."""
@@ -98,33 +85,13 @@ class ShadowAgreement:
         cached = self._last.get(uid)
         if cached is not None and now - cached[0] < self._settings.pod_diagnosis_interval_seconds:
             return cached[1]
-        pods = (
-            await kube.list(POD, mlmodel["metadata"]["namespace"], selector_string(mlmodel))
-        ).get("items") or []
-        targets = probe_targets(pods, ready=True)[:PODS_ASKED]
-        answers = await asyncio.gather(*(self._ask(target) for target in targets))
+        texts, asked = await self._pods.read(
+            kube, mlmodel["metadata"]["namespace"], selector_string(mlmodel)
+        )
         totals = dict.fromkeys(KEYS, 0)
-        for answer in answers:
-            for key, value in (answer or {}).items():
+        for text in texts:
+            for key, value in shadow_counts(text).items():
                 totals[key] += value
-        answered = sum(1 for answer in answers if answer is not None)
-        found = shadow_status(mlmodel, spec, totals, (answered, len(targets)))
+        found = shadow_status(mlmodel, spec, totals, (len(texts), asked))
         self._last[uid] = (time.monotonic(), found)
         return found
-
-    async def _ask(self, target: ProbeTarget) -> dict[str, int] | None:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self._settings.pod_probe_timeout_seconds),
-                headers={"User-Agent": f"mlmodel-operator/{__version__}"},
-            )
-        try:
-            async with self._session.get(target.address("/metrics"), allow_redirects=False) as response:
-                if response.status != 200:
-                    return None
-                # Bounded read: whatever answers on that port, it cannot flood the operator.
-                text = (await response.content.read(MAX_BODY)).decode("utf-8", "replace")
-                return shadow_counts(text)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as error:
-            logger.debug("runtime metrics unreadable: pod=%s error=%r", target.pod, error)
-            return None

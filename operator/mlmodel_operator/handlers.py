@@ -152,8 +152,8 @@ def register(registry: kopf.OperatorRegistry, ctx: Context, namespaces: Sequence
         await ctx.kube.close()
         if ctx.diagnosis is not None:
             await ctx.diagnosis.close()
-        if ctx.agreement is not None:
-            await ctx.agreement.close()
+        if ctx.pod_metrics is not None:
+            await ctx.pod_metrics.close()
         await ctx.recorder.close(ctx.settings.metadata_flush_timeout_seconds)
 
     @kopf.on.resume(*MLMODELS, registry=registry)

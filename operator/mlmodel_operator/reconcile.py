@@ -19,8 +19,10 @@ from mlmodel_operator.builders import (
     SERVICEMONITOR_CRD,
     InvalidSpec,
     build_children,
+    canary_name,
     shadow_name,
 )
+from mlmodel_operator.canary import FAILED, CanaryAnalysis, with_canary
 from mlmodel_operator.children import REPLICAS_FIELD, Children, Seen
 from mlmodel_operator.conditions import DEGRADED, READY, get_condition
 from mlmodel_operator.diagnosis import PodDiagnosis
@@ -41,6 +43,7 @@ from mlmodel_operator.kube import (
 from mlmodel_operator.metadata import MetadataRecorder
 from mlmodel_operator.mlmodels import MLModels
 from mlmodel_operator.peering import Peering
+from mlmodel_operator.podmetrics import PodMetrics
 from mlmodel_operator.settings import OperatorSettings
 from mlmodel_operator.status import compute_status
 
@@ -75,8 +78,11 @@ class Context:
     # Standalone unless `mlmodel operator` runs with kopf peering (the resync loop follows it).
     peering: Peering = dataclasses.field(default_factory=lambda: Peering(name=None, identity=""))
     diagnosis: PodDiagnosis | None = None
-    # Asks the serving pods how often the spec.shadow candidate agrees.
+    # Read the runtimes' own /metrics: how often spec.shadow's candidate agrees, how
+    # spec.canary's does against the served model.
+    pod_metrics: PodMetrics | None = None
     agreement: ShadowAgreement | None = None
+    canary: CanaryAnalysis | None = None
     # Records in the metadata store; replaced by the enabled one at operator start-up.
     recorder: MetadataRecorder = dataclasses.field(default_factory=MetadataRecorder)
     # The children as the watches last showed them, and what was last applied to each.
@@ -91,8 +97,12 @@ class Context:
     def __post_init__(self) -> None:
         if self.diagnosis is None:
             self.diagnosis = PodDiagnosis(self.settings)
+        if self.pod_metrics is None:
+            self.pod_metrics = PodMetrics(self.settings)
         if self.agreement is None:
-            self.agreement = ShadowAgreement(self.settings)
+            self.agreement = ShadowAgreement(self.settings, self.pod_metrics)
+        if self.canary is None:
+            self.canary = CanaryAnalysis(self.settings, self.pod_metrics)
         # Passes started by kopf's handlers that run at once; the others wait their turn.
         self.reconcile_slots = asyncio.Semaphore(self.settings.max_concurrent_reconciles)
     # One lock per MLModel uid: event handlers and the resync loop never reconcile it at once.
@@ -104,9 +114,10 @@ class Context:
     def forget(self, uid: str) -> None:
         self.locks.pop(uid, None)
         self.conflicts.pop(uid, None)
-        assert self.diagnosis is not None and self.agreement is not None
+        assert self.diagnosis is not None and self.agreement is not None and self.canary is not None
         self.diagnosis.forget(uid)
         self.agreement.forget(uid)
+        self.canary.forget(uid)
         self.census.forget(uid)
         self.recorder.forget(uid)
 
@@ -170,15 +181,16 @@ async def reconcile(ctx: Context, mlmodel: dict[str, Any], logger: logging.Logge
         # Every child is named after its MLModel.
         if await delete_stale(ctx, rtype, namespace, meta["name"], uid):
             changes.append(("Deleted", rtype.kind, meta["name"]))
-    # The candidate of spec.shadow, NAME-shadow, once the spec drops it (watched kinds: the cache
-    # answers, no request).
+    # The candidates of spec.shadow and spec.canary once the spec drops them (watched kinds:
+    # the cache answers, no request).
     made = {(child["kind"], child["metadata"]["name"]) for child in children}
-    shadow = shadow_name(mlmodel)
-    for rtype in (DEPLOYMENT, SERVICE):
-        if (rtype.kind, shadow) not in made and await delete_stale(
-            ctx, rtype, namespace, shadow, uid
-        ):
-            changes.append(("Deleted", rtype.kind, shadow))
+    for rtype, name in (
+        (DEPLOYMENT, shadow_name(mlmodel)),
+        (SERVICE, shadow_name(mlmodel)),
+        (DEPLOYMENT, canary_name(mlmodel)),
+    ):
+        if (rtype.kind, name) not in made and await delete_stale(ctx, rtype, namespace, name, uid):
+            changes.append(("Deleted", rtype.kind, name))
     _announce_children(mlmodel, logger, changes)
 
     if conflict is None:
@@ -264,8 +276,9 @@ async def sync_status(
 ) -> dict[str, Any] | None:
     """Write the status computed from the live MLModel and Deployment, only if it differs.
 
-    Returns the MLModel as written when this status starts a rollback (its children must then
-    be built from the stable revision: `reconcile` it), else None.
+    Returns the MLModel as written when this status changes what its children must be (a
+    rollback starts: they are built from the stable revision; a canary failed: it runs no pod
+    more): `reconcile` it. Else None.
 
     `mlmodel` is the MLModel as kopf just handed it over, else as the watch last showed it (the
     operator never reads an MLModel itself: one the watch has not shown yet gets its status
@@ -284,7 +297,7 @@ async def sync_status(
                 deployment = seen.body
             else:
                 deployment = await ctx.kube.get(DEPLOYMENT, namespace, name)
-        assert ctx.diagnosis is not None and ctx.agreement is not None
+        assert ctx.diagnosis is not None and ctx.agreement is not None and ctx.canary is not None
         try:
             spec = parse_spec(serving)
         except InvalidSpec:
@@ -299,6 +312,14 @@ async def sync_status(
             artifact_problem=await ctx.diagnosis.problem(ctx.kube, serving, deployment),
             conflict=ctx.conflicts.get(mlmodel["metadata"]["uid"]),
             shadow=await ctx.agreement.status(ctx.kube, serving, spec) if spec else None,
+        )
+        canary = (
+            await ctx.canary.status(ctx.kube, serving, spec, _canary_ready(ctx, serving))
+            if spec
+            else None
+        )
+        status = with_canary(
+            status, canary, generation=mlmodel["metadata"].get("generation"), now=ctx.now()
         )
         status, starting = rollback.settle(mlmodel, status, now=ctx.now())
         previous = mlmodel.get("status") or {}
@@ -319,6 +340,11 @@ async def sync_status(
         ctx.mlmodels.observe("MODIFIED", written)
         _announce_transitions(ctx, mlmodel, previous, status, logger)
         ctx.recorder.status(mlmodel, status)
+        if _newly_failed(previous, status):
+            # The failed canary's pods go now, not at the next pass.
+            logger.warning("canary failed: %s", status["canary"]["message"])
+            kopf.warn(mlmodel, reason="CanaryFailed", message=status["canary"]["message"])
+            return written
         if starting is None:
             return None
         logger.warning(
@@ -332,6 +358,21 @@ async def sync_status(
         409,
         "Conflict",
         f"MLModel {namespace}/{name} kept changing during its status write",
+    )
+
+
+def _canary_ready(ctx: Context, mlmodel: dict[str, Any]) -> int:
+    seen = ctx.children.seen(DEPLOYMENT.kind, mlmodel["metadata"]["namespace"], canary_name(mlmodel))
+    if seen is None or seen.body is None:
+        return 0
+    ready = (seen.body.get("status") or {}).get("readyReplicas")
+    return ready if isinstance(ready, int) else 0
+
+
+def _newly_failed(previous: dict[str, Any], status: dict[str, Any]) -> bool:
+    before, now = previous.get("canary") or {}, status.get("canary") or {}
+    return now.get("verdict") == FAILED and (
+        before.get("verdict") != FAILED or before.get("specHash") != now.get("specHash")
     )
 
 

@@ -93,7 +93,9 @@ def create_app(
         log_fields.setdefault(key, value)
     metrics = plane.metrics
     tokens = BearerTokens(settings.auth_token_file) if settings.auth_token_file else None
-    pipeline = PredictionPipeline(plane, tokens=tokens, limit=settings.max_request_bytes)
+    pipeline = PredictionPipeline(
+        plane, tokens=tokens, limit=settings.max_request_bytes, revision=settings.revision
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -25,6 +25,7 @@ Headers = list[tuple[bytes, bytes]]
 
 JSON_HEADERS: Headers = [(b"content-type", b"application/json")]
 INFERENCE_HEADER = "inference-header-content-length"
+REVISION_HEADER = b"x-mlmodel-revision"
 _TOO_LARGE_ADVICE = "send fewer rows per request, or raise the limit (MLMODEL_MAX_REQUEST_BYTES)"
 
 
@@ -109,10 +110,14 @@ def binary_headers(json_length: int) -> Headers:
 class PredictionPipeline:
     """Serves one prediction request on ASGI ``receive``/``send``, whoever routed it."""
 
-    def __init__(self, plane: DataPlane, *, tokens: BearerTokens | None, limit: int) -> None:
+    def __init__(
+        self, plane: DataPlane, *, tokens: BearerTokens | None, limit: int, revision: str = "stable"
+    ) -> None:
         self.plane = plane
         self.tokens = tokens
         self.limit = limit
+        # Which revision answered (a canary's pods say so), on every prediction response.
+        self.revision_header = (REVISION_HEADER, revision.encode("latin-1"))
 
     async def serve(
         self,
@@ -159,7 +164,7 @@ class PredictionPipeline:
         except Exception as exc:
             logger.error("unhandled error", exc_info=exc, extra={"url.path": scope["path"]})
             status, payload = 500, error_body("internal server error; see the server logs")
-        headers = [*headers, (b"content-length", str(len(payload)).encode())]
+        headers = [*headers, self.revision_header, (b"content-length", str(len(payload)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
         if plane.shadow is not None and status == 200:

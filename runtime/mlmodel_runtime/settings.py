@@ -202,6 +202,14 @@ class RuntimeSettings(BaseSettings):
         ),
     )
 
+    revision: str = Field(
+        "stable",
+        description=(
+            "Which revision this process serves, said in the x-mlmodel-revision header of every "
+            "prediction: 'canary' for the pods of spec.canary's candidate."
+        ),
+    )
+
     # --- shadow traffic (spec.shadow) -----------------------------------------------------------
     shadow_url: str | None = Field(
         None,

@@ -123,11 +123,17 @@ def test_crd_defaults_are_the_operators_defaults():
         "networkPolicy": {},
         "cache": {"redis": {"secretRef": {"name": "redis", "key": "url"}}},
         "rollout": {},
-        "shadow": {"model": {"uri": "https://m.example.com/b.joblib", "sha256": DIGEST}},
     }
     parsed = parse_spec(mlmodel(spec=every_object)).model_dump(by_alias=True)
-    # spec.ingress and spec.gateway exclude each other: their defaults are read one at a time.
-    for section, value in (("ingress", {"host": "m.example.com"}), ("gateway", {"parentRefs": [{"name": "g"}]})):
+    # spec.ingress and spec.gateway exclude each other, as spec.shadow and spec.canary do: their
+    # defaults are read one at a time.
+    candidate = {"uri": "https://m.example.com/b.joblib", "sha256": DIGEST}
+    for section, value in (
+        ("ingress", {"host": "m.example.com"}),
+        ("gateway", {"parentRefs": [{"name": "g"}]}),
+        ("shadow", {"model": candidate}),
+        ("canary", {"model": candidate, "weight": 10, "analysis": {}}),
+    ):
         alone = parse_spec(mlmodel(spec={**every_object, section: value}))
         parsed[section] = alone.model_dump(by_alias=True)[section]
     defaults = [(path, node["default"]) for path, node in walk(root_schema()) if "default" in node]

@@ -8,9 +8,15 @@ clock or the cluster.
 
 from __future__ import annotations
 
-from mlmodel_spec.resource import InvalidSpec, parse_spec
+from mlmodel_spec.resource import InvalidSpec, MLModelSpec, parse_spec
 
-from mlmodel_operator.builders.common import selector_string, service_url
+from mlmodel_operator.builders.candidates import (
+    build_canary,
+    build_shadow,
+    canary_name,
+    shadow_name,
+)
+from mlmodel_operator.builders.common import canary_hash, selector_string, service_url
 from mlmodel_operator.builders.deployment import build_deployment
 from mlmodel_operator.builders.exposure import (
     HTTPROUTE_CRD,
@@ -28,7 +34,6 @@ from mlmodel_operator.builders.networking import (
     build_service,
 )
 from mlmodel_operator.builders.scaling import build_hpa, build_pdb
-from mlmodel_operator.builders.shadow import build_shadow, shadow_name
 from mlmodel_operator.settings import OperatorSettings
 
 __all__ = [
@@ -36,6 +41,7 @@ __all__ = [
     "SERVICEMONITOR_API_VERSION",
     "SERVICEMONITOR_CRD",
     "InvalidSpec",
+    "build_canary",
     "build_children",
     "build_deployment",
     "build_hpa",
@@ -46,11 +52,20 @@ __all__ = [
     "build_service",
     "build_servicemonitor",
     "build_shadow",
+    "canary_name",
     "external_url",
     "selector_string",
     "service_url",
     "shadow_name",
 ]
+
+
+def canary_failed(mlmodel: dict, spec: MLModelSpec) -> bool:
+    """Whether the status says this very canary failed its analysis (it then runs no pod)."""
+    canary = (mlmodel.get("status") or {}).get("canary") or {}
+    return spec.canary is not None and canary.get("verdict") == "Failed" and canary.get(
+        "specHash"
+    ) == canary_hash(spec)
 
 
 def build_children(
@@ -68,6 +83,7 @@ def build_children(
         build_service(mlmodel, spec),
         build_deployment(mlmodel, spec, settings),
         *build_shadow(mlmodel, spec, settings),
+        *build_canary(mlmodel, spec, settings, failed=canary_failed(mlmodel, spec)),
         build_hpa(mlmodel, spec),
         build_pdb(mlmodel, spec),
         build_servicemonitor(mlmodel, spec, settings) if servicemonitor_supported else None,

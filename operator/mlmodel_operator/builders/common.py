@@ -16,6 +16,8 @@ PART_OF = "mlmodel"
 MANAGED_BY = "mlmodel-operator"
 COMPONENT = "model-server"
 ANNOTATION_PREFIX = "serving.mlmodel.io"
+# On the pods of spec.canary's candidate only: what tells them from the served model's pods.
+REVISION_LABEL = f"{ANNOTATION_PREFIX}/revision"
 ROLLOUT_HASH_ANNOTATION = f"{ANNOTATION_PREFIX}/rollout-hash"
 OPERATOR_VERSION_ANNOTATION = f"{ANNOTATION_PREFIX}/operator-version"
 
@@ -110,7 +112,14 @@ _ROLLOUT_FIELDS = (
     "service_account_name",
 )
 # Added since: they count only when set, so an operator upgrade rolls no model that leaves them out.
-_ROLLOUT_FIELDS_WHEN_SET = ("cache",)
+_ROLLOUT_FIELDS_WHEN_SET = ("cache", "shadow")
+
+
+def canary_hash(spec: MLModelSpec) -> str:
+    """Short digest of spec.canary: a verdict holds for the canary it was reached for."""
+    parts = spec.canary.model_dump(by_alias=True, mode="json") if spec.canary else None
+    canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
 def rollout_hash(spec: MLModelSpec) -> str:

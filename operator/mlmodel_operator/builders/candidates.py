@@ -1,0 +1,117 @@
+"""The candidates of spec.shadow and spec.canary, run beside the served model (pure).
+
+Built by the same builders as the served model, from a view of the MLModel in which the
+candidate is the model (no autoscaling, cache, external route or candidate of its own), and
+owned by the MLModel, whose name the owner reference keeps.
+
+- The shadow: Deployment and Service NAME-shadow, one replica, pods labelled as a model of that
+  name, so the model's Service never selects them; only the served runtime's mirror reaches them.
+- The canary: Deployment NAME-canary, whose pods carry the model's own selector labels (the
+  model's Service routes to them, the traffic split by the share of pods) plus the revision
+  label, which alone tells them apart; they serve under the model's name and say `canary` in
+  their responses. A failed canary (status.canary) runs no pod.
+"""
+
+from __future__ import annotations
+
+from mlmodel_spec.resource import CANARY_SUFFIX, SHADOW_SUFFIX, MLModelSpec
+from mlmodel_spec.runtime_settings import env_var
+
+from mlmodel_operator.builders.common import (
+    REVISION_LABEL,
+    owner_references,
+    selector_labels,
+)
+from mlmodel_operator.builders.deployment import CONTAINER_NAME, build_deployment
+from mlmodel_operator.builders.networking import build_service
+from mlmodel_operator.settings import OperatorSettings
+
+CANARY = "canary"
+
+
+def shadow_name(mlmodel: dict) -> str:
+    return f"{mlmodel['metadata']['name']}{SHADOW_SUFFIX}"
+
+
+def canary_name(mlmodel: dict) -> str:
+    return f"{mlmodel['metadata']['name']}{CANARY_SUFFIX}"
+
+
+def canary_labels(mlmodel: dict) -> dict[str, str]:
+    """The canary pods' selector: the model's own, and the revision."""
+    return {**selector_labels(mlmodel), REVISION_LABEL: CANARY}
+
+
+def stable_replicas(spec: MLModelSpec) -> int:
+    """The served model's replicas the canary's share is reckoned against (autoscaled: its
+    minimum)."""
+    if spec.autoscaling is not None:
+        return spec.autoscaling.min_replicas
+    return 1 if spec.replicas is None else spec.replicas
+
+
+def canary_replicas(spec: MLModelSpec) -> int:
+    """Canary pods for spec.canary.weight percent of the pods: at least one."""
+    assert spec.canary is not None
+    stable = stable_replicas(spec)
+    weight = spec.canary.weight
+    return max(1, round(stable * weight / (100 - weight)))
+
+
+def _candidate(mlmodel: dict, spec: MLModelSpec, name: str, model: object, replicas: int) -> tuple[dict, MLModelSpec]:
+    view = {**mlmodel, "metadata": {**mlmodel["metadata"], "name": name}}
+    candidate = spec.model_copy(
+        update={
+            "model": model,
+            "replicas": replicas,
+            "autoscaling": None,
+            "cache": None,
+            "ingress": None,
+            "gateway": None,
+            "shadow": None,
+            "canary": None,
+        }
+    )
+    return view, candidate
+
+
+def _owned(children: list[dict], mlmodel: dict) -> list[dict]:
+    owners = owner_references(mlmodel)
+    for child in children:
+        if owners:
+            child["metadata"]["ownerReferences"] = owners
+    return children
+
+
+def build_shadow(mlmodel: dict, spec: MLModelSpec, settings: OperatorSettings) -> list[dict]:
+    """The shadow's Deployment and Service, or nothing without spec.shadow."""
+    if spec.shadow is None:
+        return []
+    view, candidate = _candidate(mlmodel, spec, shadow_name(mlmodel), spec.shadow.model, 1)
+    return _owned([build_deployment(view, candidate, settings), build_service(view, candidate)], mlmodel)
+
+
+def build_canary(
+    mlmodel: dict, spec: MLModelSpec, settings: OperatorSettings, *, failed: bool = False
+) -> list[dict]:
+    """The canary's Deployment (no pod once `failed`), or nothing without spec.canary."""
+    if spec.canary is None:
+        return []
+    replicas = 0 if failed else canary_replicas(spec)
+    view, candidate = _candidate(mlmodel, spec, canary_name(mlmodel), spec.canary.model, replicas)
+    deployment = build_deployment(view, candidate, settings)
+    selector = canary_labels(mlmodel)
+    deployment["spec"]["selector"] = {"matchLabels": selector}
+    template = deployment["spec"]["template"]
+    template["metadata"]["labels"].update(selector)
+    for constraint in template["spec"].get("topologySpreadConstraints") or ():
+        constraint["labelSelector"] = {"matchLabels": selector}
+    for container in template["spec"]["containers"]:
+        if container["name"] != CONTAINER_NAME:
+            continue
+        # Served under the model's own name (the Service's paths), saying which revision answers.
+        for item in container["env"]:
+            if item["name"] == env_var("model_name"):
+                item["value"] = mlmodel["metadata"]["name"]
+        container["env"].append({"name": env_var("revision"), "value": CANARY})
+    return _owned([deployment], mlmodel)
