@@ -1,11 +1,24 @@
-"""spec.shadow in the builders and the status (pure): the candidate's own Deployment and Service,
-the served runtime pointed at it, and status.shadow from the serving pods' counters."""
+"""spec.shadow and spec.canary in the builders and the status (pure): the candidates' own
+children, the served runtime pointed at the shadow, status.shadow from the serving pods'
+counters, and the canary's share, analysis and verdict."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 from mlmodel_operator.agreement import shadow_counts, shadow_status
 from mlmodel_operator.builders import build_children
+from mlmodel_operator.builders.candidates import canary_replicas
+from mlmodel_operator.builders.common import REVISION_LABEL
+from mlmodel_operator.canary import (
+    CANARY_CONDITION,
+    Traffic,
+    canary_status,
+    judge,
+    traffic,
+    with_canary,
+)
 from mlmodel_operator.settings import OperatorSettings
 from mlmodel_spec.resource import InvalidSpec, parse_spec
 from support.crd import SAMPLES, root_schema, schema_errors, with_changes
@@ -126,3 +139,121 @@ def test_the_sample_with_a_shadow_is_accepted_by_the_crd_schema():
     from support.crd import mlmodel_errors
 
     assert mlmodel_errors(SHADOWED) == []
+
+
+# --- spec.canary -------------------------------------------------------------------------------
+
+CANARIED = with_changes(
+    SAMPLES["fixed-replicas"],  # 3 replicas
+    {"metadata.uid": "u-1", "spec.canary": {"model": CANDIDATE, "weight": 25}},
+)
+
+
+def test_the_canary_runs_behind_the_models_service_as_a_share_of_the_pods():
+    built = children(CANARIED)
+    deployment = built["Deployment", "house-prices-canary"]
+    assert ("Service", "house-prices-canary") not in built
+    [owner] = deployment["metadata"]["ownerReferences"]
+    assert owner["name"] == "house-prices"
+    # 3 stable pods, 25%: one canary pod (a quarter of four).
+    assert deployment["spec"]["replicas"] == 1
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    service_selector = built["Service", "house-prices"]["spec"]["selector"]
+    assert all(pod_labels[key] == value for key, value in service_selector.items())
+    assert pod_labels[REVISION_LABEL] == "canary"
+    assert deployment["spec"]["selector"]["matchLabels"][REVISION_LABEL] == "canary"
+    canary_env = env(deployment)
+    assert canary_env["MLMODEL_MODEL_NAME"] == "house-prices"  # the Service's paths
+    assert canary_env["MLMODEL_REVISION"] == "canary"
+    assert canary_env["MLMODEL_MODEL_URI"] == CANDIDATE["uri"]
+    # The served model's pods are untouched by a canary.
+    assert children(CANARIED)["Deployment", "house-prices"] == children(
+        with_changes(SAMPLES["fixed-replicas"], {"metadata.uid": "u-1"})
+    )["Deployment", "house-prices"]
+
+
+@pytest.mark.parametrize(
+    "replicas,weight,expected", [(3, 25, 1), (4, 50, 4), (9, 10, 1), (1, 90, 9), (2, 1, 1), (10, 33, 5)]
+)
+def test_canary_replicas_follow_the_weight(replicas, weight, expected):
+    spec = parse_spec(with_changes(CANARIED, {"spec.replicas": replicas, "spec.canary.weight": weight}))
+    assert canary_replicas(spec) == expected
+
+
+def test_a_failed_canary_runs_no_pod():
+    spec = parse_spec(CANARIED)
+    failed = canary_status(CANARIED, spec, "Failed", "too slow", Traffic(), Traffic())
+    stored = {**CANARIED, "status": {"canary": failed}}
+    assert children(stored)["Deployment", "house-prices-canary"]["spec"]["replicas"] == 0
+    # A new canary (another weight) is tried again.
+    changed = with_changes(stored, {"spec.canary.weight": 40})
+    assert children(changed)["Deployment", "house-prices-canary"]["spec"]["replicas"] == 2
+
+
+def test_shadow_and_canary_together_are_refused():
+    with pytest.raises(InvalidSpec, match="set spec.shadow or spec.canary, not both"):
+        parse_spec(with_changes(CANARIED, {"spec.shadow": {"model": CANDIDATE}}))
+
+
+def metrics_text(ok: int, errors: int, buckets: dict[str, int], endpoint: str = "v2_infer") -> str:
+    lines = [
+        "# TYPE mlmodel_requests_total counter",
+        f'mlmodel_requests_total{{code="200",endpoint="{endpoint}",model="m"}} {ok}',
+        f'mlmodel_requests_total{{code="503",endpoint="{endpoint}",model="m"}} {errors}',
+        'mlmodel_requests_total{code="200",endpoint="metrics",model="m"} 99',
+        "# TYPE mlmodel_request_duration_seconds histogram",
+    ]
+    for bound, count in buckets.items():
+        lines.append(f'mlmodel_request_duration_seconds_bucket{{endpoint="{endpoint}",le="{bound}",model="m"}} {count}')
+    lines.append(f'mlmodel_request_duration_seconds_count{{endpoint="{endpoint}",model="m"}} {ok + errors}')
+    return "\n".join(lines) + "\n"
+
+
+def test_prediction_traffic_is_read_from_a_runtimes_metrics():
+    text = metrics_text(95, 5, {"0.001": 50, "0.01": 98, "0.1": 100, "+Inf": 100})
+    found = traffic(text)
+    assert (found.requests, found.errors) == (100, 5)
+    assert found.buckets == {0.001: 50, 0.01: 98, 0.1: 100, math.inf: 100}
+    # p99 inside (0.01, 0.1]: one of two observations there, half way (Prometheus' interpolation).
+    assert found.p99() == pytest.approx(0.01 + 0.09 * 0.5)
+    both = traffic(text) + traffic(metrics_text(10, 0, {"0.001": 10, "+Inf": 10}, "v1_predict"))
+    assert (both.requests, both.errors) == (110, 5)
+    assert (both - traffic(text)).requests == 10
+
+
+def window(requests: int, errors: int, p99_bucket: float) -> Traffic:
+    """`requests` predictions, all under `p99_bucket` seconds."""
+    return Traffic(requests, errors, {p99_bucket: requests, math.inf: requests})
+
+
+@pytest.mark.parametrize(
+    "stable,canary,elapsed,ready,verdict,says",
+    [
+        (window(100, 0, 0.01), window(100, 0, 0.01), 30, 1, "Analysing", "30/120 s"),
+        (window(100, 0, 0.01), window(10, 0, 0.01), 130, 1, "Analysing", "waiting for traffic: 10 canary"),
+        (window(100, 0, 0.01), window(0, 0, 0.01), 130, 0, "Failed", "no canary pod was ready"),
+        (window(100, 1, 0.01), window(100, 5, 0.01), 130, 1, "Failed", "error rate 5.00% against 1.00%"),
+        (window(100, 0, 0.01), window(100, 0, 0.1), 130, 1, "Failed", "times, over the allowed 1.5"),
+        (window(100, 1, 0.01), window(100, 1, 0.01), 130, 1, "Passed", "ready to promote"),
+    ],
+)
+def test_the_canary_verdict(stable, canary, elapsed, ready, verdict, says):
+    spec = parse_spec(CANARIED)
+    found, message = judge(spec, stable, canary, elapsed, ready)
+    assert found == verdict and says in message, message
+
+
+def test_the_canary_status_and_condition_fit_the_crd_and_settle():
+    spec = parse_spec(CANARIED)
+    canary = canary_status(CANARIED, spec, "Passed", "ready to promote", window(80, 0, 0.01), window(60, 0, 0.01))
+    assert canary["replicas"] == {"stable": 3, "canary": 1}
+    assert canary["podShare"] == 0.25
+    assert canary["stable"] == {"requests": 80, "errorRate": 0.0, "p99Seconds": 0.0099}
+    status = with_canary({"conditions": []}, canary, generation=3, now="2025-01-01T00:00:00Z")
+    [condition] = status["conditions"]
+    assert (condition["type"], condition["status"], condition["reason"]) == (CANARY_CONDITION, "True", "ReadyToPromote")
+    again = with_canary(status, canary, generation=3, now="2025-01-01T00:09:00Z")
+    assert again == status  # nothing to write
+    assert with_canary(status, None, generation=4, now="2025-01-01T00:10:00Z") == {"conditions": []}
+    schema = root_schema()["properties"]["status"]
+    assert schema_errors(schema, status) == []

@@ -209,3 +209,22 @@ def test_uvicorn_root_path_behind_a_prefix_stripping_proxy(models: Models, tmp_p
     finally:
         process.terminate()
         process.wait(20)
+
+
+@pytest.mark.parametrize("revision", [None, "canary"])
+async def test_every_prediction_says_which_revision_answered(
+    models: Models, tmp_path: Path, revision: str | None
+) -> None:
+    """x-mlmodel-revision: `stable` unless the process serves a canary (MLMODEL_REVISION), on
+    answers and on errors, V2 and V1."""
+    values = {"revision": revision} if revision else {}
+    settings = settings_for(models.text, tmp_path / "cache", "sentiment", **values)
+    expected = revision or "stable"
+    async with running_app(settings) as rt:
+        request = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["good"]}]}
+        answered = await rt.client.post("/v2/models/sentiment/infer", json=request)
+        v1 = await rt.client.post("/v1/models/sentiment:predict", json={"instances": ["good"]})
+        refused = await rt.client.post("/v2/models/sentiment/infer", json={"inputs": []})
+    assert (answered.status_code, v1.status_code, refused.status_code) == (200, 200, 400)
+    for response in (answered, v1, refused):
+        assert response.headers["x-mlmodel-revision"] == expected

@@ -1,0 +1,153 @@
+"""spec.canary on the real control plane: the candidate's pods behind the model's one Service
+beside the served ones, analysed from both runtimes' own metrics, ready to promote or scaled away.
+
+The pods are KWOK's (unready until the test marks them ready, as a kubelet would); real
+`mlmodel serve` processes stand in for their containers on the pods' loopback IPs, and the test
+sends the traffic to each pod, as kube-proxy would spread it over the Service's endpoints."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+from support.cluster import REPO_ROOT, Cluster
+from support.ports import wait_until
+
+from controlplane.models import condition, mlmodel
+from controlplane.pods import RUNTIME_PORT, UNREADY_IMAGE, Runtime, mark_ready, running_pods
+
+pytestmark = pytest.mark.cluster
+ARTIFACT = REPO_ROOT / "examples" / "sentiment" / "model.joblib"
+SHA256 = ARTIFACT.with_name("model.joblib.sha256").read_text().split()[0]
+REVISION = "serving.mlmodel.io/revision"
+FAST = {"MLMODEL_OPERATOR_POD_DIAGNOSIS_INTERVAL_SECONDS": "0.5"}
+REQUEST = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["a fine film"]}]}
+
+
+def canaried(namespace: str, weight: int = 50) -> dict:
+    source = {"uri": ARTIFACT.as_uri(), "sha256": SHA256}
+    return mlmodel(
+        "sentiment", namespace, model=source, runtime={"image": UNREADY_IMAGE}, replicas=1,
+        canary={"model": source, "weight": weight,
+                "analysis": {"windowSeconds": 10, "minRequests": 20}},
+    )  # fmt: skip
+
+
+def pods_by_revision(cluster: Cluster, namespace: str) -> dict[str, dict]:
+    """The stable and the canary pod, once both run."""
+
+    def both() -> dict[str, dict] | None:
+        found = {
+            (pod["metadata"]["labels"].get(REVISION) or "stable"): pod
+            for pod in running_pods(cluster, namespace, "sentiment")
+        }
+        return found if set(found) == {"stable", "canary"} else None
+
+    return wait_until(both, timeout=60, what="a stable and a canary pod")
+
+
+def canary_status(cluster: Cluster, namespace: str) -> dict:
+    return (cluster.get("mlmodel", "sentiment", namespace).get("status") or {}).get("canary") or {}
+
+
+def test_a_canary_like_the_served_model_takes_its_share_and_is_ready_to_promote(
+    installed_cluster: Cluster, run_operator, namespace: str, tmp_path
+):
+    cluster = installed_cluster
+    run_operator(namespaces=[namespace], **FAST)
+    cluster.apply(canaried(namespace))
+    pods = pods_by_revision(cluster, namespace)
+    runtimes = {revision: Runtime(tmp_path / revision) for revision in pods}
+    try:
+        for revision, pod in pods.items():
+            name = "sentiment-canary" if revision == "canary" else "sentiment"
+            runtimes[revision].start(cluster.get("deployment", name, namespace), pod)
+            ready = f"http://{pod['status']['podIP']}:{RUNTIME_PORT}/v2/health/ready"
+            wait_until(lambda ready=ready: httpx.get(ready, timeout=2).status_code == 200,
+                       timeout=60, what=f"the {revision} runtime to load")  # fmt: skip
+            mark_ready(cluster, pod)
+        # The model's one Service selects both revisions' pods (KWOK's loopback pod IPs are not
+        # valid EndpointSlice addresses, so the selection is checked rather than the slices).
+        selector = cluster.get("service", "sentiment", namespace)["spec"]["selector"]
+        selected = cluster.list("pods", namespace, ",".join(f"{k}={v}" for k, v in selector.items()))
+        assert {pod["metadata"]["name"] for pod in selected} == {
+            pod["metadata"]["name"] for pod in pods.values()
+        }
+        for revision, pod in pods.items():
+            url = f"http://{pod['status']['podIP']}:{RUNTIME_PORT}/v2/models/sentiment/infer"
+            for _ in range(30):
+                response = httpx.post(url, json=REQUEST, timeout=10)
+                assert response.status_code == 200, response.text
+                assert response.headers["x-mlmodel-revision"] == revision
+        found = wait_until(
+            lambda: (c := canary_status(cluster, namespace)).get("verdict") in ("Passed", "Failed") and c,
+            timeout=90,
+            what="the canary's verdict",
+        )
+    finally:
+        for runtime in runtimes.values():
+            runtime.stop()
+    assert found["verdict"] == "Passed", found
+    assert found["candidate"]["requests"] >= 20 and found["stable"]["requests"] >= 20, found
+    assert found["replicas"] == {"stable": 1, "canary": 1} and found["podShare"] == 0.5
+    stored = cluster.get("mlmodel", "sentiment", namespace)
+    canary_condition = condition(stored, "Canary")
+    assert (canary_condition["status"], canary_condition["reason"]) == ("True", "ReadyToPromote")
+    assert "ready to promote" in canary_condition["message"]
+    assert condition(stored, "Ready")["status"] == "True"
+
+
+def test_a_canary_whose_pods_never_become_ready_fails_and_is_scaled_away(
+    installed_cluster: Cluster, run_operator, namespace: str
+):
+    cluster = installed_cluster
+    run_operator(namespaces=[namespace], **FAST)
+    cluster.apply(canaried(namespace))
+    pods = pods_by_revision(cluster, namespace)
+    mark_ready(cluster, pods["stable"])  # the served model serves; the candidate never comes up
+    found = wait_until(
+        lambda: (c := canary_status(cluster, namespace)).get("verdict") == "Failed" and c,
+        timeout=90,
+        what="the canary failed",
+    )
+    assert "no canary pod was ready" in found["message"]
+    assert found["replicas"]["canary"] == 0
+    wait_until(
+        lambda: cluster.get("deployment", "sentiment-canary", namespace)["spec"]["replicas"] == 0,
+        timeout=30,
+        what="the failed canary scaled to zero",
+    )
+    stored = cluster.get("mlmodel", "sentiment", namespace)
+    assert (condition(stored, "Canary")["status"], condition(stored, "Canary")["reason"]) == (
+        "False", "CanaryFailed",
+    )  # fmt: skip
+    assert condition(stored, "Ready")["status"] == "True"  # the served model is not touched
+    events = cluster.kubectl(
+        "get", "events", "-n", namespace, "--field-selector", "reason=CanaryFailed", "-o", "json"
+    ).stdout
+    assert json.loads(events)["items"], "no CanaryFailed Event"
+
+    # Another canary (a new weight) is tried again.
+    cluster.kubectl(
+        "patch", "mlmodel", "sentiment", "-n", namespace, "--type=merge",
+        "-p", json.dumps({"spec": {"canary": {"weight": 60}}}),
+    )  # fmt: skip
+    wait_until(
+        lambda: cluster.get("deployment", "sentiment-canary", namespace)["spec"]["replicas"] == 2
+        and canary_status(cluster, namespace).get("verdict") == "Analysing",
+        timeout=60,
+        what="the new canary running and analysed",
+    )
+    # Dropped from the spec: its Deployment goes.
+    cluster.kubectl(
+        "patch", "mlmodel", "sentiment", "-n", namespace, "--type=json",
+        "-p", json.dumps([{"op": "remove", "path": "/spec/canary"}]),
+    )  # fmt: skip
+    wait_until(
+        lambda: cluster.get("deployment", "sentiment-canary", namespace) is None
+        and "canary" not in (cluster.get("mlmodel", "sentiment", namespace).get("status") or {})
+        and condition(cluster.get("mlmodel", "sentiment", namespace), "Canary") == {},
+        timeout=60,
+        what="the canary's Deployment, status and condition gone",
+    )
