@@ -15,7 +15,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +68,23 @@ def _compared_outputs(outputs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]
     return labels or list(outputs)
 
 
+def _compare_rows(pairs: Iterable[tuple[Any, Any]], tolerance: float) -> Comparison:
+    agreed = disagreed = 0
+    example = None
+    for mine, theirs in pairs:
+        if _close(mine, theirs, tolerance):
+            agreed += 1
+        else:
+            disagreed += 1
+            if example is None:
+                example = (mine, theirs)
+    return Comparison(agreed, disagreed, example)
+
+
+def _row(rows: Sequence[Any], index: int) -> Any:
+    return rows[index] if index < len(rows) else None
+
+
 def compare_v2(served: dict[str, Any], shadow: dict[str, Any], tolerance: float) -> Comparison:
     """Row agreement of two V2 responses: every compared output equal (labels) or within
     `tolerance` relative error (numbers) on a row."""
@@ -76,35 +93,18 @@ def compare_v2(served: dict[str, Any], shadow: dict[str, Any], tolerance: float)
     ours_rows = [_rows(output) for output in compared]
     theirs_rows = [_rows(theirs.get(output.get("name")) or {}) for output in compared]
     count = max((len(rows) for rows in ours_rows), default=0)
-    agreed = disagreed = 0
-    example = None
-    for index in range(count):
-        mine = [rows[index] if index < len(rows) else None for rows in ours_rows]
-        other = [rows[index] if index < len(rows) else None for rows in theirs_rows]
-        if _close(mine, other, tolerance):
-            agreed += 1
-        else:
-            disagreed += 1
-            if example is None:
-                example = (mine, other)
-    return Comparison(agreed, disagreed, example)
+    pairs = (
+        ([_row(rows, index) for rows in ours_rows], [_row(rows, index) for rows in theirs_rows])
+        for index in range(count)
+    )
+    return _compare_rows(pairs, tolerance)
 
 
 def compare_v1(served: dict[str, Any], shadow: dict[str, Any], tolerance: float) -> Comparison:
     """Row agreement of two V1 responses (`predictions`, one item per instance)."""
     mine = served.get("predictions") or []
     other = shadow.get("predictions") or []
-    agreed = disagreed = 0
-    example = None
-    for index, row in enumerate(mine):
-        theirs = other[index] if index < len(other) else None
-        if _close(row, theirs, tolerance):
-            agreed += 1
-        else:
-            disagreed += 1
-            if example is None:
-                example = (row, theirs)
-    return Comparison(agreed, disagreed, example)
+    return _compare_rows(((row, _row(other, index)) for index, row in enumerate(mine)), tolerance)
 
 
 class ShadowMirror:
