@@ -10,8 +10,6 @@ import asyncio
 import importlib.resources
 import json
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,11 +22,10 @@ from mlmodel_runtime.shadow import compare_v1, compare_v2
 from mlmodel_store.database import Database
 from mlmodel_store.urls import default_sqlite_url
 from prometheus_client.parser import text_string_to_metric_families
-from support.cluster import REPO_ROOT
 from support.ports import wait_until
+from support.retrain import EXAMPLES, retrain
 from support.runtime import ServerProcess, launch_server, running_app, stop_server
 
-EXAMPLES = REPO_ROOT / "examples"
 REVIEWS = [
     "An absolute delight from start to finish, the cast is wonderful.",
     "Dull, predictable and far too long. I wanted my two hours back.",
@@ -43,21 +40,6 @@ REVIEWS = [
     "Oddly charming despite its flaws.",
     "Painful to sit through even with friends and popcorn.",
 ]
-
-
-def retrain(example: str, limit: int, folder: Path) -> Path:
-    """The example retrained by its own train.py on `limit` rows; its MLModel file beside it."""
-    folder.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [sys.executable, str(EXAMPLES / example / "train.py"), "--limit", str(limit),
-         "--output-dir", str(folder)],
-        check=True, capture_output=True, timeout=600,
-    )  # fmt: skip
-    sha256 = (folder / "model.joblib.sha256").read_text().split()[0]
-    manifest = (EXAMPLES / example / "mlmodel.yaml").read_text()
-    original = (EXAMPLES / example / "model.joblib.sha256").read_text().split()[0]
-    (folder / "mlmodel.yaml").write_text(manifest.replace(original, sha256))
-    return folder / "mlmodel.yaml"
 
 
 @pytest.fixture(scope="module")
