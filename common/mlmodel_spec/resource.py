@@ -211,12 +211,14 @@ class ShadowSpec(_Spec):
 class CanaryAnalysis(_Spec):
     """When a canary passes: after window_seconds with min_requests on each revision, its error
     rate at most max_error_rate_increase above the stable one's, its p99 at most
-    max_latency_ratio times the stable one's."""
+    max_latency_ratio times the stable one's (or within latency_margin_ms of it: below that,
+    a difference is noise)."""
 
     window_seconds: int = Field(120, ge=10, le=3600)
     min_requests: int = Field(50, ge=1)
     max_error_rate_increase: float = Field(0.01, ge=0.0, le=1.0)
     max_latency_ratio: float = Field(1.5, ge=1.0)
+    latency_margin_ms: float = Field(20.0, ge=0.0)
 
 
 class CanarySpec(_Spec):

@@ -6,7 +6,8 @@ Both revisions' ready pods are read (podmetrics.py): predictions answered
 histogram (mlmodel_request_duration_seconds). The first reading opens the window; once
 `windowSeconds` have passed and each revision answered `minRequests` in it, the canary passes
 if its error rate is at most `maxErrorRateIncrease` above the stable one's and its p99 at most
-`maxLatencyRatio` times the stable one's, and fails otherwise. A canary with no ready pod at the
+`maxLatencyRatio` times the stable one's (a p99 within `latencyMarginMs` of the stable one's
+never fails: at a few milliseconds, the ratio of two p99s is noise), and fails otherwise. A canary with no ready pod at the
 end of its window fails. A verdict holds for the canary it was reached for (its spec hash):
 a failed canary is scaled to zero; a passed one keeps its share until the spec promotes it.
 The window lives in the operator's memory: a restarted operator opens a new one.
@@ -146,7 +147,8 @@ def judge(spec: MLModelSpec, stable: Traffic, canary: Traffic, elapsed: float, c
     canary_p99, stable_p99 = canary.p99(), stable.p99()
     if canary_p99 is not None and stable_p99 is not None and stable_p99 > 0:
         ratio = canary_p99 / stable_p99
-        if ratio > analysis.max_latency_ratio:
+        margin = analysis.latency_margin_ms / 1000.0
+        if ratio > analysis.max_latency_ratio and canary_p99 - stable_p99 > margin:
             return FAILED, (
                 f"p99 {canary_p99 * 1000:.1f} ms against {stable_p99 * 1000:.1f} ms stable, "
                 f"{ratio:.2f} times, over the allowed {analysis.max_latency_ratio:g}"
@@ -178,7 +180,13 @@ class CanaryAnalysis:
         self._last.pop(uid, None)
 
     async def status(
-        self, kube: KubeClient, mlmodel: dict, spec: MLModelSpec, canary_ready: int
+        self,
+        kube: KubeClient,
+        mlmodel: dict,
+        spec: MLModelSpec,
+        canary_ready: int,
+        *,
+        routed: bool = False,
     ) -> dict | None:
         """status.canary of a model with spec.canary (None without), read at most once per
         interval; a verdict already reached for this canary is kept as it is."""
@@ -218,21 +226,37 @@ class CanaryAnalysis:
         verdict, message = judge(
             spec, stable - window.stable, canary - window.canary, now - window.started, canary_ready
         )
-        found = canary_status(mlmodel, spec, verdict, message, stable - window.stable, canary - window.canary)
+        found = canary_status(
+            mlmodel,
+            spec,
+            verdict,
+            message,
+            stable - window.stable,
+            canary - window.canary,
+            routed=routed,
+        )
         self._last[uid] = (time.monotonic(), found)
         return found
 
 
 def canary_status(
-    mlmodel: dict, spec: MLModelSpec, verdict: str, message: str, stable: Traffic, canary: Traffic
+    mlmodel: dict,
+    spec: MLModelSpec,
+    verdict: str,
+    message: str,
+    stable: Traffic,
+    canary: Traffic,
+    *,
+    routed: bool = False,
 ) -> dict:
-    """status.canary (pure)."""
+    """status.canary (pure); `routed`: an HTTPRoute weighs the traffic, not the pods."""
     assert spec.canary is not None
     replicas = {"stable": stable_replicas(spec), "canary": canary_replicas(spec)}
     if verdict == FAILED:
         replicas["canary"] = 0
     share = canary_replicas(spec) / (stable_replicas(spec) + canary_replicas(spec))
     return {
+        "split": "HTTPRoute" if routed else "Pods",
         "name": canary_name(mlmodel),
         "specHash": canary_hash(spec),
         "modelShortDigest": (spec.canary.model.sha256 or "unverified")[:12],

@@ -20,6 +20,7 @@ from mlmodel_operator.builders import (
     InvalidSpec,
     build_children,
     canary_name,
+    canary_routed,
     shadow_name,
 )
 from mlmodel_operator.canary import FAILED, CanaryAnalysis, with_canary
@@ -188,6 +189,7 @@ async def reconcile(ctx: Context, mlmodel: dict[str, Any], logger: logging.Logge
         (DEPLOYMENT, shadow_name(mlmodel)),
         (SERVICE, shadow_name(mlmodel)),
         (DEPLOYMENT, canary_name(mlmodel)),
+        (SERVICE, canary_name(mlmodel)),
     ):
         if (rtype.kind, name) not in made and await delete_stale(ctx, rtype, namespace, name, uid):
             changes.append(("Deleted", rtype.kind, name))
@@ -314,7 +316,13 @@ async def sync_status(
             shadow=await ctx.agreement.status(ctx.kube, serving, spec) if spec else None,
         )
         canary = (
-            await ctx.canary.status(ctx.kube, serving, spec, _canary_ready(ctx, serving))
+            await ctx.canary.status(
+                ctx.kube,
+                serving,
+                spec,
+                _canary_ready(ctx, serving),
+                routed=canary_routed(spec, httproute_supported=await ctx.httproute_supported()),
+            )
             if spec
             else None
         )

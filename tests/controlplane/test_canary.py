@@ -3,7 +3,8 @@ beside the served ones, analysed from both runtimes' own metrics, ready to promo
 
 The pods are KWOK's (unready until the test marks them ready, as a kubelet would); real
 `mlmodel serve` processes stand in for their containers on the pods' loopback IPs, and the test
-sends the traffic to each pod, as kube-proxy would spread it over the Service's endpoints."""
+sends the traffic to each pod, as kube-proxy would spread it over the Service's endpoints. With
+the Gateway API's CRD applied, the HTTPRoute the real server stores weighs the two Services."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import json
 
 import httpx
 import pytest
-from support.cluster import REPO_ROOT, Cluster
+from support.cluster import REPO_ROOT, Cluster, httproute_crd_installed
 from support.ports import wait_until
 
 from controlplane.models import condition, mlmodel
@@ -74,9 +75,13 @@ def test_a_canary_like_the_served_model_takes_its_share_and_is_ready_to_promote(
         assert {pod["metadata"]["name"] for pod in selected} == {
             pod["metadata"]["name"] for pod in pods.values()
         }
-        for revision, pod in pods.items():
-            url = f"http://{pod['status']['podIP']}:{RUNTIME_PORT}/v2/models/sentiment/infer"
-            for _ in range(30):
+        # Both revisions answer in turn, as kube-proxy spreads connections over the endpoints.
+        urls = {
+            revision: f"http://{pod['status']['podIP']}:{RUNTIME_PORT}/v2/models/sentiment/infer"
+            for revision, pod in pods.items()
+        }
+        for _ in range(200):
+            for revision, url in urls.items():
                 response = httpx.post(url, json=REQUEST, timeout=10)
                 assert response.status_code == 200, response.text
                 assert response.headers["x-mlmodel-revision"] == revision
@@ -151,3 +156,48 @@ def test_a_canary_whose_pods_never_become_ready_fails_and_is_scaled_away(
         timeout=60,
         what="the canary's Deployment, status and condition gone",
     )
+
+
+def test_with_the_gateway_api_the_httproute_weighs_the_canary_exactly(
+    installed_cluster: Cluster, run_operator, namespace: str
+):
+    cluster = installed_cluster
+    with httproute_crd_installed(cluster):
+        run_operator(namespaces=[namespace], **FAST)
+        model = canaried(namespace, weight=10)
+        model["spec"]["gateway"] = {"parentRefs": [{"name": "public", "namespace": "gateways"}]}
+        cluster.apply(model)
+
+        def backends() -> list[tuple[str, int]]:
+            route = cluster.get("httproute", "sentiment", namespace) or {"spec": {"rules": [{}]}}
+            return [(ref["name"], ref["weight"]) for ref in route["spec"]["rules"][0].get("backendRefs") or ()]
+
+        wait_until(
+            lambda: backends() == [("sentiment", 90), ("sentiment-canary", 10)],
+            timeout=60,
+            what="the HTTPRoute weighing 90/10",
+        )
+        canary_service = wait_until(
+            lambda: cluster.get("service", "sentiment-canary", namespace), timeout=30, what="the canary's Service"
+        )
+        # Each Service selects its own revision's pods only.
+        for service, revision in ((canary_service, "canary"), (cluster.get("service", "sentiment", namespace), None)):
+            selector = ",".join(f"{k}={v}" for k, v in service["spec"]["selector"].items())
+            selected = wait_until(
+                lambda selector=selector: cluster.list("pods", namespace, selector), timeout=60, what="pods"
+            )
+            assert {pod["metadata"]["labels"].get(REVISION) for pod in selected} == {revision}
+        assert wait_until(
+            lambda: canary_status(cluster, namespace).get("split"), timeout=30, what="status.canary"
+        ) == "HTTPRoute"
+        cluster.kubectl(
+            "patch", "mlmodel", "sentiment", "-n", namespace, "--type=json",
+            "-p", json.dumps([{"op": "remove", "path": "/spec/canary"}]),
+        )  # fmt: skip
+        wait_until(
+            lambda: backends() == [("sentiment", 1)]
+            and cluster.get("service", "sentiment-canary", namespace) is None
+            and cluster.get("deployment", "sentiment-canary", namespace) is None,
+            timeout=60,
+            what="the route back to the model alone, the canary's Service and Deployment gone",
+        )

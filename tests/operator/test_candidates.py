@@ -234,6 +234,8 @@ def window(requests: int, errors: int, p99_bucket: float) -> Traffic:
         (window(100, 0, 0.01), window(0, 0, 0.01), 130, 0, "Failed", "no canary pod was ready"),
         (window(100, 1, 0.01), window(100, 5, 0.01), 130, 1, "Failed", "error rate 5.00% against 1.00%"),
         (window(100, 0, 0.01), window(100, 0, 0.1), 130, 1, "Failed", "times, over the allowed 1.5"),
+        # 2.5 times, but 15 ms apart: within the latency margin (20 ms), noise.
+        (window(100, 0, 0.01), window(100, 0, 0.025), 130, 1, "Passed", "ready to promote"),
         (window(100, 1, 0.01), window(100, 1, 0.01), 130, 1, "Passed", "ready to promote"),
     ],
 )
@@ -257,3 +259,30 @@ def test_the_canary_status_and_condition_fit_the_crd_and_settle():
     assert with_canary(status, None, generation=4, now="2025-01-01T00:10:00Z") == {"conditions": []}
     schema = root_schema()["properties"]["status"]
     assert schema_errors(schema, status) == []
+
+
+def test_with_a_gateway_route_the_canary_is_weighed_exactly_by_the_httproute():
+    routed = with_changes(CANARIED, {"spec.gateway": {"parentRefs": [{"name": "public"}]}})
+    built = children(routed)
+    [rule] = built["HTTPRoute", "house-prices"]["spec"]["rules"]
+    assert [(ref["name"], ref["weight"]) for ref in rule["backendRefs"]] == [
+        ("house-prices", 75), ("house-prices-canary", 25),
+    ]  # fmt: skip
+    service = built["Service", "house-prices-canary"]
+    deployment = built["Deployment", "house-prices-canary"]
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    # The canary's pods are behind its own Service only: the model's no longer selects them.
+    assert all(pod_labels[key] == value for key, value in service["spec"]["selector"].items())
+    main_selector = built["Service", "house-prices"]["spec"]["selector"]
+    assert not all(pod_labels.get(key) == value for key, value in main_selector.items())
+    # The Deployment's selector is the one of the split by pods: only the pods' labels change.
+    assert deployment["spec"]["selector"] == children(CANARIED)["Deployment", "house-prices-canary"]["spec"]["selector"]
+    # Without the Gateway API the same spec is split by pods, and a failed canary gets no weight.
+    unrouted = build_children(routed, SETTINGS, servicemonitor_supported=False, httproute_supported=False)
+    assert {(c["kind"], c["metadata"]["name"]) for c in unrouted} >= {("Deployment", "house-prices-canary")}
+    assert ("Service", "house-prices-canary") not in {(c["kind"], c["metadata"]["name"]) for c in unrouted}
+    spec = parse_spec(routed)
+    failed = canary_status(routed, spec, "Failed", "slow", Traffic(), Traffic(), routed=True)
+    [rule] = children({**routed, "status": {"canary": failed}})["HTTPRoute", "house-prices"]["spec"]["rules"]
+    assert [(ref["name"], ref["weight"]) for ref in rule["backendRefs"]] == [("house-prices", 1)]
+    assert failed["split"] == "HTTPRoute"

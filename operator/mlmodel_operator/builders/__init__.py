@@ -53,11 +53,17 @@ __all__ = [
     "build_servicemonitor",
     "build_shadow",
     "canary_name",
+    "canary_routed",
     "external_url",
     "selector_string",
     "service_url",
     "shadow_name",
 ]
+
+
+def canary_routed(spec: MLModelSpec, *, httproute_supported: bool) -> bool:
+    """Whether spec.canary's traffic is split by an HTTPRoute (exact) rather than by pods."""
+    return spec.canary is not None and spec.gateway is not None and httproute_supported
 
 
 def canary_failed(mlmodel: dict, spec: MLModelSpec) -> bool:
@@ -78,17 +84,21 @@ def build_children(
     """Every desired child, in apply order: the policy before the pods it guards, the
     Deployment before what scales or watches it. Kinds left out are not wanted (delete them)."""
     spec = parse_spec(mlmodel)
+    failed = canary_failed(mlmodel, spec)
+    # A canary is weighed by the HTTPRoute where one is made; else by its share of the pods.
+    routed = canary_routed(spec, httproute_supported=httproute_supported)
+    canary_weight = spec.canary.weight if spec.canary and routed and not failed else 0
     candidates = [
         build_network_policy(mlmodel, spec),
         build_service(mlmodel, spec),
         build_deployment(mlmodel, spec, settings),
         *build_shadow(mlmodel, spec, settings),
-        *build_canary(mlmodel, spec, settings, failed=canary_failed(mlmodel, spec)),
+        *build_canary(mlmodel, spec, settings, failed=failed, routed=routed),
         build_hpa(mlmodel, spec),
         build_pdb(mlmodel, spec),
         build_servicemonitor(mlmodel, spec, settings) if servicemonitor_supported else None,
         build_ingress(mlmodel, spec),
-        build_httproute(mlmodel, spec) if httproute_supported else None,
+        build_httproute(mlmodel, spec, canary_weight=canary_weight) if httproute_supported else None,
     ]
     return [child for child in candidates if child is not None]
 

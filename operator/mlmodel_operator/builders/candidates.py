@@ -6,10 +6,14 @@ owned by the MLModel, whose name the owner reference keeps.
 
 - The shadow: Deployment and Service NAME-shadow, one replica, pods labelled as a model of that
   name, so the model's Service never selects them; only the served runtime's mirror reaches them.
-- The canary: Deployment NAME-canary, whose pods carry the model's own selector labels (the
-  model's Service routes to them, the traffic split by the share of pods) plus the revision
-  label, which alone tells them apart; they serve under the model's name and say `canary` in
-  their responses. A failed canary (status.canary) runs no pod.
+- The canary: Deployment NAME-canary, its pods serving under the model's name and saying
+  `canary` in their responses. Split by pods (no Gateway API route): they carry the model's own
+  selector labels, so the model's Service routes to them, the traffic following their share of
+  the pods. Split by the HTTPRoute (spec.gateway where the Gateway API is installed): they are
+  labelled as a model named NAME-canary, behind a Service of that name, which the route weighs
+  exactly against the model's. The Deployment's selector (the revision and whose canary) is the
+  same in both, so a cluster that gains or loses the Gateway API only relabels the pods. A
+  failed canary (status.canary) runs no pod.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from mlmodel_spec.resource import CANARY_SUFFIX, SHADOW_SUFFIX, MLModelSpec
 from mlmodel_spec.runtime_settings import env_var
 
 from mlmodel_operator.builders.common import (
+    APP_NAME,
+    CANARY_OF_LABEL,
     REVISION_LABEL,
     owner_references,
     selector_labels,
@@ -38,8 +44,12 @@ def canary_name(mlmodel: dict) -> str:
 
 
 def canary_labels(mlmodel: dict) -> dict[str, str]:
-    """The canary pods' selector: the model's own, and the revision."""
-    return {**selector_labels(mlmodel), REVISION_LABEL: CANARY}
+    """The canary pods' selector, however the traffic is split."""
+    return {
+        "app.kubernetes.io/name": APP_NAME,
+        REVISION_LABEL: CANARY,
+        CANARY_OF_LABEL: mlmodel["metadata"]["name"],
+    }
 
 
 def stable_replicas(spec: MLModelSpec) -> int:
@@ -92,9 +102,15 @@ def build_shadow(mlmodel: dict, spec: MLModelSpec, settings: OperatorSettings) -
 
 
 def build_canary(
-    mlmodel: dict, spec: MLModelSpec, settings: OperatorSettings, *, failed: bool = False
+    mlmodel: dict,
+    spec: MLModelSpec,
+    settings: OperatorSettings,
+    *,
+    failed: bool = False,
+    routed: bool = False,
 ) -> list[dict]:
-    """The canary's Deployment (no pod once `failed`), or nothing without spec.canary."""
+    """The canary's Deployment (no pod once `failed`), and its Service when `routed` (an
+    HTTPRoute splits the traffic); nothing without spec.canary."""
     if spec.canary is None:
         return []
     replicas = 0 if failed else canary_replicas(spec)
@@ -103,15 +119,21 @@ def build_canary(
     selector = canary_labels(mlmodel)
     deployment["spec"]["selector"] = {"matchLabels": selector}
     template = deployment["spec"]["template"]
-    template["metadata"]["labels"].update(selector)
+    # Which Service routes to the pods: the model's, or (routed) the canary's own.
+    template["metadata"]["labels"].update(
+        {**selector, **(selector_labels(view) if routed else selector_labels(mlmodel))}
+    )
     for constraint in template["spec"].get("topologySpreadConstraints") or ():
         constraint["labelSelector"] = {"matchLabels": selector}
     for container in template["spec"]["containers"]:
         if container["name"] != CONTAINER_NAME:
             continue
-        # Served under the model's own name (the Service's paths), saying which revision answers.
+        # Served under the model's own name (the route's paths), saying which revision answers.
         for item in container["env"]:
             if item["name"] == env_var("model_name"):
                 item["value"] = mlmodel["metadata"]["name"]
         container["env"].append({"name": env_var("revision"), "value": CANARY})
-    return _owned([deployment], mlmodel)
+    children = [deployment]
+    if routed:
+        children.append(build_service(view, candidate))
+    return _owned(children, mlmodel)

@@ -16,8 +16,10 @@ PART_OF = "mlmodel"
 MANAGED_BY = "mlmodel-operator"
 COMPONENT = "model-server"
 ANNOTATION_PREFIX = "serving.mlmodel.io"
-# On the pods of spec.canary's candidate only: what tells them from the served model's pods.
+# On the pods of spec.canary's candidate only: what tells them from the served model's pods,
+# and whose candidate they are (the canary Deployment's selector: the same however it is split).
 REVISION_LABEL = f"{ANNOTATION_PREFIX}/revision"
+CANARY_OF_LABEL = f"{ANNOTATION_PREFIX}/canary-of"
 ROLLOUT_HASH_ANNOTATION = f"{ANNOTATION_PREFIX}/rollout-hash"
 OPERATOR_VERSION_ANNOTATION = f"{ANNOTATION_PREFIX}/operator-version"
 

@@ -7,7 +7,7 @@ no portable rewrite, so a prefix there is left to the controller's annotations.
 
 from __future__ import annotations
 
-from mlmodel_spec.resource import MLModelSpec
+from mlmodel_spec.resource import CANARY_SUFFIX, MLModelSpec
 
 from mlmodel_operator.builders.common import name_of, object_meta
 
@@ -51,7 +51,9 @@ def build_ingress(mlmodel: dict, spec: MLModelSpec) -> dict | None:
     }
 
 
-def build_httproute(mlmodel: dict, spec: MLModelSpec) -> dict | None:
+def build_httproute(mlmodel: dict, spec: MLModelSpec, *, canary_weight: int = 0) -> dict | None:
+    """The route of spec.gateway; with `canary_weight` (percent), the canary's Service
+    (NAME-canary) takes that share of its requests, the model's the rest."""
     gateway = spec.gateway
     if gateway is None:
         return None
@@ -71,10 +73,20 @@ def build_httproute(mlmodel: dict, spec: MLModelSpec) -> dict | None:
                 "kind": "Service",
                 "name": name_of(mlmodel),
                 "port": spec.service.port,
-                "weight": 1,
+                "weight": 100 - canary_weight if canary_weight else 1,
             }
         ],
     }
+    if canary_weight:
+        rule["backendRefs"].append(
+            {
+                "group": "",
+                "kind": "Service",
+                "name": f"{name_of(mlmodel)}{CANARY_SUFFIX}",
+                "port": spec.service.port,
+                "weight": canary_weight,
+            }
+        )
     if gateway.path.rstrip("/"):
         rule["filters"] = [
             {
