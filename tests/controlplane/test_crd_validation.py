@@ -19,6 +19,7 @@ NAMESPACE = "default"
 
 
 BASE = mlmodel("sentiment", NAMESPACE)
+CANDIDATE = {"uri": "https://models.example.com/sentiment/v2/model.joblib", "sha256": SHA256}
 NAME_RULE = "must be a DNS-1035 label"
 URI_RULE = "other schemes are not supported"
 PATTERN = "should match"
@@ -83,6 +84,42 @@ REFUSED: dict[str, tuple[dict[str, Any], str]] = {
     ),
     "gateway-relative-path": ({"spec.gateway": {"parentRefs": [{"name": "g"}], "path": "m"}}, PATTERN),
     "gateway-without-parents": ({"spec.gateway": {"parentRefs": []}}, "should have at least 1 items"),
+    # candidates: their names, one at a time, and their models checked as spec.model is
+    "shadow-name-too-long": (
+        {"metadata.name": "m" * 57, "spec.shadow": {"model": CANDIDATE}}, "at most 56 characters with spec.shadow"
+    ),
+    "canary-name-too-long": (
+        {"metadata.name": "m" * 57, "spec.canary": {"model": CANDIDATE, "weight": 10}},
+        "at most 56 characters with spec.canary",
+    ),
+    "shadow-and-canary": (
+        {"spec.shadow": {"model": CANDIDATE}, "spec.canary": {"model": CANDIDATE, "weight": 10}},
+        "set spec.shadow or spec.canary, not both",
+    ),
+    "shadow-sha256-missing": (
+        {"spec.shadow": {"model": {"uri": CANDIDATE["uri"]}}}, "spec.shadow.model.sha256 is required"
+    ),
+    "canary-sha256-missing": (
+        {"spec.canary": {"model": {"uri": CANDIDATE["uri"]}, "weight": 10}},
+        "spec.canary.model.sha256 is required",
+    ),
+    "shadow-scheme-ftp": ({"spec.shadow": {"model": {**CANDIDATE, "uri": "ftp://h/m.joblib"}}}, URI_RULE),
+    "canary-scheme-ftp": (
+        {"spec.canary": {"model": {**CANDIDATE, "uri": "ftp://h/m.joblib"}, "weight": 10}}, URI_RULE
+    ),
+    "shadow-sha256-too-short": ({"spec.shadow": {"model": {**CANDIDATE, "sha256": "abc"}}}, PATTERN),
+    "canary-sha256-too-short": (
+        {"spec.canary": {"model": {**CANDIDATE, "sha256": "abc"}, "weight": 10}}, PATTERN
+    ),
+    "shadow-s3-endpoint-without-scheme": (
+        {"spec.shadow": {"model": {**CANDIDATE, "s3EndpointUrl": "minio:9000"}}}, PATTERN
+    ),
+    "canary-s3-endpoint-without-scheme": (
+        {"spec.canary": {"model": {**CANDIDATE, "s3EndpointUrl": "minio:9000"}, "weight": 10}}, PATTERN
+    ),
+    "canary-weight-100": (
+        {"spec.canary": {"model": CANDIDATE, "weight": 100}}, "should be less than or equal to 99"
+    ),
 }
 
 # The near miss of each rule: as close to a refused case as possible, and valid.
@@ -108,6 +145,11 @@ ACCEPTED: dict[str, dict[str, Any]] = {
                                        "className": "nginx", "tlsSecretName": "tls"}},
     "gateway-alone": {"spec.gateway": {"parentRefs": [{"name": "g", "namespace": "gw"}],
                                        "hostnames": ["a.example.com"], "path": "/v-1.2/x_y~z"}},
+    "shadow-name-56-chars": {"metadata.name": "m" * 56, "spec.shadow": {"model": CANDIDATE}},
+    "canary-name-56-chars": {"metadata.name": "m" * 56, "spec.canary": {"model": CANDIDATE, "weight": 99}},
+    "shadow-unverified-opt-out": {"spec.shadow": {"model": {"uri": CANDIDATE["uri"], "allowUnverified": True}}},
+    "canary-s3": {"spec.canary": {"model": {**CANDIDATE, "uri": "s3://b/m.joblib",
+                                            "s3EndpointUrl": "http://minio:9000"}, "weight": 1}},
 }
 
 
@@ -154,8 +196,8 @@ def test_every_rule_and_pattern_of_the_crd_has_a_case():
 
     walk(schema, "")
     covered_paths = {
-        ".": "name-with-dot",
-        ".spec": ("replicas-and-autoscaling", "ingress-and-gateway"),
+        ".": ("name-with-dot", "shadow-name-too-long", "canary-name-too-long"),
+        ".spec": ("replicas-and-autoscaling", "ingress-and-gateway", "shadow-and-canary"),
         ".spec.ingress.host": "ingress-uppercase-host",
         ".spec.ingress.path": "ingress-dot-dot-path",
         ".spec.gateway.hostnames[]": "gateway-hostname-with-port",
@@ -167,6 +209,14 @@ def test_every_rule_and_pattern_of_the_crd_has_a_case():
         ".spec.model.s3EndpointUrl": "s3-endpoint-without-scheme",
         ".spec.monitoring.interval": "interval-words",
         ".spec.service": "grpc-port-equals-http-port",
+        ".spec.shadow.model": "shadow-sha256-missing",
+        ".spec.shadow.model.uri": "shadow-scheme-ftp",
+        ".spec.shadow.model.sha256": "shadow-sha256-too-short",
+        ".spec.shadow.model.s3EndpointUrl": "shadow-s3-endpoint-without-scheme",
+        ".spec.canary.model": "canary-sha256-missing",
+        ".spec.canary.model.uri": "canary-scheme-ftp",
+        ".spec.canary.model.sha256": "canary-sha256-too-short",
+        ".spec.canary.model.s3EndpointUrl": "canary-s3-endpoint-without-scheme",
     }
     cases = {path: (c,) if isinstance(c, str) else c for path, c in covered_paths.items()}
     for entry in found:
