@@ -146,6 +146,24 @@ CASES = {
             observed=3)),
         "Healthy", "Available: 2/2 replicas ready",
     ),
+    "a canary that failed its analysis": (
+        model(status=with_conditions(
+            READY, NOT_PROGRESSING, NOT_DEGRADED,
+            condition("Canary", "False", "CanaryFailed", "p99 80.0 ms against 5.0 ms stable"))),
+        "Degraded", "CanaryFailed: p99 80.0 ms against 5.0 ms stable",
+    ),
+    "a canary under analysis": (
+        model(status=with_conditions(
+            READY, NOT_PROGRESSING, NOT_DEGRADED,
+            condition("Canary", "Unknown", "Analysing", "30/120 s of the window watched"))),
+        "Progressing", "Analysing: 30/120 s of the window watched",
+    ),
+    "a canary ready to promote": (
+        model(status=with_conditions(
+            READY, NOT_PROGRESSING, NOT_DEGRADED,
+            condition("Canary", "True", "ReadyToPromote", "ready to promote"))),
+        "Healthy", "Available: 2/2 replicas ready",
+    ),
     "object without generation (older API servers, tests)": (
         model(generation=None, status=with_conditions(READY, NOT_PROGRESSING, NOT_DEGRADED)),
         "Healthy", "Available: 2/2 replicas ready",

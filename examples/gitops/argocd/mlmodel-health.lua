@@ -70,6 +70,14 @@ if rolledBack ~= nil and rolledBack.status == "True" then
   return hs
 end
 
+-- A canary that failed its analysis was scaled away; one still analysed is a rollout in progress.
+local canary = current(condition(status.conditions, "Canary"))
+if canary ~= nil and canary.status == "False" then
+  hs.status = "Degraded"
+  hs.message = describe(canary, "CanaryFailed")
+  return hs
+end
+
 if degraded ~= nil and degraded.status == "True" then
   hs.status = "Degraded"
   hs.message = describe(degraded, "Degraded")
@@ -81,6 +89,12 @@ local spec = obj.spec or {}
 if spec.autoscaling == nil and spec.replicas == 0 then
   hs.status = "Suspended"
   hs.message = "Scaled to zero replicas"
+  return hs
+end
+
+if canary ~= nil and canary.status == "Unknown" then
+  hs.status = "Progressing"
+  hs.message = describe(canary, "Analysing the canary")
   return hs
 end
 
