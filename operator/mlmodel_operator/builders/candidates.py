@@ -19,7 +19,6 @@ owned by the MLModel, whose name the owner reference keeps.
 from __future__ import annotations
 
 from mlmodel_spec.resource import CANARY_SUFFIX, SHADOW_SUFFIX, MLModelSpec
-from mlmodel_spec.runtime_settings import env_var
 
 from mlmodel_operator.builders.common import (
     APP_NAME,
@@ -28,7 +27,7 @@ from mlmodel_operator.builders.common import (
     owner_references,
     selector_labels,
 )
-from mlmodel_operator.builders.deployment import CONTAINER_NAME, build_deployment
+from mlmodel_operator.builders.deployment import build_deployment
 from mlmodel_operator.builders.networking import build_service
 from mlmodel_operator.settings import OperatorSettings
 
@@ -115,7 +114,10 @@ def build_canary(
         return []
     replicas = 0 if failed else canary_replicas(spec)
     view, candidate = _candidate(mlmodel, spec, canary_name(mlmodel), spec.canary.model, replicas)
-    deployment = build_deployment(view, candidate, settings)
+    # Served under the model's own name (the route's paths), saying which revision answers.
+    deployment = build_deployment(
+        view, candidate, settings, model_name=mlmodel["metadata"]["name"], revision=CANARY
+    )
     selector = canary_labels(mlmodel)
     deployment["spec"]["selector"] = {"matchLabels": selector}
     template = deployment["spec"]["template"]
@@ -125,14 +127,6 @@ def build_canary(
     )
     for constraint in template["spec"].get("topologySpreadConstraints") or ():
         constraint["labelSelector"] = {"matchLabels": selector}
-    for container in template["spec"]["containers"]:
-        if container["name"] != CONTAINER_NAME:
-            continue
-        # Served under the model's own name (the route's paths), saying which revision answers.
-        for item in container["env"]:
-            if item["name"] == env_var("model_name"):
-                item["value"] = mlmodel["metadata"]["name"]
-        container["env"].append({"name": env_var("revision"), "value": CANARY})
     children = [deployment]
     if routed:
         children.append(build_service(view, candidate))

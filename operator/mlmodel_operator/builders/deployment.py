@@ -41,8 +41,12 @@ def _field_ref(name: str, path: str) -> dict:
     return {"name": name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}}
 
 
-def runtime_env(name: str, spec: MLModelSpec, settings: OperatorSettings) -> list[dict]:
-    """The RuntimeSettings variables (env prefix MLMODEL_) for this MLModel, then the user's env."""
+def runtime_env(
+    name: str, spec: MLModelSpec, settings: OperatorSettings, *, revision: str | None = None
+) -> list[dict]:
+    """The RuntimeSettings variables (env prefix MLMODEL_) for this MLModel, then the user's env.
+
+    `name` is the model's name (its paths); `revision` is said by a candidate's runtime."""
     decided = {
         "model_name": name,
         **spec_settings(spec),
@@ -55,6 +59,8 @@ def runtime_env(name: str, spec: MLModelSpec, settings: OperatorSettings) -> lis
         decided["auth_token_file"] = f"{AUTH_DIR}/{AUTH_FILE}"
     if _model_volume(spec) is not None:
         decided["model_mount_dir"] = MODEL_MOUNT_DIR
+    if revision is not None:
+        decided["revision"] = revision
     if spec.shadow is not None:
         # The candidate's Service in the pod's own namespace (a short name its DNS resolves).
         shadow = f"{name}{SHADOW_SUFFIX}"
@@ -113,7 +119,9 @@ def _probe(path: str, *, period: int, failures: int, timeout: int) -> dict:
     }
 
 
-def container(name: str, spec: MLModelSpec, settings: OperatorSettings) -> dict:
+def container(
+    name: str, spec: MLModelSpec, settings: OperatorSettings, *, revision: str | None = None
+) -> dict:
     mounts: list[dict[str, object]] = [
         {"name": "cache", "mountPath": CACHE_DIR},
         {"name": "tmp", "mountPath": "/tmp"},
@@ -131,7 +139,7 @@ def container(name: str, spec: MLModelSpec, settings: OperatorSettings) -> dict:
             {"name": "http", "containerPort": RUNTIME_PORT, "protocol": "TCP"},
             {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
         ],
-        "env": runtime_env(name, spec, settings),
+        "env": runtime_env(name, spec, settings, revision=revision),
         "resources": resources(spec, settings),
         # Startup watches liveness, not readiness: a runtime that is up but still fetching an
         # unreachable artifact retries by itself and must not be restarted in a loop.
@@ -200,10 +208,19 @@ def _model_volume(spec: MLModelSpec) -> MountedVolume | None:
     return parse_mounted(spec.model.uri, spec.model.format)
 
 
-def build_deployment(mlmodel: dict, spec: MLModelSpec, settings: OperatorSettings) -> dict:
+def build_deployment(
+    mlmodel: dict,
+    spec: MLModelSpec,
+    settings: OperatorSettings,
+    *,
+    model_name: str | None = None,
+    revision: str | None = None,
+) -> dict:
+    """The runtime's Deployment, named after `mlmodel`; its runtime serves `model_name`
+    (default: that name) and says `revision` when given (a candidate beside the model)."""
     name = mlmodel["metadata"]["name"]
     pod_spec = {
-        "containers": [container(name, spec, settings)],
+        "containers": [container(model_name or name, spec, settings, revision=revision)],
         "volumes": volumes(spec, settings),
         "securityContext": {
             "runAsNonRoot": True,
