@@ -89,9 +89,8 @@ class RuntimeMetrics:
         # Labelled children cached: .labels() costs a lock and a dict lookup per call.
         self._request_children: dict[tuple[str, int], Counter] = {}
         self._duration_children: dict[str, Histogram] = {}
-        self._label_children: dict[str, Counter] = {}
-        self._cache_lookup_children: dict[str, Counter] = {}
-        self._cache_write_children: dict[str, Counter] = {}
+        # (metric, label value) -> child, for the metrics labelled by model and one value.
+        self._children: dict[tuple[Counter, str], Counter] = {}
 
     def observe_request(self, endpoint: str, code: int, seconds: float) -> None:
         key = (endpoint, code)
@@ -108,37 +107,31 @@ class RuntimeMetrics:
             )
         histogram.observe(seconds)
 
+    def _count(self, counter: Counter, value: str, amount: float = 1) -> None:
+        """counter{model, <its one other label>=value} += amount, the labelled child cached."""
+        child = self._children.get((counter, value))
+        if child is None:
+            child = self._children[counter, value] = counter.labels(self.model, value)
+        child.inc(amount)
+
     def count_labels(self, labels: dict[str, int]) -> None:
         for label, count in labels.items():
-            counter = self._label_children.get(label)
-            if counter is None:
-                counter = self._label_children[label] = self._predictions.labels(self.model, label)
-            counter.inc(count)
+            self._count(self._predictions, label, count)
 
     def cache_lookup(self, result: str) -> None:
-        counter = self._cache_lookup_children.get(result)
-        if counter is None:
-            counter = self._cache_lookup_children[result] = self._cache_lookups.labels(
-                self.model, result
-            )
-        counter.inc()
+        self._count(self._cache_lookups, result)
 
     def cache_write(self, result: str) -> None:
-        counter = self._cache_write_children.get(result)
-        if counter is None:
-            counter = self._cache_write_children[result] = self._cache_writes.labels(
-                self.model, result
-            )
-        counter.inc()
+        self._count(self._cache_writes, result)
 
     def shadow_request(self, result: str) -> None:
-        self._shadow_requests.labels(self.model, result).inc()
+        self._count(self._shadow_requests, result)
 
     def shadow_rows(self, agreed: int, disagreed: int) -> None:
         if agreed:
-            self._shadow_rows.labels(self.model, "agree").inc(agreed)
+            self._count(self._shadow_rows, "agree", agreed)
         if disagreed:
-            self._shadow_rows.labels(self.model, "disagree").inc(disagreed)
+            self._count(self._shadow_rows, "disagree", disagreed)
 
     def artifact_error(self, reason: str) -> None:
         self._artifact_errors.labels(self.model, reason).inc()
