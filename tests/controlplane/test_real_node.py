@@ -166,9 +166,11 @@ def test_examples_are_ready_on_real_pods_and_answer_through_the_cluster_ip(
     assert body["predictions"] == pytest.approx(expected, rel=1e-6)
 
 
-def test_rolling_update_under_load_loses_no_request(
+def sentiment_serving(
     node_cluster: Cluster, artifacts: ArtifactServer, namespace: str
-):
+) -> tuple[dict[str, Any], str, dict[str, Any], set[str]]:
+    """The sentiment example (version 1.0.0) Ready on two pods: its MLModel, its Service's
+    ClusterIP, a one-text request, and the names of its pods."""
     model = example_model(
         "sentiment", namespace, "sentiment", artifacts.uri("sentiment/v1/model.joblib"), replicas=2
     )
@@ -176,7 +178,14 @@ def test_rolling_update_under_load_loses_no_request(
     ready(node_cluster, namespace, "sentiment")
     host = cluster_ip(node_cluster, namespace, "sentiment")
     request = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [POSITIVE]}]}
-    old_pods = {pod["metadata"]["name"] for pod in node_cluster.list("pods", namespace)}
+    pods = {pod["metadata"]["name"] for pod in node_cluster.list("pods", namespace)}
+    return model, host, request, pods
+
+
+def test_rolling_update_under_load_loses_no_request(
+    node_cluster: Cluster, artifacts: ArtifactServer, namespace: str
+):
+    model, host, request, old_pods = sentiment_serving(node_cluster, artifacts, namespace)
 
     with Load(host, "/v2/models/sentiment/infer", request) as load:
         time.sleep(3)  # steady state before the rollout
@@ -220,14 +229,7 @@ def test_rolling_update_under_load_loses_no_request(
 def test_a_new_artifact_failing_its_sha256_is_rolled_back_under_load_losing_no_request(
     node_cluster: Cluster, artifacts: ArtifactServer, namespace: str
 ):
-    model = example_model(
-        "sentiment", namespace, "sentiment", artifacts.uri("sentiment/v1/model.joblib"), replicas=2
-    )
-    node_cluster.apply(model)
-    ready(node_cluster, namespace, "sentiment")
-    host = cluster_ip(node_cluster, namespace, "sentiment")
-    request = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [POSITIVE]}]}
-    stable_pods = {pod["metadata"]["name"] for pod in node_cluster.list("pods", namespace)}
+    model, host, request, stable_pods = sentiment_serving(node_cluster, artifacts, namespace)
 
     with Load(host, "/v2/models/sentiment/infer", request) as load:
         time.sleep(3)  # steady state before the bad rollout
