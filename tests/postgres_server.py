@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from support.ports import free_port
+from support.processes import stop_process
 
 SERVER_USER = "postgres"
 STARTUP_TIMEOUT_SECONDS = 30.0
@@ -127,13 +128,7 @@ class PostgresServer:
         """Fast shutdown (SIGINT): clients are disconnected, like a database outage."""
         if self._process is None:
             return
-        if self._process.poll() is None:
-            self._process.send_signal(signal.SIGINT)
-            try:
-                self._process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        stop_process(self._process, signal.SIGINT, 30)
         self._process = None
 
     def restart(self) -> None:

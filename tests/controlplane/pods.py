@@ -21,6 +21,7 @@ from typing import Any
 
 from support.cluster import Cluster
 from support.ports import wait_until
+from support.processes import stop_process
 
 UNREADY_IMAGE = "kwok.test/failing/unready:1"
 # The runtime container's http port, which the operator asks on the pod's IP.
@@ -114,9 +115,5 @@ class Runtime:
         wait_until(live, timeout=60, what="the runtime to listen on the pod IP")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        if self.process is not None:
+            stop_process(self.process, signal.SIGTERM, 10)

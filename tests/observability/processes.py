@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import yaml
 from support.ports import free_port, wait_until
+from support.processes import stop_process
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
@@ -35,14 +36,7 @@ class Process:
         return True
 
     def stop(self) -> int:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
-        return self.popen.returncode
+        return stop_process(self.popen, signal.SIGTERM, 20)
 
 
 def clean_environment(**extra: str) -> dict[str, str]:

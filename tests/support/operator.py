@@ -26,6 +26,7 @@ from support.cluster import (
     Cluster,
 )
 from support.ports import free_port, wait_until
+from support.processes import stop_process
 
 OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SERVICE_ACCOUNT}"
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
@@ -61,14 +62,7 @@ class OperatorProcess:
 
     def stop(self, timeout: float = 15) -> int:
         """SIGTERM, then SIGKILL after `timeout` seconds."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return stop_process(self.process, signal.SIGTERM, timeout)
 
     def kill(self) -> None:
         self.process.kill()

@@ -22,6 +22,7 @@ from mlmodel_runtime.settings import RuntimeSettings
 from runtime_models import Artifact
 
 from support.ports import free_port, wait_until
+from support.processes import stop_process
 
 # tests/runtime: a served process imports its test models (runtime_models) from there.
 RUNTIME_TESTS = Path(__file__).resolve().parent.parent / "runtime"
@@ -144,13 +145,7 @@ def launch_server(
 
 
 def stop_server(server: ServerProcess, timeout: float = 10) -> None:
-    if server.process.poll() is None:
-        server.process.send_signal(signal.SIGINT)
-        try:
-            server.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait()
+    stop_process(server.process, signal.SIGINT, timeout)
 
 
 def write_mlmodel(
