@@ -8,12 +8,11 @@ import gc
 import hashlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
-
-import numpy as np
 
 from mlmodel_runtime import __version__, codec
 from mlmodel_runtime.artifacts import ArtifactError
@@ -531,11 +530,6 @@ class DataPlane:
         self.stats.executed(len(rows), ns)
         labels = outputs.get(LABEL_OUTPUT)
         if labels is not None:
-            values, counts = np.unique(labels, return_counts=True)
-            self.metrics.count_labels(
-                {
-                    str(value): int(count)
-                    for value, count in zip(values.tolist(), counts.tolist(), strict=True)
-                }
-            )
+            # A Counter over the list: np.unique sorts an object array, 15-45 µs a batch against 2-8.
+            self.metrics.count_labels(Counter(map(str, labels.tolist())))
         return outputs

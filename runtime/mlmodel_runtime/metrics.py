@@ -3,6 +3,8 @@ app so several apps can live in one process (tests)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -114,7 +116,7 @@ class RuntimeMetrics:
             child = self._children[counter, value] = counter.labels(self.model, value)
         child.inc(amount)
 
-    def count_labels(self, labels: dict[str, int]) -> None:
+    def count_labels(self, labels: Mapping[str, int]) -> None:
         for label, count in labels.items():
             self._count(self._predictions, label, count)
 
