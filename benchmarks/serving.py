@@ -27,8 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchkit import ceiling, ghz, payloads, report, venvs
-from benchkit.procs import RssSampler, ServerProcess, free_port
+from benchkit import ceiling, ghz, payloads, report, transport, venvs
+from benchkit.procs import RssSampler, ServerProcess, cpu_seconds, free_port, process_tree
 from benchkit.report import Cell, Scenario, ServerRun
 from benchkit.servers import (
     ARTIFACT,
@@ -271,6 +271,7 @@ def bench_server(
                     seconds=max(settings.warmup, 1.0),
                 )
                 grpc_warmed = True
+            cpu_before = cpu_seconds(process_tree(server.pid))
             with RssSampler(server.pid) as sampler:
                 if scenario.protocol == "grpc":
                     load = ghz.run_ghz(
@@ -286,7 +287,10 @@ def bench_server(
                         concurrency=scenario.concurrency,
                         seconds=settings.duration,
                     )
-            run.cells.append(Cell(scenario, load, sampler.peak_total_mb, sampler.peak_single_mb))
+            cpu_us = 1e6 * (cpu_seconds(process_tree(server.pid)) - cpu_before) / max(load.requests, 1)
+            run.cells.append(
+                Cell(scenario, load, sampler.peak_total_mb, sampler.peak_single_mb, cpu_us)
+            )
             print(
                 f"  {spec.name:9} {scenario.label:24} {load.requests_per_second:9.1f} req/s "
                 f"p99 {load.p99_ms:8.2f} ms errors {load.errors}",
@@ -388,6 +392,23 @@ def tabular_table(run: TabularRun) -> list[str]:
     )
 
 
+def transport_table(runs: list[transport.TransportRun]) -> list[str]:
+    rows = [
+        [
+            run.transport,
+            report.number(run.load.requests_per_second),
+            report.number(run.load.p50_ms),
+            report.number(run.load.p99_ms),
+            str(run.load.errors),
+            f"{run.cpu_us_per_request:.0f}",
+        ]
+        for run in runs
+    ]
+    return report.table(
+        ["transport", "req/s", "p50 ms", "p99 ms", "errors", "server CPU µs/req"], rows
+    )
+
+
 def protocol_table(runs: list[ServerRun], scenarios: list[Scenario]) -> list[str]:
     """gRPC throughput over REST throughput, same server, same concurrency, one text per call."""
     rows = []
@@ -420,6 +441,7 @@ def render(
     runs: list[ServerRun],
     ceilings: list[ceiling.Ceiling],
     tabular: TabularRun | None = None,
+    transports: list[transport.TransportRun] | None = None,
 ) -> str:
     scenarios = settings.scenarios
     load_start = ", ".join(str(x) for x in meta["load_average_at_start"])  # type: ignore[attr-defined]
@@ -465,6 +487,17 @@ def render(
     protocols = protocol_table(runs, scenarios)
     if protocols:
         lines += ["", "## gRPC relative to REST, same server", "", *protocols]
+    if transports:
+        lines += [
+            "",
+            f"## The transports alone: an empty handler, c={transports[0].load_concurrency}",
+            "",
+            ("The stacks our runtime serves on, answering a fixed body with no model, parsing or "
+            "metrics (`benchmarks/benchkit/transport.py`), loaded by the same wrk and ghz runs: the "
+            "server CPU per request is a floor under everything served on that stack."),
+            "",
+            *transport_table(transports),
+        ]
     if tabular is not None:
         lines += [
             "",
@@ -530,12 +563,26 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(
                 bench_server(SERVERS[name], settings, layout, bodies, first_body, grpc_messages)
             )
+        transports: list[transport.TransportRun] = []
+        if settings.grpc_concurrency:
+            print("benchmarking the transports alone (empty handlers)", file=sys.stderr)
+            try:
+                transports = transport.measure(
+                    settings.project_venv / "bin" / "python",
+                    layout.workdir,
+                    rest_bodies=bodies[1],
+                    grpc_messages=grpc_messages,
+                    concurrency=max(settings.grpc_concurrency),
+                    seconds=settings.duration,
+                )
+            except Exception as error:  # noqa: BLE001 - the serving figures above still count
+                print(f"transport comparison failed: {error}", file=sys.stderr)
         tabular = None
         if settings.tabular_rows > 0:
             print("benchmarking tabular rows: JSON, binary, gRPC", file=sys.stderr)
             tabular = bench_tabular(settings, layout)
     meta["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    markdown = render(settings, meta, runs, ceilings, tabular)
+    markdown = render(settings, meta, runs, ceilings, tabular, transports)
     print(markdown)
     if settings.output_dir is not None:
         settings.output_dir.mkdir(parents=True, exist_ok=True)
@@ -544,7 +591,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         (settings.output_dir / f"{stem}.md").write_text(markdown, encoding="utf-8")
         (settings.output_dir / f"{stem}.json").write_text(
-            json.dumps(report.to_json(runs, ceilings, meta), indent=2) + "\n", encoding="utf-8"
+            json.dumps(report.to_json(runs, ceilings, meta, transports), indent=2) + "\n", encoding="utf-8"
         )
         print(f"written: {settings.output_dir / stem}.md and .json", file=sys.stderr)
     failed = any(run.failure for run in runs) or (tabular is not None and tabular.failure)

@@ -30,6 +30,7 @@ class Cell:
     load: LoadResult
     rss_total_mb: float
     rss_single_mb: float
+    cpu_us_per_request: float = 0.0  # the server's CPU time (all its processes) over its requests
 
     @property
     def texts_per_second(self) -> float:
@@ -81,6 +82,7 @@ def results_table(runs: Sequence[ServerRun], scenarios: Sequence[Scenario]) -> l
                     number(load.p50_ms),
                     number(load.p99_ms),
                     str(load.errors),
+                    f"{cell.cpu_us_per_request:.0f}",
                     f"{cell.rss_total_mb:.0f}",
                     f"{cell.rss_single_mb:.0f}",
                 ]
@@ -93,6 +95,7 @@ def results_table(runs: Sequence[ServerRun], scenarios: Sequence[Scenario]) -> l
         "p50 ms",
         "p99 ms",
         "errors",
+        "server CPU µs/req",
         "peak RSS MB (tree)",
         "peak RSS MB (largest process)",
     ]
@@ -172,7 +175,10 @@ def ceiling_table(
 
 
 def to_json(
-    runs: Sequence[ServerRun], ceilings: Sequence[Ceiling], meta: dict[str, Any]
+    runs: Sequence[ServerRun],
+    ceilings: Sequence[Ceiling],
+    meta: dict[str, Any],
+    transports: Sequence[Any] = (),
 ) -> dict[str, Any]:
     def cell(c: Cell) -> dict[str, Any]:
         return {
@@ -185,6 +191,7 @@ def to_json(
             "errors": c.load.errors,
             "rss_total_mb": c.rss_total_mb,
             "rss_single_mb": c.rss_single_mb,
+            "server_cpu_us_per_request": c.cpu_us_per_request,
         }
 
     return {
@@ -201,5 +208,16 @@ def to_json(
                 "cells": [cell(c) for c in run.cells],
             }
             for run in runs
+        ],
+        "transports": [
+            {
+                "transport": t.transport,
+                "concurrency": t.load_concurrency,
+                "requests_per_second": t.load.requests_per_second,
+                **dataclasses.asdict(t.load),
+                "errors": t.load.errors,
+                "server_cpu_us_per_request": t.cpu_us_per_request,
+            }
+            for t in transports
         ],
     }

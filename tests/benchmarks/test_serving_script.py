@@ -48,6 +48,14 @@ def test_quick_run_against_our_runtime_writes_the_tables(repo_root, tmp_path):
         assert cell["requests"] > 0 and cell["errors"] == 0
         assert 0 < cell["p50_ms"] <= cell["p99_ms"]
         assert cell["rss_total_mb"] >= cell["rss_single_mb"] > 10
+        assert cell["server_cpu_us_per_request"] > 0
     assert cells[(4, 16)]["texts_per_second"] == cells[(4, 16)]["requests_per_second"] * 16
     assert {c["batch_size"] for c in data["ceilings"]} == {1, 16, 128}
     assert "| c=4, 16 texts/req | ours-w1 |" in markdown.read_text()
+    # The two transports alone, with no model: what each costs the server per request.
+    transports = {t["transport"].split()[0]: t for t in data["transports"]}
+    assert set(transports) == {"REST", "gRPC"}
+    for empty in transports.values():
+        assert empty["requests"] > 0 and empty["errors"] == 0
+        assert empty["server_cpu_us_per_request"] > 0
+    assert "## The transports alone" in markdown.read_text()
