@@ -153,8 +153,10 @@ class KubeClient:
         *,
         timeout_seconds: float,
         crd_check_interval_seconds: float,
+        max_connections: int = 16,
     ) -> None:
         self._timeout = timeout_seconds
+        self._max_connections = max_connections
         self._crd_ttl = crd_check_interval_seconds
         self._crd_answers: dict[str, tuple[float, bool]] = {}
         self._crd_locks: dict[str, asyncio.Lock] = {}
@@ -179,6 +181,7 @@ class KubeClient:
                 await k8s_config.load_kube_config(client_configuration=configuration)
             except (k8s_config.ConfigException, OSError) as error:
                 raise ApiError("login", 0, "NoCredentials", str(error)) from error
+        configuration.connection_pool_maxsize = self._max_connections
         self._configuration = configuration
         if self._api is not None:
             self._retired.append(self._api)

@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         kube=KubeClient(
             timeout_seconds=settings.api_timeout_seconds,
             crd_check_interval_seconds=settings.crd_check_interval_seconds,
+            max_connections=settings.max_api_connections,
         ),
         peering=_peering(args, identity, clusterwide, namespaces),
     )

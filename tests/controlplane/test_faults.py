@@ -98,6 +98,33 @@ def test_a_flaky_api_server_is_survived_without_duplicates(
     assert len(operator_requests(installed_cluster, since)) < 200, "retried in a tight loop"
 
 
+def test_a_burst_of_models_holds_no_more_write_connections_than_configured(
+    installed_cluster: Cluster, run_operator, namespace: str, proxy: FaultProxy, tmp_path: Path
+):
+    # Slow answers to the operator's applies: with an unbounded pool, a burst of models would
+    # hold one connection (about 0.3 MB with TLS) per apply in flight.
+    children = rf"/namespaces/{namespace}/(deployments|services|poddisruptionbudgets)/"
+    proxy.inject(Fault("PATCH", children, delay=0.3))
+    in_flight = proxy.count_in_flight("PATCH", children)
+    run_operator(
+        namespaces=[namespace],
+        kubeconfig=proxied_kubeconfig(installed_cluster, proxy, tmp_path),
+        MLMODEL_OPERATOR_MAX_API_CONNECTIONS="2",
+    )
+    names = [f"burst-{index}" for index in range(12)]
+    for name in names:
+        installed_cluster.apply(mlmodel(name, namespace))
+    wait_until(
+        lambda: all(
+            condition(installed_cluster.get("mlmodel", name, namespace), "Ready").get("status") == "True"
+            for name in names
+        ),
+        timeout=120,
+        what="every model of the burst Ready",
+    )
+    assert in_flight.peak == 2, in_flight  # used to the bound, never past it
+
+
 def test_killed_mid_reconcile_the_restarted_operator_resumes(
     installed_cluster: Cluster, run_operator, namespace: str, proxy: FaultProxy, tmp_path: Path
 ):

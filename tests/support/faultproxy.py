@@ -48,6 +48,19 @@ class Fault:
         )
 
 
+@dataclasses.dataclass
+class InFlight:
+    """How many requests matching `method` and the `path` regex were in the proxy at once."""
+
+    method: str
+    path: str
+    now: int = 0
+    peak: int = 0
+
+    def matches(self, method: str, path: str) -> bool:
+        return self.method in (method, "*") and re.search(self.path, path) is not None
+
+
 class FaultProxy:
     def __init__(self, upstream: str, ca_pem: bytes) -> None:
         self.upstream = upstream.rstrip("/")
@@ -55,6 +68,7 @@ class FaultProxy:
         self.faults: list[Fault] = []
         # method, path, status (0: dropped), monotonic time the request arrived
         self.requests: list[tuple[str, str, int, float]] = []
+        self.counters: list[InFlight] = []
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -81,6 +95,13 @@ class FaultProxy:
         with self._lock:
             self.faults.append(fault)
         return fault
+
+    def count_in_flight(self, method: str, path: str) -> InFlight:
+        """A counter of the matching requests in flight (from arrival to the answer's end)."""
+        counter = InFlight(method, path)
+        with self._lock:
+            self.counters.append(counter)
+        return counter
 
     def clear(self) -> None:
         with self._lock:
@@ -128,6 +149,19 @@ class FaultProxy:
             self.requests.append((method, path, status, arrived))
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        with self._lock:
+            counting = [c for c in self.counters if c.matches(request.method, request.path_qs)]
+            for counter in counting:
+                counter.now += 1
+                counter.peak = max(counter.peak, counter.now)
+        try:
+            return await self._forward(request)
+        finally:
+            with self._lock:
+                for counter in counting:
+                    counter.now -= 1
+
+    async def _forward(self, request: web.Request) -> web.StreamResponse:
         path = request.path_qs
         arrived = time.monotonic()
         fault = self._fault_for(request.method, path)
