@@ -162,7 +162,7 @@ def load(rps: float, p99: float) -> LoadResult:
 def test_report_ratios_compare_ours_with_each_alternative():
     scenario = report.Scenario(concurrency=32, batch=1)
     ours = report.ServerRun(
-        "ours-w1", "ours", True, cells=[report.Cell(scenario, load(2000, 20), 180, 180)]
+        "ours-w1", "ours", True, cells=[report.Cell(scenario, load(2000, 20), 180, 180, 410)]
     )
     theirs = report.ServerRun(
         "fastapi", "tutorial", False, cells=[report.Cell(scenario, load(800, 80), 150, 150)]
@@ -172,7 +172,9 @@ def test_report_ratios_compare_ours_with_each_alternative():
     assert lines[2] == "| c=32, 1 text/req | ours-w1 | 2.50x req/s, 0.25x p99 |"
 
     results = "\n".join(report.results_table([ours, theirs], [scenario]))
-    assert "| c=32, 1 text/req | ours-w1 | 2,000 | 2,000 | 5.00 | 20.0 | 0 | 180 | 180 |" in results
+    assert (
+        "| c=32, 1 text/req | ours-w1 | 2,000 | 2,000 | 5.00 | 20.0 | 0 | 410 | 180 | 180 |" in results
+    )
 
 
 def test_report_ceiling_gives_ours_as_a_fraction_of_the_model_alone():

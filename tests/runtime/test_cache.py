@@ -382,6 +382,14 @@ async def test_redis_down_or_frozen_costs_no_request(
         assert errors_while_down < load.answered / 10  # the back-off spared nearly every request
 
 
+def requests_slower_than(metrics: str, seconds: float) -> float:
+    """Inference requests the server took longer than ``seconds`` over (a histogram bucket bound)."""
+    name, labels = "mlmodel_request_duration_seconds_bucket", {"endpoint": "v2_infer"}
+    total = sample(metrics, name, **labels, le="+Inf")
+    assert total > 0, "no inference request in the histogram"
+    return total - sample(metrics, name, **labels, le=str(seconds))
+
+
 def sample(metrics: str, name: str, **labels: str) -> float:
     for family in text_string_to_metric_families(metrics):
         for item in family.samples:
@@ -420,7 +428,10 @@ async def test_a_served_runtime_rides_out_redis_killed_mid_load(
         assert sample(after, "mlmodel_cache_up") == 1
         hits = sample(after, "mlmodel_cache_requests_total", result="hit")
         assert hits > sample(down, "mlmodel_cache_requests_total", result="hit")
-    assert load.slowest < 1.0, load.slowest
+    # Timed by the server itself: the test's 16 Python clients on the same cores add their own
+    # scheduling delays (up to half a second on a quiet machine) that say nothing of the runtime.
+    # Redis calls time out after 100 ms, so no request may come near 0.5 s.
+    assert requests_slower_than(after, 0.5) == 0, after
     assert load.answered > 100
     assert "prediction cache unavailable" in server.logs()
     assert "prediction cache available again" in server.logs()
