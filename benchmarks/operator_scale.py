@@ -52,6 +52,7 @@ class Settings:
     output_dir: Path | None
     cluster_dir: Path
     floor: bool = True
+    max_api_connections: int | None = None  # None: the operator's default
 
 
 def parse_args(argv: list[str] | None) -> Settings:
@@ -75,8 +76,15 @@ def parse_args(argv: list[str] | None) -> Settings:
         "--no-floor", dest="floor", action="store_false",
         help="skip the run without the operator (the same Deployments and Services applied directly)",
     )
+    parser.add_argument(
+        "--max-api-connections", type=int, default=None,
+        help="the operator's MLMODEL_OPERATOR_MAX_API_CONNECTIONS (default: the operator's own)",
+    )
     args = parser.parse_args(argv)
-    return Settings(args.count, args.namespaces, args.resync, args.timeout, args.output_dir, args.cluster_dir, args.floor)
+    return Settings(
+        args.count, args.namespaces, args.resync, args.timeout, args.output_dir, args.cluster_dir,
+        args.floor, args.max_api_connections,
+    )  # fmt: skip
 
 
 def mlmodel(name: str, namespace: str) -> dict[str, Any]:
@@ -248,6 +256,9 @@ def run(settings: Settings, workdir: Path) -> dict[str, Any]:
         MLMODEL_OPERATOR_CRD_CHECK_INTERVAL_SECONDS=None,
         MLMODEL_OPERATOR_LOG_FORMAT="json",
         MLMODEL_OPERATOR_LOG_LEVEL="warning",
+        MLMODEL_OPERATOR_MAX_API_CONNECTIONS=(
+            None if settings.max_api_connections is None else str(settings.max_api_connections)
+        ),
     )
     try:
         with RssSampler(operator.process.pid) as rss:
@@ -308,6 +319,7 @@ def run(settings: Settings, workdir: Path) -> dict[str, Any]:
         "api_requests_by_kind": dict(rollout_kinds.most_common()),
         "ready_at": ready_at.isoformat(),
         "resync_interval_seconds": settings.resync_seconds,
+        "operator_max_api_connections": settings.max_api_connections or OperatorSettings().max_api_connections,
         "idle_pass_requests": len(idle),
         "idle_pass_requests_by_kind": dict(idle_kinds.most_common()),
         "idle_pass_writes": sum(1 for e in idle if e["verb"] in WRITE_VERBS),
@@ -326,6 +338,7 @@ def render(result: dict[str, Any], meta: dict[str, Any]) -> str:
         ("time until every MLModel is Ready (from the last Ready condition's lastTransitionTime, to the second)", f"{result['seconds_until_all_ready']} s"),
         ("time until the operator stops writing", f"{result['seconds_until_operator_quiet']} s"),
         ("operator RSS idle before / peak", f"{result['operator_rss_idle_mb']} MB / {result['operator_rss_peak_mb']} MB"),
+        ("the operator's API connections for writes (MLMODEL_OPERATOR_MAX_API_CONNECTIONS)", str(result["operator_max_api_connections"])),
         ("API requests per MLModel (watches excluded)", str(result["api_requests_per_mlmodel"])),
         ("API writes per MLModel (Events included)", str(result["api_writes_per_mlmodel"])),
         (f"idle resync pass (interval {result['resync_interval_seconds']:g} s): requests", str(result["idle_pass_requests"])),
