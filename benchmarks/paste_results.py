@@ -26,7 +26,7 @@ def splice(readme: str, section: str, content: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("section", choices=["serving", "operator"])
+    parser.add_argument("section", choices=["serving", "transformer", "operator"])
     parser.add_argument(
         "results", type=Path, help="a .md file written by serving.py or operator_scale.py"
     )

@@ -33,6 +33,7 @@ from benchkit.report import Cell, Scenario, ServerRun
 from benchkit.servers import (
     ARTIFACT,
     BENCHMARKS,
+    DEFAULT_SERVERS,
     INFER_PATH,
     REPO_ROOT,
     SERVERS,
@@ -82,8 +83,8 @@ def parse_args(argv: list[str] | None) -> Settings:
     )
     parser.add_argument(
         "--servers",
-        default=",".join(SERVERS),
-        help=f"comma-separated, from: {', '.join(SERVERS)} (default: all)",
+        default=",".join(DEFAULT_SERVERS),
+        help=f"comma-separated, from: {', '.join(SERVERS)} (default: {','.join(DEFAULT_SERVERS)})",
     )
     parser.add_argument(
         "--concurrency",

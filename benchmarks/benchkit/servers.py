@@ -50,10 +50,13 @@ class ServerSpec:
         return venv / "bin"
 
 
-def ours(workers: int) -> ServerSpec:
+def ours(workers: int, grpc_acceptors: int | None = None) -> ServerSpec:
+    """``grpc_acceptors``: MLMODEL_GRPC_ACCEPTORS (None: the runtime's default)."""
+    suffix = "" if grpc_acceptors is None else f"-grpc{grpc_acceptors}"
+    described = "" if grpc_acceptors is None else f", MLMODEL_GRPC_ACCEPTORS={grpc_acceptors}"
     return ServerSpec(
-        name=f"ours-w{workers}",
-        description=f"`mlmodel serve` (this project), {workers} worker process{'es' if workers > 1 else ''}",
+        name=f"ours-w{workers}{suffix}",
+        description=f"`mlmodel serve` (this project), {workers} worker process{'es' if workers > 1 else ''}{described}",
         venv=None,
         requirements=None,
         # The cache dir is relative: the server's scratch folder (its working directory).
@@ -70,7 +73,7 @@ def ours(workers: int) -> ServerSpec:
             "--cache-dir",
             "cache",
         ],
-        env=lambda port: {},
+        env=lambda port: {} if grpc_acceptors is None else {"MLMODEL_GRPC_ACCEPTORS": str(grpc_acceptors)},
         ready_path=f"/v2/models/{MODEL_NAME}/ready",
         is_ours=True,
         grpc_args=lambda grpc_port: ["--grpc-port", str(grpc_port)],
@@ -140,8 +143,10 @@ FLASK = ServerSpec(
 )
 
 SERVERS: dict[str, ServerSpec] = {
-    spec.name: spec for spec in (ours(1), ours(2), MLSERVER, FASTAPI, FLASK)
+    spec.name: spec for spec in (ours(1), ours(2), MLSERVER, FASTAPI, FLASK, ours(1, grpc_acceptors=1))
 }
+# What a plain run compares; the others are there to be asked for by name (--servers).
+DEFAULT_SERVERS = ("ours-w1", "ours-w2", "mlserver", "fastapi", "flask")
 
 
 def server_environment(spec: ServerSpec, port: int) -> dict[str, str]:

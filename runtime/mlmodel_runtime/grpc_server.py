@@ -4,7 +4,9 @@ limits, statistics), bearer tokens, metrics and access log as the HTTP routes.""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -262,6 +264,29 @@ def _peer_address(peer: str | None) -> str | None:
 # --- the server ------------------------------------------------------------------------------------
 
 
+class GrpcServers:
+    """The gRPC servers of one worker, all on one port; stopped together."""
+
+    def __init__(self, servers: Sequence[aio.Server]) -> None:
+        self.servers = list(servers)
+
+    async def stop(self, grace: float | None) -> None:
+        await asyncio.gather(*(server.stop(grace) for server in self.servers))
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Raise RuntimeError when something listens on ``host:port``. Our own servers share the port
+    through SO_REUSEPORT, which would also let them share it with a stranger's socket that set it:
+    a plain bind (SO_REUSEADDR only, as for any listener) says whether anyone is there."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise RuntimeError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
 async def start_grpc_server(
     settings: RuntimeSettings,
     plane: DataPlane,
@@ -270,23 +295,38 @@ async def start_grpc_server(
     access_log: AccessLog | None,
     reuse_port: bool = False,
     port: int | None = None,
-) -> tuple[aio.Server, int]:
-    """Start serving gRPC on ``settings.host`` at ``port`` (default ``settings.grpc_port``); returns
-    the server and the port bound. ``reuse_port``: share the port with the other workers
-    (SO_REUSEPORT), as the HTTP sockets do; otherwise a port in use is an error."""
-    server = aio.server(
-        options=[
-            ("grpc.so_reuseport", 1 if reuse_port else 0),
-            # The HTTP body limit: larger messages are refused by grpc (RESOURCE_EXHAUSTED) unread.
-            ("grpc.max_receive_message_length", settings.max_request_bytes),
-            ("grpc.max_send_message_length", -1),
-        ]
-    )
-    server.add_generic_rpc_handlers(
-        (InferenceService(plane, tokens=tokens, access_log=access_log).rpc_handler(),)
-    )
+) -> tuple[GrpcServers, int]:
+    """Serve gRPC on ``settings.host`` at ``port`` (default ``settings.grpc_port``) with
+    ``settings.grpc_acceptors`` servers sharing it; returns them and the port bound.
+    ``reuse_port``: the other workers share the port too; otherwise a port in use is an error.
+
+    Several servers, because grpc.aio's server takes its new calls one at a time (it asks the core
+    for the next call only once the last one has reached the event loop): under load one server
+    hands calls to the batcher two or three at once where HTTP hands over a dozen, and the model
+    runs on small batches. Each server takes calls from the connections the kernel gives it."""
+    handler = InferenceService(plane, tokens=tokens, access_log=access_log).rpc_handler()
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     wanted = settings.grpc_port if port is None else port
-    bound = server.add_insecure_port(f"{host}:{wanted}")  # raises RuntimeError when it cannot bind
-    await server.start()
-    return server, bound
+    if not reuse_port and wanted:
+        _check_port_free(settings.host, wanted)
+    servers: list[aio.Server] = []
+    try:
+        for _ in range(settings.grpc_acceptors):
+            server = aio.server(
+                options=[
+                    ("grpc.so_reuseport", 1),
+                    # The HTTP body limit: larger messages are refused by grpc (RESOURCE_EXHAUSTED)
+                    # unread.
+                    ("grpc.max_receive_message_length", settings.max_request_bytes),
+                    ("grpc.max_send_message_length", -1),
+                ]
+            )
+            server.add_generic_rpc_handlers((handler,))
+            # raises RuntimeError when it cannot bind
+            wanted = server.add_insecure_port(f"{host}:{wanted}")
+            await server.start()
+            servers.append(server)
+    except BaseException:
+        await GrpcServers(servers).stop(None)
+        raise
+    return GrpcServers(servers), wanted

@@ -77,7 +77,11 @@ class RuntimeServer(uvicorn.Server):
                        "hint": "set another port with --grpc-port / MLMODEL_GRPC_PORT (0: off)"},
             )  # fmt: skip
             return
-        logger.info("gRPC listening", extra={"host": self.settings.host, "grpc_port": port})
+        logger.info(
+            "gRPC listening",
+            extra={"host": self.settings.host, "grpc_port": port,
+                   "grpc_acceptors": self.settings.grpc_acceptors},
+        )  # fmt: skip
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         if self.grpc_server is not None:

@@ -108,6 +108,16 @@ class RuntimeSettings(BaseSettings):
             "as an error and the runtime serves HTTP only."
         ),
     )
+    grpc_acceptors: int = Field(
+        16,
+        ge=1,
+        le=64,
+        description=(
+            "gRPC servers each worker runs on the gRPC port (SO_REUSEPORT; the kernel spreads "
+            "connections over them). grpc.aio takes a server's new calls one after another, so one "
+            "server lets few calls reach the batcher together; see docs/protocols.md."
+        ),
+    )
     workers: int = Field(1, ge=1, le=64, description="Worker processes (one per core on multi-core nodes).")
     max_request_bytes: int = Field(
         10 * 1024**2, gt=0, description="Largest request body accepted; larger ones get 413."

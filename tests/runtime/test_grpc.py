@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from mlmodel_runtime.grpc_server import SERVICE, start_grpc_server
 from mlmodel_runtime.protocol import open_inference_pb2 as pb
 from mlmodel_runtime.settings import RuntimeSettings
+from support.ports import listening_sockets
 from support.runtime import InProcess, Models, running_app, settings_for
 
 TEXTS = ["a wonderful film, great acting", "boring plot and dull music"]
@@ -132,6 +133,40 @@ async def test_typed_contents_answer_as_json_does(models: Models, tmp_path: Path
             text_request(outputs=[pb.ModelInferRequest.InferRequestedOutputTensor(name="label")]),
         )
         assert [output.name for output in only.outputs] == ["label"]
+
+
+async def test_every_acceptor_serves_the_calls_its_connections_bring(
+    models: Models, tmp_path: Path
+) -> None:
+    """MLMODEL_GRPC_ACCEPTORS servers listen on the one port; calls over many channels at once,
+    whichever server the kernel gives each connection, all get the model's answer."""
+    settings = grpc_settings(models.text, tmp_path, "sentiment", grpc_acceptors=4)
+    async with running_app(settings) as rt:
+        state = rt.app.state
+        servers, port = await start_grpc_server(
+            settings, rt.dataplane, tokens=state.tokens, access_log=state.access_log, port=0
+        )
+        try:
+            assert len(servers.servers) == 4 and listening_sockets(port) == 4
+            http = await rt.client.post(
+                "/v2/models/sentiment/infer",
+                json={"inputs": [{"name": "text", "shape": [2], "datatype": "BYTES", "data": TEXTS}]},
+            )
+            expected = http.json()["outputs"][0]["data"]
+            channels = [aio.insecure_channel(f"127.0.0.1:{port}") for _ in range(16)]
+            try:
+                answers = await asyncio.gather(
+                    *(Client(channel)("ModelInfer", text_request()) for channel in channels * 4)
+                )
+            finally:
+                await asyncio.gather(*(channel.close() for channel in channels))
+            for answer in answers:
+                assert [v.decode() for v in answer.outputs[0].contents.bytes_contents] == expected
+            stats = (await rt.client.get("/v2/models/sentiment/stats")).json()
+            assert stats["model_stats"][0]["inference_stats"]["success"]["count"] == 1 + 64
+        finally:
+            await servers.stop(None)
+        assert listening_sockets(port) == 0
 
 
 async def test_raw_contents_in_raw_contents_out(models: Models, tmp_path: Path) -> None:

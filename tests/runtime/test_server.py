@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import runtime_models
-from support.ports import free_port, wait_until
+from support.ports import free_port, listening_sockets, wait_until
 from support.runtime import Models, write_mlmodel
 
 ECS_FIELDS = {"@timestamp", "log.level", "message", "ecs.version", "service.name", "labels.model"}
@@ -98,20 +98,6 @@ def _ready_pids(logs: str) -> set[int]:
     return {line["process.pid"] for line in lines if line["message"] == "model ready"}
 
 
-def _listening_sockets(url: str) -> int:
-    """How many distinct sockets listen on the URL's port, from /proc/net/tcp and tcp6 (grpc
-    listens on IPv4 addresses through v4-mapped IPv6 sockets)."""
-    port = httpx.URL(url).port
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for row in Path(table).read_text().splitlines()[1:]:
-            fields = row.split()
-            local_port, state, inode = int(fields[1].rsplit(":", 1)[1], 16), fields[3], fields[9]
-            if local_port == port and state == "0A":  # 0A: LISTEN
-                inodes.add(inode)
-    return len(inodes)
-
-
 def test_env_only_serve_with_two_workers(models: Models, start_server) -> None:
     server = start_server(
         ["--workers", "2"],
@@ -133,7 +119,7 @@ def test_env_only_serve_with_two_workers(models: Models, start_server) -> None:
     # Each worker listens on the port with a socket of its own (SO_REUSEPORT), so the kernel
     # spreads connections over them; with one shared socket the first worker to wake could take
     # every keep-alive connection of a burst (seen with wrk: all 8 on one worker in 2 runs of 3).
-    assert _listening_sockets(server.url) == 2
+    assert listening_sockets(httpx.URL(server.url).port) == 2
 
 
     server.process.send_signal(signal.SIGTERM)
@@ -257,15 +243,15 @@ def _grpc_infer(target: str, request_id: str) -> float:
 def test_two_workers_share_the_grpc_port(models: Models, start_server) -> None:
     server = start_server(
         ["--workers", "2"],
-        env=_houses_env(models),
+        env=_houses_env(models, MLMODEL_GRPC_ACCEPTORS="3"),
     )
     server.wait_ready()
     server.wait_for(
         lambda: len(_ready_pids(server.logs())) >= 2 and server.logs().count("gRPC listening") >= 2,
         "both workers ready and serving gRPC",
     )
-    # Each worker's gRPC server listens with a socket of its own on the one port (SO_REUSEPORT).
-    assert _listening_sockets(f"http://{server.grpc_target}") == 2
+    # Each worker's 3 gRPC servers listen with a socket each on the one port (SO_REUSEPORT).
+    assert listening_sockets(httpx.URL(f"http://{server.grpc_target}").port) == 2 * 3
     expected = float(runtime_models.house_price(np.array([[1.0, 2.0, 3.0, 4.0]]))[0])
     for index in range(16):
         assert abs(_grpc_infer(server.grpc_target, f"g-{index}") - expected) < 1e-6

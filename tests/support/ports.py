@@ -1,4 +1,5 @@
-"""Loopback ports and waiting for a condition: the one copy the test areas share."""
+"""Loopback ports, who listens on them, and waiting for a condition: the one copy the test areas
+share."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import socket
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 
@@ -47,3 +49,16 @@ async def wait_until_async(
             return result
         await asyncio.sleep(every)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def listening_sockets(port: int) -> int:
+    """How many distinct sockets listen on ``port``, from /proc/net/tcp and tcp6 (grpc listens on
+    IPv4 addresses through v4-mapped IPv6 sockets)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            fields = row.split()
+            local_port, state, inode = int(fields[1].rsplit(":", 1)[1], 16), fields[3], fields[9]
+            if local_port == port and state == "0A":  # 0A: LISTEN
+                inodes.add(inode)
+    return len(inodes)
