@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from benchkit.manifests import example_manifest
 from benchkit.payloads import review_sentences, v2_bodies
 from benchkit.procs import free_port
 from benchkit.wrk import run_wrk, write_bodies
@@ -34,13 +34,10 @@ LOADS = [(16, 8), (1, 32)]  # (texts per request, connections)
 
 
 def manifest_with(folder: Path, wait_ms: float, batch_size: int) -> Path:
-    text = (EXAMPLE / "mlmodel.yaml").read_text(encoding="utf-8")
-    text = text.replace("uri: model.joblib", f"uri: {EXAMPLE / 'model.joblib'}")
-    text = re.sub(r"maxBatchSize: \d+", f"maxBatchSize: {batch_size}", text)
-    text = re.sub(r"maxWaitMs: [\d.]+", f"maxWaitMs: {wait_ms:g}", text)
-    path = folder / f"mlmodel-{wait_ms:g}-{batch_size}.yaml"
-    path.write_text(text, encoding="utf-8")
-    return path
+    return example_manifest(
+        EXAMPLE, folder, f"mlmodel-{wait_ms:g}-{batch_size}",
+        batching={"maxWaitMs": wait_ms, "maxBatchSize": batch_size},
+    )  # fmt: skip
 
 
 def serve(manifest: Path, workers: int, port: int, cache: Path) -> subprocess.Popen[bytes]:

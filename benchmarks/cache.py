@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import re
 import sys
 import tempfile
 import urllib.request
@@ -26,8 +25,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
+from benchkit.manifests import example_manifest
 from benchkit.payloads import review_sentences, v2_infer_body
 from benchkit.procs import ServerProcess, cpu_seconds, free_port, process_tree
+from benchkit.scrape import scrape, total
 from benchkit.wrk import LoadResult, run_wrk, write_bodies
 from support.redis import RedisServer
 
@@ -65,33 +66,17 @@ class Point:
 
 def manifest(model: Model, folder: Path, cache: bool) -> Path:
     """The example's MLModel with an absolute artifact path, and spec.cache when asked for."""
-    source = EXAMPLES / model.folder
-    text = (source / "mlmodel.yaml").read_text(encoding="utf-8")
-    text = text.replace(f"uri: {model.artifact}", f"uri: {source / model.artifact}")
-    if cache:
-        text = re.sub(
-            r"^spec:\n",
-            "spec:\n  cache:\n    redis: {secretRef: {name: redis, key: url}}\n    ttlSeconds: 3600\n",
-            text,
-            flags=re.MULTILINE,
-        )
-    path = folder / f"{model.name}-{'cache' if cache else 'plain'}.yaml"
-    path.write_text(text, encoding="utf-8")
-    return path
+    redis = {"redis": {"secretRef": {"name": "redis", "key": "url"}}, "ttlSeconds": 3600}
+    return example_manifest(
+        EXAMPLES / model.folder, folder, f"{model.name}-{'cache' if cache else 'plain'}",
+        spec={"cache": redis} if cache else None,
+    )  # fmt: skip
 
 
 def cache_counts(url: str, model: str) -> tuple[float, float]:
-    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    counts = []
-    for result in ("hit", "miss"):
-        match = re.search(
-            rf'^mlmodel_cache_requests_total\{{model="{re.escape(model)}",result="{result}"\}} (\S+)$',
-            text,
-            re.MULTILINE,
-        )
-        counts.append(float(match.group(1)) if match else 0.0)
-    return counts[0], counts[1]
+    samples = scrape(url)
+    name = "mlmodel_cache_requests_total"
+    return total(samples, name, model=model, result="hit"), total(samples, name, model=model, result="miss")
 
 
 def post(url: str, body: str) -> None:

@@ -18,42 +18,21 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-from prometheus_client.parser import text_string_to_metric_families
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from benchkit.ghz import run_ghz, write_messages
+from benchkit.manifests import example_manifest
 from benchkit.payloads import grpc_messages, review_sentences
 from benchkit.procs import ServerProcess, cpu_seconds, free_port, http_status, process_tree
+from benchkit.scrape import scrape, total
 from benchkit.servers import MANIFEST
 
 
-def batch_totals(metrics_url: str) -> tuple[float, float]:
+def batch_totals(url: str) -> tuple[float, float]:
     """(model calls, rows) so far, from the runtime's mlmodel_batch_size histogram."""
-    import urllib.request
-
-    with urllib.request.urlopen(metrics_url, timeout=5) as response:
-        text = response.read().decode()
-    totals = {"mlmodel_batch_size_count": 0.0, "mlmodel_batch_size_sum": 0.0}
-    for family in text_string_to_metric_families(text):
-        for item in family.samples:
-            if item.name in totals:
-                totals[item.name] += item.value
-    return totals["mlmodel_batch_size_count"], totals["mlmodel_batch_size_sum"]
-
-
-def manifest_with_wait(folder: Path, max_wait_ms: int) -> Path:
-    spec = yaml.safe_load(MANIFEST.read_text(encoding="utf-8"))
-    spec["spec"]["batching"]["maxWaitMs"] = max_wait_ms
-    # The artifact path is relative to the manifest: keep it pointing at the example's.
-    model = spec["spec"]["model"]
-    if "://" not in model["uri"]:
-        model["uri"] = str((MANIFEST.parent / model["uri"]).resolve())
-    path = folder / f"mlmodel-wait{max_wait_ms}.yaml"
-    path.write_text(yaml.safe_dump(spec), encoding="utf-8")
-    return path
+    samples = scrape(url)
+    return total(samples, "mlmodel_batch_size_count"), total(samples, "mlmodel_batch_size_sum")
 
 
 def measure(
@@ -75,7 +54,7 @@ def measure(
         server.wait_ready(f"http://127.0.0.1:{port}/v2/models/sentiment/ready", timeout=60)
         target = f"127.0.0.1:{grpc_port}"
         run_ghz(target, messages, concurrency=concurrency, seconds=3)  # warm-up
-        metrics = f"http://127.0.0.1:{port}/metrics"
+        metrics = f"http://127.0.0.1:{port}"
         calls_before, rows_before = batch_totals(metrics)
         pids = process_tree(server.pid)
         cpu_before = cpu_seconds(pids)
@@ -115,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(tmp)
         messages = write_messages(folder / "messages.json", grpc_messages(review_sentences(1024), 1024))
         for wait in waits:
-            manifest = manifest_with_wait(folder, wait)
+            manifest = example_manifest(
+                MANIFEST.parent, folder, f"mlmodel-wait{wait}", batching={"maxWaitMs": wait}
+            )
             print(f"## maxWaitMs {wait}\n")
             print("| gRPC servers | calls/s | p99 ms | server CPU µs/call | rows per model call | errors |")
             print("|---|---|---|---|---|---|")

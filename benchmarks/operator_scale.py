@@ -319,7 +319,11 @@ def run(settings: Settings, workdir: Path) -> dict[str, Any]:
         "api_requests_by_kind": dict(rollout_kinds.most_common()),
         "ready_at": ready_at.isoformat(),
         "resync_interval_seconds": settings.resync_seconds,
-        "operator_max_api_connections": settings.max_api_connections or OperatorSettings().max_api_connections,
+        "operator_max_api_connections": (
+            OperatorSettings.model_fields["max_api_connections"].default
+            if settings.max_api_connections is None
+            else settings.max_api_connections
+        ),
         "idle_pass_requests": len(idle),
         "idle_pass_requests_by_kind": dict(idle_kinds.most_common()),
         "idle_pass_writes": sum(1 for e in idle if e["verb"] in WRITE_VERBS),

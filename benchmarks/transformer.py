@@ -20,7 +20,6 @@ import datetime
 import json
 import multiprocessing
 import os
-import re
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from benchkit import payloads, venvs
+from benchkit.manifests import example_manifest
 from benchkit.procs import ServerProcess, free_port
 from benchkit.servers import MLSERVER, REPO_ROOT, ServerSpec, server_environment
 from benchkit.wrk import LoadResult, run_wrk, write_bodies
@@ -62,12 +62,10 @@ class Ours:
 
 def our_spec(config: Ours, folder: Path) -> ServerSpec:
     """`mlmodel serve` on a copy of the example's manifest with these workers and batching."""
-    text = (EXAMPLE / "mlmodel.yaml").read_text(encoding="utf-8")
-    text = text.replace("uri: model.onnx", f"uri: {ARTIFACT}")
-    text = re.sub(r"maxBatchSize: \d+", f"maxBatchSize: {config.max_batch_size}", text)
-    text = re.sub(r"maxWaitMs: [\d.]+", f"maxWaitMs: {config.max_wait_ms:g}", text)
-    manifest = folder / f"mlmodel-{config.workers}-{config.max_batch_size}-{config.max_wait_ms:g}.yaml"
-    manifest.write_text(text, encoding="utf-8")
+    manifest = example_manifest(
+        EXAMPLE, folder, f"mlmodel-{config.workers}-{config.max_batch_size}-{config.max_wait_ms:g}",
+        batching={"maxBatchSize": config.max_batch_size, "maxWaitMs": config.max_wait_ms},
+    )  # fmt: skip
     return ServerSpec(
         name=config.name,
         description=f"`mlmodel serve`, {config.workers} worker(s), maxBatchSize "

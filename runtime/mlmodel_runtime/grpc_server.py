@@ -306,9 +306,9 @@ async def start_grpc_server(
     runs on small batches. Each server takes calls from the connections the kernel gives it."""
     handler = InferenceService(plane, tokens=tokens, access_log=access_log).rpc_handler()
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    wanted = settings.grpc_port if port is None else port
-    if not reuse_port and wanted:
-        _check_port_free(settings.host, wanted)
+    bound = settings.grpc_port if port is None else port  # 0: the first server picks one
+    if not reuse_port and bound:
+        _check_port_free(settings.host, bound)
     servers: list[aio.Server] = []
     try:
         for _ in range(settings.grpc_acceptors):
@@ -323,10 +323,10 @@ async def start_grpc_server(
             )
             server.add_generic_rpc_handlers((handler,))
             # raises RuntimeError when it cannot bind
-            wanted = server.add_insecure_port(f"{host}:{wanted}")
+            bound = server.add_insecure_port(f"{host}:{bound}")
             await server.start()
             servers.append(server)
     except BaseException:
         await GrpcServers(servers).stop(None)
         raise
-    return GrpcServers(servers), wanted
+    return GrpcServers(servers), bound
