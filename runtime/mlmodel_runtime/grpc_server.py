@@ -169,27 +169,13 @@ class InferenceService:
             started = time.perf_counter_ns()
             metadata = {item[0]: item[1] for item in context.invocation_metadata() or ()}
             request_id = accepted_request_id(metadata.get("x-request-id"))
-            status = 500
-            try:
-                result = await handler(request, metadata, request_id)
-                status = 200
-                return result
-            except MLModelError as exc:
-                status = exc.status_code
-                trailer = tuple((key.lower(), value) for key, value in exc.headers.items())
-                await context.abort(
-                    STATUS_CODES.get(status, grpc.StatusCode.UNKNOWN), exc.message, trailer
-                )
-                raise  # unreachable: abort raises
-            except aio.AbortError:
-                raise
-            except Exception as exc:
-                logger.error("unhandled error", exc_info=exc, extra={"url.path": path})
-                await context.abort(
-                    grpc.StatusCode.INTERNAL, "internal server error; see the server logs"
-                )
-                raise
-            finally:
+            observed = False
+
+            def observe(status: int) -> None:
+                # Before the answer leaves, as for a success: a client that has its error back
+                # finds the call already counted and logged.
+                nonlocal observed
+                observed = True
                 duration_ns = time.perf_counter_ns() - started
                 metrics.observe_request(endpoint, status, duration_ns / 1e9)
                 if self.access_log is not None:
@@ -201,6 +187,30 @@ class InferenceService:
                         request_id=request_id,
                         client=_peer_address(context.peer()),
                     )
+
+            try:
+                result = await handler(request, metadata, request_id)
+                observe(200)
+                return result
+            except MLModelError as exc:
+                observe(exc.status_code)
+                trailer = tuple((key.lower(), value) for key, value in exc.headers.items())
+                await context.abort(
+                    STATUS_CODES.get(exc.status_code, grpc.StatusCode.UNKNOWN), exc.message, trailer
+                )
+                raise  # unreachable: abort raises
+            except aio.AbortError:
+                raise
+            except Exception as exc:
+                logger.error("unhandled error", exc_info=exc, extra={"url.path": path})
+                observe(500)
+                await context.abort(
+                    grpc.StatusCode.INTERNAL, "internal server error; see the server logs"
+                )
+                raise
+            finally:
+                if not observed:  # cancelled, or aborted by the handler itself
+                    observe(500)
 
         return call
 
