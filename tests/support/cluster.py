@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import random
 import re
 import socket
 import subprocess
@@ -173,13 +174,13 @@ class Cluster:
 
 
 def free_port_block(size: int) -> int:
-    """The first of `size` consecutive free loopback ports (checked, not reserved)."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            first = probe.getsockname()[1]
-        if first + size >= 65535:
-            continue
+    """The first of `size` consecutive loopback ports free now (checked, not reserved), taken below
+    the kernel's ephemeral range: a cluster binds its last port seconds after the check, and a port
+    in that range can meanwhile become the local end of any outgoing connection (CI saw the
+    controller manager's port taken by one)."""
+    ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    candidates = random.Random().sample(range(10000, ephemeral_low - size), 50)
+    for first in candidates:
         sockets = []
         try:
             for port in range(first, first + size):
@@ -192,7 +193,7 @@ def free_port_block(size: int) -> int:
         finally:
             for sock in sockets:
                 sock.close()
-    raise RuntimeError("no block of free ports")
+    raise RuntimeError(f"no block of {size} free ports below {ephemeral_low}")
 
 
 def start_cluster(directory: Path, port: int) -> Cluster:
