@@ -25,11 +25,10 @@ from support.cluster import (
     OPERATOR_NAMESPACE,
     REPO_ROOT,
     Cluster,
-    free_port_block,
     stop_cluster,
 )
 from support.operator import denied, operator_requests, start_operator
-from support.ports import free_port
+from support.ports import free_port, free_port_block
 
 NODE_NAME = "mlmodel-node-0"
 # The host's address on the node's bridge (tests/cluster/node.sh), which pods reach directly.

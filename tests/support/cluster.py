@@ -12,9 +12,7 @@ import contextlib
 import dataclasses
 import json
 import os
-import random
 import re
-import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -24,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from support.ports import wait_until
+from support.ports import free_port_block, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_SCRIPTS = REPO_ROOT / "tests" / "cluster"
@@ -171,29 +169,6 @@ class Cluster:
                     if user is None or event.get("user", {}).get("username") == user:
                         events.append(event)
         return events
-
-
-def free_port_block(size: int) -> int:
-    """The first of `size` consecutive loopback ports free now (checked, not reserved), taken below
-    the kernel's ephemeral range: a cluster binds its last port seconds after the check, and a port
-    in that range can meanwhile become the local end of any outgoing connection (CI saw the
-    controller manager's port taken by one)."""
-    ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    candidates = random.Random().sample(range(10000, ephemeral_low - size), 50)
-    for first in candidates:
-        sockets = []
-        try:
-            for port in range(first, first + size):
-                sock = socket.socket()
-                sockets.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return first
-        except OSError:
-            continue
-        finally:
-            for sock in sockets:
-                sock.close()
-    raise RuntimeError(f"no block of {size} free ports below {ephemeral_low}")
 
 
 def start_cluster(directory: Path, port: int) -> Cluster:

@@ -4,6 +4,7 @@ share."""
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -11,11 +12,35 @@ from pathlib import Path
 from typing import Any
 
 
+def free_port_block(size: int, host: str = "127.0.0.1") -> int:
+    """The first of `size` consecutive ports free on `host` now (checked, not reserved; the caller
+    binds them soon after).
+
+    They are taken at random below the kernel's ephemeral range: between the check and the bind a
+    port in that range can become the local end of any outgoing connection (CI once saw a test
+    cluster's controller manager, started seconds after the check, find its port taken so), while
+    below it only an explicit bind can take one.
+    """
+    ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for first in random.Random().sample(range(10000, ephemeral_low - size), 100):
+        sockets = []
+        try:
+            for port in range(first, first + size):
+                sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+                sockets.append(sock)
+                sock.bind((host, port))
+            return first
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise RuntimeError(f"no block of {size} free ports on {host} below {ephemeral_low}")
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port free on `host` now (the caller binds it soon after)."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A port free on `host` now (the caller binds it soon after): `free_port_block` of one."""
+    return free_port_block(1, host)
 
 
 def _attempts(timeout: float) -> Iterator[None]:

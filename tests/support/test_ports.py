@@ -1,12 +1,12 @@
-"""The ports a test cluster is started on: free when chosen, and out of the range the kernel
-hands out to outgoing connections (which took the controller manager's port once in CI)."""
+"""The ports tests start servers on: free when chosen, and out of the range the kernel hands out
+to outgoing connections (which once took a test cluster's controller-manager port in CI)."""
 
 from __future__ import annotations
 
 import socket
 from pathlib import Path
 
-from support.cluster import free_port_block
+from support.ports import free_port, free_port_block
 
 
 def test_a_block_is_free_and_below_the_ephemeral_range():
@@ -24,3 +24,10 @@ def test_a_block_is_free_and_below_the_ephemeral_range():
             for sock in held:
                 sock.close()
 
+
+def test_a_single_port_comes_from_the_same_range_and_binds():
+    ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = {free_port() for _ in range(20)}
+    assert all(1024 <= port < ephemeral_low for port in ports)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", ports.pop()))
