@@ -8,7 +8,6 @@ a pod fetches it from an artifact store.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import httpx
 import numpy as np
 import pytest
 from container_tools import (
+    container_logs,
     docker,
     published_port,
     remove_container,
@@ -26,7 +26,7 @@ from moto.server import ThreadedMotoServer
 from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import FloatTensorType
 from sklearn.linear_model import LinearRegression
-from support.ports import free_port
+from support.ports import free_port, wait_until
 
 pytestmark = pytest.mark.docker
 
@@ -139,20 +139,28 @@ def test_runtime_container_refuses_an_artifact_with_the_wrong_digest(
     try:
         base_url = f"http://127.0.0.1:{published_port(container, 8080)}"
         with httpx.Client(base_url=base_url, timeout=5) as client:
-            # Alive (so the pod is not restarted in a loop) but never ready, and saying why.
-            ready = None
-            for _ in range(60):
+            # Alive (so the pod is not restarted in a loop) but never ready, and saying why. It
+            # answers "Loading" first: the download and its check come after the server is up.
+            def refused() -> httpx.Response | None:
                 try:
                     if client.get("/v2/health/live").status_code == 200:
                         ready = client.get("/v2/health/ready")
-                        break
+                        if ready.json().get("reason") != "Loading":
+                            return ready
                 except httpx.TransportError:
                     pass
                 docker("exec", container, "true")  # fails loudly if the container died
-                time.sleep(0.5)
-            assert ready is not None and ready.status_code == 503
-            logs = docker("logs", container).stdout + docker("logs", container).stderr
-            assert "sha256" in logs.lower()
+                return None
+
+            ready = wait_until(refused, timeout=90, what="a verdict on the artifact", every=0.5)
+            assert ready.status_code == 503, ready.text
+            assert ready.json()["reason"] == "ChecksumMismatch", ready.text
+            assert "sha256" in ready.json()["message"].lower(), ready.text
+            wait_until(
+                lambda: "sha256" in container_logs(container).lower(),
+                timeout=30,
+                what="the runtime's log of the mismatch",
+            )
     finally:
         remove_container(container)
 
