@@ -106,22 +106,29 @@ def ensure_cluster(directory: Path) -> Cluster:
     return Cluster(directory=directory, port=port)
 
 
-def became_true(cluster: Cluster, resource: str, selector: str, condition: str) -> list[datetime.datetime]:
-    """When the objects whose `condition` is True became so (to the second, as conditions say):
-    polling a list of a thousand objects often would load the API server the benchmark measures."""
+def became_true(
+    cluster: Cluster, resource: str, namespaces: list[str], selector: str, condition: str
+) -> list[datetime.datetime]:
+    """When the objects in `namespaces` whose `condition` is True became so (to the second, as
+    conditions say): polling a list of a thousand objects often would load the API server the
+    benchmark measures. Only this run's namespaces: a cluster shared with other work (the tests')
+    may hold older objects with the same labels, Available long before this run started."""
     path = (f'{{range .items[*]}}{{.status.conditions[?(@.type=="{condition}")].status}} '
             f'{{.status.conditions[?(@.type=="{condition}")].lastTransitionTime}}{{"\\n"}}{{end}}')
-    out = cluster.kubectl("get", resource, "-A", "-l", selector, "-o", f"jsonpath={path}").stdout
-    return [datetime.datetime.fromisoformat(line.split()[1]) for line in out.splitlines() if line.startswith("True ")]
+    times = []
+    for namespace in namespaces:
+        out = cluster.kubectl("get", resource, "-n", namespace, "-l", selector, "-o", f"jsonpath={path}").stdout
+        times += [datetime.datetime.fromisoformat(line.split()[1]) for line in out.splitlines() if line.startswith("True ")]
+    return times
 
 
 def wait_all_true(
-    cluster: Cluster, resource: str, selector: str, condition: str, count: int, timeout: float,
-    alive: Any = lambda: None,
+    cluster: Cluster, resource: str, namespaces: list[str], selector: str, condition: str, count: int,
+    timeout: float, alive: Any = lambda: None,
 ) -> datetime.datetime:
     """When the last of `count` objects got `condition` True, polling every 3 s."""
     deadline = time.monotonic() + timeout
-    while len(times := became_true(cluster, resource, selector, condition)) < count:
+    while len(times := became_true(cluster, resource, namespaces, selector, condition)) < count:
         alive()
         if time.monotonic() > deadline:
             raise RuntimeError(f"only {len(times)} of {count} {resource} {condition} after {timeout:.0f} s")
@@ -211,7 +218,8 @@ def control_plane_floor(cluster: Cluster, settings: Settings) -> dict[str, Any]:
     started = datetime.datetime.now(datetime.UTC)
     apply_in_parallel(cluster, batches)
     available_at = wait_all_true(
-        cluster, "deployments", "app.kubernetes.io/part-of=mlmodel", "Available", settings.count, settings.timeout
+        cluster, "deployments", namespaces, "app.kubernetes.io/part-of=mlmodel", "Available", settings.count,
+        settings.timeout,
     )
     clients = requests_by_client(cluster, started, available_at + datetime.timedelta(seconds=5))
     for namespace in namespaces:
@@ -284,7 +292,8 @@ def run(settings: Settings, workdir: Path) -> dict[str, Any]:
                     raise RuntimeError(f"the operator exited: {operator.log()[-3000:]}")
 
             ready_at = wait_all_true(
-                cluster, "mlmodels", "bench=operator-scale", "Ready", settings.count, settings.timeout, alive
+                cluster, "mlmodels", namespaces, "bench=operator-scale", "Ready", settings.count,
+                settings.timeout, alive,
             )
             seconds_ready = (ready_at - started.replace(microsecond=0)).total_seconds()
             wait_quiet(cluster, quiet_for=5, timeout=settings.timeout)
