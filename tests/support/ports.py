@@ -12,6 +12,11 @@ from pathlib import Path
 from typing import Any
 
 
+def ephemeral_range_start() -> int:
+    """The first port of the range the kernel gives the local ends of outgoing connections."""
+    return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+
+
 def free_port_block(size: int, host: str = "127.0.0.1") -> int:
     """The first of `size` consecutive ports free on `host` now (checked, not reserved; the caller
     binds them soon after).
@@ -21,7 +26,7 @@ def free_port_block(size: int, host: str = "127.0.0.1") -> int:
     cluster's controller manager, started seconds after the check, find its port taken so), while
     below it only an explicit bind can take one.
     """
-    ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ephemeral_low = ephemeral_range_start()
     for first in random.Random().sample(range(10000, ephemeral_low - size), 100):
         sockets = []
         try:

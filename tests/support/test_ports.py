@@ -4,13 +4,12 @@ to outgoing connections (which once took a test cluster's controller-manager por
 from __future__ import annotations
 
 import socket
-from pathlib import Path
 
-from support.ports import free_port, free_port_block
+from support.ports import ephemeral_range_start, free_port, free_port_block
 
 
 def test_a_block_is_free_and_below_the_ephemeral_range():
-    ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ephemeral_low = ephemeral_range_start()
     for _ in range(20):
         first = free_port_block(11)
         assert 1024 <= first and first + 11 <= ephemeral_low
@@ -26,7 +25,7 @@ def test_a_block_is_free_and_below_the_ephemeral_range():
 
 
 def test_a_single_port_comes_from_the_same_range_and_binds():
-    ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ephemeral_low = ephemeral_range_start()
     ports = {free_port() for _ in range(20)}
     assert all(1024 <= port < ephemeral_low for port in ports)
     with socket.socket() as sock:
