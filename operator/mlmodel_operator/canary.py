@@ -3,12 +3,13 @@ already measure (status.canary and the Canary condition).
 
 Both revisions' ready pods are read (podmetrics.py): predictions answered
 (mlmodel_requests_total of the V2 and V1 endpoints), those answered 5xx, and the latency
-histogram (mlmodel_request_duration_seconds). The first reading opens the window; once
+histogram (mlmodel_request_duration_seconds). The first reading with a ready canary pod opens
+the window (a canary whose Deployment passes its progress deadline before that fails); once
 `windowSeconds` have passed and each revision answered `minRequests` in it, the canary passes
 if its error rate is at most `maxErrorRateIncrease` above the stable one's and its p99 at most
 `maxLatencyRatio` times the stable one's (a p99 within `latencyMarginMs` of the stable one's
-never fails: at a few milliseconds, the ratio of two p99s is noise), and fails otherwise. A canary with no ready pod at the
-end of its window fails. A verdict holds for the canary it was reached for (its spec hash):
+never fails: at a few milliseconds, the ratio of two p99s is noise), and fails otherwise. A
+canary with no ready pod at the end of its window fails. A verdict holds for the canary it was reached for (its spec hash):
 a failed canary is scaled to zero; a passed one keeps its share until the spec promotes it.
 The window lives in the operator's memory: a restarted operator opens a new one.
 """
@@ -35,6 +36,7 @@ from mlmodel_operator.conditions import set_condition
 from mlmodel_operator.kube import KubeClient
 from mlmodel_operator.podmetrics import PodMetrics
 from mlmodel_operator.settings import OperatorSettings
+from mlmodel_operator.status import past_progress_deadline
 
 CANARY_CONDITION = "Canary"
 ANALYSING, PASSED, FAILED = "Analysing", "Passed", "Failed"
@@ -125,13 +127,38 @@ def _figures(window: Traffic) -> dict[str, Any]:
     return figures
 
 
-def judge(spec: MLModelSpec, stable: Traffic, canary: Traffic, elapsed: float, canary_ready: int) -> tuple[str, str]:
-    """(verdict, message) of the window so far (pure)."""
+@dataclasses.dataclass(frozen=True)
+class CanaryPods:
+    """What the canary's Deployment says of its pods."""
+
+    ready: int = 0
+    # The Deployment controller's message once the canary made no progress within the
+    # Deployment's progressDeadlineSeconds (spec.rollout.progressDeadlineSeconds).
+    stuck: str | None = None
+
+
+def canary_pods(deployment: Mapping[str, Any] | None) -> CanaryPods:
+    """The canary Deployment's ready pods and whether it is past its progress deadline (pure)."""
+    if not deployment:
+        return CanaryPods()
+    ready = (deployment.get("status") or {}).get("readyReplicas")
+    return CanaryPods(ready if isinstance(ready, int) else 0, past_progress_deadline(dict(deployment)))
+
+
+def judge(
+    spec: MLModelSpec, stable: Traffic, canary: Traffic, elapsed: float | None, pods: CanaryPods
+) -> tuple[str, str]:
+    """(verdict, message) of the window so far (pure); `elapsed`: seconds since the window
+    opened, None until a canary pod has been ready."""
     assert spec.canary is not None
     analysis = spec.canary.analysis
+    if elapsed is None:
+        if pods.stuck is not None:
+            return FAILED, f"no canary pod became ready: {pods.stuck}"
+        return ANALYSING, "waiting for a ready canary pod to open the window"
     if elapsed < analysis.window_seconds:
         return ANALYSING, f"{elapsed:.0f}/{analysis.window_seconds} s of the window watched"
-    if canary_ready == 0:
+    if pods.ready == 0:
         return FAILED, "no canary pod was ready at the end of the window"
     if stable.requests < analysis.min_requests or canary.requests < analysis.min_requests:
         return ANALYSING, (
@@ -184,7 +211,7 @@ class CanaryAnalysis:
         kube: KubeClient,
         mlmodel: dict,
         spec: MLModelSpec,
-        canary_ready: int,
+        pods: CanaryPods,
         *,
         routed: bool = False,
     ) -> dict | None:
@@ -216,24 +243,26 @@ class CanaryAnalysis:
         stable = sum((traffic(text) for text in stable_texts), Traffic())
         canary = sum((traffic(text) for text in canary_texts), Traffic())
         window = self._windows.get(uid)
-        if (
-            window is None
-            or window.spec_hash != spec_hash
+        if window is not None and (
+            window.spec_hash != spec_hash
             or _went_back(stable, window.stable)
             or _went_back(canary, window.canary)
         ):
-            window = self._windows[uid] = _Window(spec_hash, now, stable, canary)
-        verdict, message = judge(
-            spec, stable - window.stable, canary - window.canary, now - window.started, canary_ready
-        )
+            window = None
+        if window is None and pods.ready > 0:
+            # Both revisions are watched while both serve: the window opens once a canary pod is
+            # ready, however long its artifact took to load.
+            window = _Window(spec_hash, now, stable, canary)
+        if window is None:
+            self._windows.pop(uid, None)
+            elapsed, stable_seen, canary_seen = None, Traffic(), Traffic()
+        else:
+            self._windows[uid] = window
+            elapsed = now - window.started
+            stable_seen, canary_seen = stable - window.stable, canary - window.canary
+        verdict, message = judge(spec, stable_seen, canary_seen, elapsed, pods)
         found = canary_status(
-            mlmodel,
-            spec,
-            verdict,
-            message,
-            stable - window.stable,
-            canary - window.canary,
-            routed=routed,
+            mlmodel, spec, verdict, message, stable_seen, canary_seen, routed=routed
         )
         self._last[uid] = (time.monotonic(), found)
         return found

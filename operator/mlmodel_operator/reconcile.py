@@ -23,7 +23,7 @@ from mlmodel_operator.builders import (
     canary_routed,
     shadow_name,
 )
-from mlmodel_operator.canary import FAILED, CanaryAnalysis, with_canary
+from mlmodel_operator.canary import FAILED, CanaryAnalysis, CanaryPods, canary_pods, with_canary
 from mlmodel_operator.children import REPLICAS_FIELD, Children, Seen
 from mlmodel_operator.conditions import DEGRADED, READY, get_condition
 from mlmodel_operator.diagnosis import PodDiagnosis
@@ -320,7 +320,7 @@ async def sync_status(
                 ctx.kube,
                 serving,
                 spec,
-                _canary_ready(ctx, serving),
+                _canary_pods(ctx, serving),
                 routed=canary_routed(spec, httproute_supported=await ctx.httproute_supported()),
             )
             if spec
@@ -369,12 +369,9 @@ async def sync_status(
     )
 
 
-def _canary_ready(ctx: Context, mlmodel: dict[str, Any]) -> int:
+def _canary_pods(ctx: Context, mlmodel: dict[str, Any]) -> CanaryPods:
     seen = ctx.children.seen(DEPLOYMENT.kind, mlmodel["metadata"]["namespace"], canary_name(mlmodel))
-    if seen is None or seen.body is None:
-        return 0
-    ready = (seen.body.get("status") or {}).get("readyReplicas")
-    return ready if isinstance(ready, int) else 0
+    return canary_pods(seen.body if seen is not None else None)
 
 
 def _newly_failed(previous: dict[str, Any], status: dict[str, Any]) -> bool:

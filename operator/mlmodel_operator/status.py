@@ -44,6 +44,19 @@ def _int(value: object) -> int:
     return value if isinstance(value, int) else 0
 
 
+def past_progress_deadline(deployment: dict) -> str | None:
+    """What the Deployment controller says of a rollout that made no progress within the
+    Deployment's progressDeadlineSeconds (None while it progresses, or when the controller has
+    not yet seen the latest spec)."""
+    status = deployment.get("status") or {}
+    if _int(status.get("observedGeneration")) < _int((deployment.get("metadata") or {}).get("generation")):
+        return None
+    progressing = get_condition(status.get("conditions") or [], "Progressing") or {}
+    if progressing.get("status") != "False" or progressing.get("reason") != "ProgressDeadlineExceeded":
+        return None
+    return progressing.get("message") or "the rollout made no progress within its deadline"
+
+
 def _judge_missing(name: str, verdict: _Verdict) -> None:
     message = f"Deployment {name} does not exist yet; the operator creates it"
     verdict.ready = ("False", "DeploymentMissing", message)
@@ -74,9 +87,8 @@ def _judge_deployment(
 
     progressing = get_condition(dep_conditions, "Progressing") or {}
     failure = get_condition(dep_conditions, "ReplicaFailure") or {}
-    deadline_exceeded = observed and (
-        progressing.get("status") == "False" and progressing.get("reason") == "ProgressDeadlineExceeded"
-    )
+    stuck = past_progress_deadline(deployment)
+    deadline_exceeded = stuck is not None
     replica_failure = failure.get("status") == "True"
     rolled_out = (
         matches_spec
@@ -91,7 +103,7 @@ def _judge_deployment(
         verdict.degraded = (
             "True",
             "ProgressDeadlineExceeded",
-            progressing.get("message") or "the rollout made no progress within its deadline",
+            stuck,
         )
     elif replica_failure:
         verdict.degraded = (

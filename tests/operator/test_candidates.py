@@ -13,7 +13,9 @@ from mlmodel_operator.builders.candidates import canary_replicas
 from mlmodel_operator.builders.common import REVISION_LABEL
 from mlmodel_operator.canary import (
     CANARY_CONDITION,
+    CanaryPods,
     Traffic,
+    canary_pods,
     canary_status,
     judge,
     traffic,
@@ -226,23 +228,56 @@ def window(requests: int, errors: int, p99_bucket: float) -> Traffic:
     return Traffic(requests, errors, {p99_bucket: requests, math.inf: requests})
 
 
+STUCK = 'ReplicaSet "sentiment-canary-5d8f" has timed out progressing.'
+UP, DOWN = CanaryPods(ready=1), CanaryPods(ready=0)
+
+
 @pytest.mark.parametrize(
-    "stable,canary,elapsed,ready,verdict,says",
+    "stable,canary,elapsed,pods,verdict,says",
     [
-        (window(100, 0, 0.01), window(100, 0, 0.01), 30, 1, "Analysing", "30/120 s"),
-        (window(100, 0, 0.01), window(10, 0, 0.01), 130, 1, "Analysing", "waiting for traffic: 10 canary"),
-        (window(100, 0, 0.01), window(0, 0, 0.01), 130, 0, "Failed", "no canary pod was ready"),
-        (window(100, 1, 0.01), window(100, 5, 0.01), 130, 1, "Failed", "error rate 5.00% against 1.00%"),
-        (window(100, 0, 0.01), window(100, 0, 0.1), 130, 1, "Failed", "times, over the allowed 1.5"),
+        # No canary pod has been ready yet: no window, however long the artifact takes to load...
+        (Traffic(), Traffic(), None, DOWN, "Analysing", "waiting for a ready canary pod"),
+        # ...until its Deployment is past its progress deadline.
+        (Traffic(), Traffic(), None, CanaryPods(0, STUCK), "Failed", f"no canary pod became ready: {STUCK}"),
+        (window(100, 0, 0.01), window(100, 0, 0.01), 30, UP, "Analysing", "30/120 s"),
+        (window(100, 0, 0.01), window(10, 0, 0.01), 130, UP, "Analysing", "waiting for traffic: 10 canary"),
+        (window(100, 0, 0.01), window(0, 0, 0.01), 130, DOWN, "Failed", "no canary pod was ready at the end"),
+        (window(100, 1, 0.01), window(100, 5, 0.01), 130, UP, "Failed", "error rate 5.00% against 1.00%"),
+        (window(100, 0, 0.01), window(100, 0, 0.1), 130, UP, "Failed", "times, over the allowed 1.5"),
         # 2.5 times, but 15 ms apart: within the latency margin (20 ms), noise.
-        (window(100, 0, 0.01), window(100, 0, 0.025), 130, 1, "Passed", "ready to promote"),
-        (window(100, 1, 0.01), window(100, 1, 0.01), 130, 1, "Passed", "ready to promote"),
+        (window(100, 0, 0.01), window(100, 0, 0.025), 130, UP, "Passed", "ready to promote"),
+        (window(100, 1, 0.01), window(100, 1, 0.01), 130, UP, "Passed", "ready to promote"),
     ],
 )
-def test_the_canary_verdict(stable, canary, elapsed, ready, verdict, says):
+def test_the_canary_verdict(stable, canary, elapsed, pods, verdict, says):
     spec = parse_spec(CANARIED)
-    found, message = judge(spec, stable, canary, elapsed, ready)
+    found, message = judge(spec, stable, canary, elapsed, pods)
     assert found == verdict and says in message, message
+
+
+def deployment(generation: int, observed: int, ready: int | None, progressing: dict | None) -> dict:
+    status: dict = {"observedGeneration": observed, "conditions": [progressing] if progressing else []}
+    if ready is not None:
+        status["readyReplicas"] = ready
+    return {"metadata": {"generation": generation}, "status": status}
+
+
+TIMED_OUT = {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": STUCK}
+
+
+@pytest.mark.parametrize(
+    "found,expected",
+    [
+        (None, CanaryPods(0, None)),
+        (deployment(1, 1, None, {"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated"}), DOWN),
+        (deployment(1, 1, 2, None), CanaryPods(2, None)),
+        (deployment(1, 1, None, TIMED_OUT), CanaryPods(0, STUCK)),
+        # A new canary spec the controller has not seen yet: the old timeout is not its verdict.
+        (deployment(2, 1, None, TIMED_OUT), DOWN),
+    ],
+)
+def test_the_canary_pods_are_read_from_its_deployment(found, expected):
+    assert canary_pods(found) == expected
 
 
 def test_the_canary_status_and_condition_fit_the_crd_and_settle():
