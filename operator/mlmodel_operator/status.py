@@ -99,7 +99,7 @@ def _judge_deployment(
         and available >= wanted
     )
 
-    if deadline_exceeded:
+    if stuck is not None:
         verdict.degraded = (
             "True",
             "ProgressDeadlineExceeded",
