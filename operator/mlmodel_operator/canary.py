@@ -4,13 +4,15 @@ already measure (status.canary and the Canary condition).
 Both revisions' ready pods are read (podmetrics.py): predictions answered
 (mlmodel_requests_total of the V2 and V1 endpoints), those answered 5xx, and the latency
 histogram (mlmodel_request_duration_seconds). The first reading with a ready canary pod opens
-the window (a canary whose Deployment passes its progress deadline before that fails); once
+the window (a canary whose Deployment passes its progress deadline before that fails, and one
+whose pods fail in a way waiting does not cure, such as a wrong sha256, fails at once); once
 `windowSeconds` have passed and each revision answered `minRequests` in it, the canary passes
 if its error rate is at most `maxErrorRateIncrease` above the stable one's and its p99 at most
 `maxLatencyRatio` times the stable one's (a p99 within `latencyMarginMs` of the stable one's
 never fails: at a few milliseconds, the ratio of two p99s is noise), and fails otherwise. A
-canary with no ready pod at the end of its window fails. A verdict holds for the canary it was reached for (its spec hash):
-a failed canary is scaled to zero; a passed one keeps its share until the spec promotes it.
+canary with no ready pod at the end of its window fails. A verdict holds for the canary it was
+reached for (its spec hash): a failed canary is scaled to zero; a passed one keeps its share
+until the spec promotes it.
 The window lives in the operator's memory: a restarted operator opens a new one.
 """
 
@@ -26,15 +28,17 @@ from mlmodel_spec.resource import MLModelSpec
 from prometheus_client.parser import text_string_to_metric_families
 
 from mlmodel_operator.builders.candidates import (
-    canary_labels,
     canary_name,
     canary_replicas,
+    canary_selector,
     stable_replicas,
+    stable_selector,
 )
-from mlmodel_operator.builders.common import REVISION_LABEL, canary_hash, selector_string
+from mlmodel_operator.builders.common import canary_hash
 from mlmodel_operator.conditions import set_condition
 from mlmodel_operator.kube import KubeClient
 from mlmodel_operator.podmetrics import PodMetrics
+from mlmodel_operator.rollback import ROLLBACK_REASONS as UNCURED_BY_WAITING
 from mlmodel_operator.settings import OperatorSettings
 from mlmodel_operator.status import past_progress_deadline
 
@@ -129,20 +133,30 @@ def _figures(window: Traffic) -> dict[str, Any]:
 
 @dataclasses.dataclass(frozen=True)
 class CanaryPods:
-    """What the canary's Deployment says of its pods."""
+    """What the canary's Deployment and pods say."""
 
     ready: int = 0
     # The Deployment controller's message once the canary made no progress within the
     # Deployment's progressDeadlineSeconds (spec.rollout.progressDeadlineSeconds).
     stuck: str | None = None
+    # (reason, message) of its pods failing in a way waiting does not cure (a wrong sha256, an
+    # image that cannot be pulled, a crash loop: the reasons automatic rollback acts on at once).
+    failing: tuple[str, str] | None = None
 
 
-def canary_pods(deployment: Mapping[str, Any] | None) -> CanaryPods:
-    """The canary Deployment's ready pods and whether it is past its progress deadline (pure)."""
+def canary_pods(
+    deployment: Mapping[str, Any] | None, problem: tuple[str, str] | None = None
+) -> CanaryPods:
+    """The canary's ready pods, whether its Deployment is past its progress deadline, and its
+    pods' failure if `problem` (the pod diagnosis) is one that waiting does not cure (pure)."""
     if not deployment:
         return CanaryPods()
     ready = (deployment.get("status") or {}).get("readyReplicas")
-    return CanaryPods(ready if isinstance(ready, int) else 0, past_progress_deadline(dict(deployment)))
+    return CanaryPods(
+        ready if isinstance(ready, int) else 0,
+        past_progress_deadline(dict(deployment)),
+        problem if problem is not None and problem[0] in UNCURED_BY_WAITING else None,
+    )
 
 
 def judge(
@@ -152,6 +166,8 @@ def judge(
     opened, None until a canary pod has been ready."""
     assert spec.canary is not None
     analysis = spec.canary.analysis
+    if pods.ready == 0 and pods.failing is not None:
+        return FAILED, "the canary's pods fail: {}: {}".format(*pods.failing)
     if elapsed is None:
         if pods.stuck is not None:
             return FAILED, f"no canary pod became ready: {pods.stuck}"
@@ -235,11 +251,8 @@ class CanaryAnalysis:
         ):
             return cached[1]
         namespace = mlmodel["metadata"]["namespace"]
-        stable_texts, _ = await self._pods.read(
-            kube, namespace, f"{selector_string(mlmodel)},{REVISION_LABEL}!=canary"
-        )
-        canary_selector = ",".join(f"{k}={v}" for k, v in canary_labels(mlmodel).items())
-        canary_texts, _ = await self._pods.read(kube, namespace, canary_selector)
+        stable_texts, _ = await self._pods.read(kube, namespace, stable_selector(mlmodel))
+        canary_texts, _ = await self._pods.read(kube, namespace, canary_selector(mlmodel))
         stable = sum((traffic(text) for text in stable_texts), Traffic())
         canary = sum((traffic(text) for text in canary_texts), Traffic())
         window = self._windows.get(uid)

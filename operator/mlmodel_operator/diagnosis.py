@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 
 from mlmodel_operator import __version__
-from mlmodel_operator.builders.common import selector_string
+from mlmodel_operator.builders.candidates import canary_selector, stable_selector
 from mlmodel_operator.kube import POD, KubeClient
 from mlmodel_operator.pods import (
     ProbeTarget,
@@ -49,7 +49,7 @@ class _LastFinding:
 class PodDiagnosis:
     def __init__(self, settings: OperatorSettings) -> None:
         self._settings = settings
-        self._findings: dict[str, _LastFinding] = {}
+        self._findings: dict[tuple[str, bool], _LastFinding] = {}
         self._gate = asyncio.Semaphore(PROBE_CONCURRENCY)
         self._session: aiohttp.ClientSession | None = None
 
@@ -59,27 +59,33 @@ class PodDiagnosis:
             self._session = None
 
     def forget(self, uid: str) -> None:
-        self._findings.pop(uid, None)
+        for canary in (False, True):
+            self._findings.pop((uid, canary), None)
 
     async def problem(
-        self, kube: KubeClient, mlmodel: dict[str, Any], deployment: dict[str, Any] | None
+        self,
+        kube: KubeClient,
+        mlmodel: dict[str, Any],
+        deployment: dict[str, Any] | None,
+        *,
+        canary: bool = False,
     ) -> Problem | None:
-        """Why the model's pods are not ready, or None (all available, or no reason known)."""
-        uid = mlmodel["metadata"]["uid"]
+        """Why the pods of the served model (or, `canary`, of its spec.canary candidate; each
+        Deployment's own) are not ready, or None (all available, or no reason known)."""
+        key = (mlmodel["metadata"]["uid"], canary)
         if not unsettled(deployment):
-            self._findings.pop(uid, None)
+            self._findings.pop(key, None)
             return None
         now = time.monotonic()
-        cached = self._findings.get(uid)
+        cached = self._findings.get(key)
         if cached is not None and now - cached.at < self._settings.pod_diagnosis_interval_seconds:
             return cached.problem
-        pods = (
-            await kube.list(POD, mlmodel["metadata"]["namespace"], selector_string(mlmodel))
-        ).get("items") or []
+        selector = canary_selector(mlmodel) if canary else stable_selector(mlmodel)
+        pods = (await kube.list(POD, mlmodel["metadata"]["namespace"], selector)).get("items") or []
         found = container_problem(pods)
         if found is None and self._settings.pod_probe_enabled:
             found = await self._ask_runtimes(probe_targets(pods)[:PODS_PROBED_PER_MODEL])
-        self._findings[uid] = _LastFinding(time.monotonic(), found)
+        self._findings[key] = _LastFinding(time.monotonic(), found)
         return found
 
     async def _ask_runtimes(self, targets: list[ProbeTarget]) -> Problem | None:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import kopf
-from mlmodel_spec.resource import parse_spec
+from mlmodel_spec.resource import MLModelSpec, parse_spec
 
 from mlmodel_operator import metrics, rollback
 from mlmodel_operator.agreement import ShadowAgreement
@@ -320,7 +320,7 @@ async def sync_status(
                 ctx.kube,
                 serving,
                 spec,
-                _canary_pods(ctx, serving),
+                await _canary_pods(ctx, serving, spec),
                 routed=canary_routed(spec, httproute_supported=await ctx.httproute_supported()),
             )
             if spec
@@ -369,9 +369,14 @@ async def sync_status(
     )
 
 
-def _canary_pods(ctx: Context, mlmodel: dict[str, Any]) -> CanaryPods:
+async def _canary_pods(ctx: Context, mlmodel: dict[str, Any], spec: MLModelSpec) -> CanaryPods:
+    assert ctx.diagnosis is not None
+    if spec.canary is None:
+        return CanaryPods()
     seen = ctx.children.seen(DEPLOYMENT.kind, mlmodel["metadata"]["namespace"], canary_name(mlmodel))
-    return canary_pods(seen.body if seen is not None else None)
+    deployment = seen.body if seen is not None else None
+    problem = await ctx.diagnosis.problem(ctx.kube, mlmodel, deployment, canary=True)
+    return canary_pods(deployment, problem)
 
 
 def _newly_failed(previous: dict[str, Any], status: dict[str, Any]) -> bool:

@@ -173,6 +173,45 @@ def test_a_canary_whose_pods_never_become_ready_fails_and_is_scaled_away(
     )
 
 
+def test_a_canary_with_a_wrong_sha256_fails_at_once_and_the_served_model_is_not_blamed(
+    installed_cluster: Cluster, run_operator, namespace: str, tmp_path
+):
+    cluster = installed_cluster
+    run_operator(namespaces=[namespace], **FAST)
+    model = canaried(namespace)
+    wrong = "ab" * 32
+    model["spec"]["canary"]["model"]["sha256"] = wrong
+    cluster.apply(model)
+    pods = pods_by_revision(cluster, namespace)
+    # The served model's pod is still unready (its Deployment unsettled, so the operator looks
+    # for a cause among its pods); the canary's runtime refuses the artifact.
+    runtime = Runtime(tmp_path / "canary")
+    try:
+        runtime.start(cluster.get("deployment", "sentiment-canary", namespace), pods["canary"])
+        found = wait_until(
+            lambda: (c := canary_status(cluster, namespace)).get("verdict") == "Failed" and c,
+            timeout=60,
+            what="the canary failed from its runtime's answer",
+        )
+        stored = cluster.get("mlmodel", "sentiment", namespace)
+    finally:
+        runtime.stop()
+    # Long before the rollout's progress deadline (600 s), in the runtime's own words.
+    assert found["message"].startswith("the canary's pods fail: ArtifactUnavailable: ChecksumMismatch"), found
+    assert wrong in found["message"] and pods["canary"]["metadata"]["name"] in found["message"]
+    # The candidate's pods share the model's selector, but their failure is not the served model's.
+    degraded = condition(stored, "Degraded")
+    assert degraded.get("reason") != "ArtifactUnavailable", degraded
+    assert (condition(stored, "Canary")["status"], condition(stored, "Canary")["reason"]) == (
+        "False", "CanaryFailed",
+    )  # fmt: skip
+    wait_until(
+        lambda: cluster.get("deployment", "sentiment-canary", namespace)["spec"]["replicas"] == 0,
+        timeout=30,
+        what="the failed canary scaled to zero",
+    )
+
+
 def test_with_the_gateway_api_the_httproute_weighs_the_canary_exactly(
     installed_cluster: Cluster, run_operator, namespace: str
 ):

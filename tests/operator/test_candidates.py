@@ -9,8 +9,8 @@ import math
 import pytest
 from mlmodel_operator.agreement import shadow_counts, shadow_status
 from mlmodel_operator.builders import build_children
-from mlmodel_operator.builders.candidates import canary_replicas
-from mlmodel_operator.builders.common import REVISION_LABEL
+from mlmodel_operator.builders.candidates import canary_replicas, canary_selector, stable_selector
+from mlmodel_operator.builders.common import REVISION_LABEL, selector_string
 from mlmodel_operator.canary import (
     CANARY_CONDITION,
     CanaryPods,
@@ -229,6 +229,7 @@ def window(requests: int, errors: int, p99_bucket: float) -> Traffic:
 
 
 STUCK = 'ReplicaSet "sentiment-canary-5d8f" has timed out progressing.'
+CHECKSUM = ("ArtifactUnavailable", "ChecksumMismatch: sha256 of the artifact is 12ab..., not ab...")
 UP, DOWN = CanaryPods(ready=1), CanaryPods(ready=0)
 
 
@@ -237,8 +238,13 @@ UP, DOWN = CanaryPods(ready=1), CanaryPods(ready=0)
     [
         # No canary pod has been ready yet: no window, however long the artifact takes to load...
         (Traffic(), Traffic(), None, DOWN, "Analysing", "waiting for a ready canary pod"),
-        # ...until its Deployment is past its progress deadline.
+        # ...until its Deployment is past its progress deadline...
         (Traffic(), Traffic(), None, CanaryPods(0, STUCK), "Failed", f"no canary pod became ready: {STUCK}"),
+        # ...or its pods fail in a way waiting does not cure.
+        (Traffic(), Traffic(), None, CanaryPods(0, None, CHECKSUM), "Failed",
+         "the canary's pods fail: ArtifactUnavailable: ChecksumMismatch: sha256 of"),
+        # One of its pods still serves: its figures will say how the canary does.
+        (window(100, 0, 0.01), window(100, 0, 0.01), 130, CanaryPods(1, None, CHECKSUM), "Passed", "ready to promote"),
         (window(100, 0, 0.01), window(100, 0, 0.01), 30, UP, "Analysing", "30/120 s"),
         (window(100, 0, 0.01), window(10, 0, 0.01), 130, UP, "Analysing", "waiting for traffic: 10 canary"),
         (window(100, 0, 0.01), window(0, 0, 0.01), 130, DOWN, "Failed", "no canary pod was ready at the end"),
@@ -278,6 +284,20 @@ TIMED_OUT = {"type": "Progressing", "status": "False", "reason": "ProgressDeadli
 )
 def test_the_canary_pods_are_read_from_its_deployment(found, expected):
     assert canary_pods(found) == expected
+
+
+def test_only_pod_failures_that_waiting_does_not_cure_fail_a_canary():
+    running = deployment(1, 1, None, None)
+    assert canary_pods(running, CHECKSUM).failing == CHECKSUM
+    assert canary_pods(running, ("CrashLoopBackOff", "back-off restarting")).failing is not None
+    # A pod that cannot be scheduled yet may be by an autoscaler: the progress deadline decides.
+    assert canary_pods(running, ("Unschedulable", "0/3 nodes are available")).failing is None
+
+
+def test_the_served_revisions_pods_exclude_the_canarys():
+    assert stable_selector(CANARIED).endswith(f",{REVISION_LABEL}!=canary")
+    assert stable_selector(CANARIED).startswith(selector_string(CANARIED))
+    assert f"{REVISION_LABEL}=canary" in canary_selector(CANARIED).split(",")
 
 
 def test_the_canary_status_and_condition_fit_the_crd_and_settle():

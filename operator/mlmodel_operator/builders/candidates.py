@@ -26,6 +26,7 @@ from mlmodel_operator.builders.common import (
     REVISION_LABEL,
     owner_references,
     selector_labels,
+    selector_string,
 )
 from mlmodel_operator.builders.deployment import build_deployment
 from mlmodel_operator.builders.networking import build_service
@@ -49,6 +50,16 @@ def canary_labels(mlmodel: dict) -> dict[str, str]:
         REVISION_LABEL: CANARY,
         CANARY_OF_LABEL: mlmodel["metadata"]["name"],
     }
+
+
+def canary_selector(mlmodel: dict) -> str:
+    return ",".join(f"{key}={value}" for key, value in canary_labels(mlmodel).items())
+
+
+def stable_selector(mlmodel: dict) -> str:
+    """The served revision's pods: the model's selector, less the canary's pods that carry it
+    when the split is by pods."""
+    return f"{selector_string(mlmodel)},{REVISION_LABEL}!={CANARY}"
 
 
 def stable_replicas(spec: MLModelSpec) -> int:
