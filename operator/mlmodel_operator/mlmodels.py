@@ -45,6 +45,16 @@ class MLModels:
         kept["metadata"] = {k: v for k, v in kept.get("metadata", {}).items() if k not in _DROPPED_METADATA}
         self._bodies[key] = kept
 
+    def newest(self, body: dict[str, Any]) -> dict[str, Any]:
+        """`body`, or a private copy of a newer version of the same object seen since: a resync
+        pass's listing, or a handler's snapshot that waited in kopf's queue, can predate the
+        operator's own last status write (and a spec change)."""
+        meta = body.get("metadata") or {}
+        known = self._bodies.get((meta.get("namespace", ""), meta.get("name", "")))
+        if known is None or known["metadata"].get("uid") != meta.get("uid") or _version(known) <= _version(body):
+            return body
+        return copy.deepcopy(known)
+
     def get(self, namespace: str, name: str) -> dict[str, Any] | None:
         """A private copy of the MLModel as last seen, or None if it was not seen."""
         body = self._bodies.get((namespace, name))

@@ -137,6 +137,9 @@ async def reconcile(ctx: Context, mlmodel: dict[str, Any], logger: logging.Logge
 
     Raises `InvalidSpec` (after writing the Degraded status) when the spec cannot be served.
     """
+    # A stale copy would re-apply an older spec's children and write the status again (with a
+    # second Ready Event) over the operator's own last write.
+    mlmodel = ctx.mlmodels.newest(mlmodel)
     meta = mlmodel["metadata"]
     namespace, uid = meta["namespace"], meta["uid"]
     monitoring = await ctx.servicemonitor_supported()
@@ -288,8 +291,7 @@ async def sync_status(
     gone), else taken from the watch, else read.
     """
     for attempt in range(STATUS_ATTEMPTS):
-        if mlmodel is None:
-            mlmodel = ctx.mlmodels.get(namespace, name)
+        mlmodel = ctx.mlmodels.get(namespace, name) if mlmodel is None else ctx.mlmodels.newest(mlmodel)
         if mlmodel is None or mlmodel["metadata"].get("deletionTimestamp"):
             return None
         serving = rollback.served(mlmodel)

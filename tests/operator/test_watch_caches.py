@@ -92,3 +92,20 @@ def test_mlmodels_cache_forgets_deleted_and_takes_a_recreated_model():
     assert models.get("ns", "m")["metadata"]["uid"] == "u2"
     models.observe("DELETED", mlmodel("21", "False", uid="u2"))
     assert models.get("ns", "m") is None
+
+
+def test_a_stale_copy_is_traded_for_the_newest_one_seen():
+    models = MLModels()
+    listed = mlmodel("10", "False")  # a resync pass's listing, or a handler's queued snapshot
+    models.observe("MODIFIED", mlmodel("12", "True"))  # the operator's status write since
+    newest = models.newest(listed)
+    assert newest["metadata"]["resourceVersion"] == "12"
+    assert newest["status"]["conditions"][0]["status"] == "True"
+    newest["status"]["conditions"][0]["status"] = "Changed"  # a private copy
+    assert models.get("ns", "m")["status"]["conditions"][0]["status"] == "True"
+    # A copy as new or newer than the cache's, or another object of the name, is kept as it is.
+    fresher = mlmodel("13", "True")
+    assert models.newest(fresher) is fresher
+    assert models.newest(mlmodel("12", "True"))["metadata"]["resourceVersion"] == "12"
+    other = mlmodel("5", "False", uid="u2")
+    assert models.newest(other) is other
