@@ -145,7 +145,7 @@ class CanaryPods:
 
 
 def canary_pods(
-    deployment: Mapping[str, Any] | None, problem: tuple[str, str] | None = None
+    deployment: dict[str, Any] | None, problem: tuple[str, str] | None = None
 ) -> CanaryPods:
     """The canary's ready pods, whether its Deployment is past its progress deadline, and its
     pods' failure if `problem` (the pod diagnosis) is one that waiting does not cure (pure)."""
@@ -154,7 +154,7 @@ def canary_pods(
     ready = (deployment.get("status") or {}).get("readyReplicas")
     return CanaryPods(
         ready if isinstance(ready, int) else 0,
-        past_progress_deadline(dict(deployment)),
+        past_progress_deadline(deployment),
         problem if problem is not None and problem[0] in UNCURED_BY_WAITING else None,
     )
 

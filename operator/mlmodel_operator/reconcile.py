@@ -285,13 +285,14 @@ async def sync_status(
     rollback starts: they are built from the stable revision; a canary failed: it runs no pod
     more): `reconcile` it. Else None.
 
-    `mlmodel` is the MLModel as kopf just handed it over, else as the watch last showed it (the
+    `mlmodel` is the MLModel its reconcile pass worked from, else as the watch last showed it (the
     operator never reads an MLModel itself: one the watch has not shown yet gets its status
     from its own handler); `deployment` is the Deployment as just seen (None: known to be
     gone), else taken from the watch, else read.
     """
     for attempt in range(STATUS_ATTEMPTS):
-        mlmodel = ctx.mlmodels.get(namespace, name) if mlmodel is None else ctx.mlmodels.newest(mlmodel)
+        if mlmodel is None:
+            mlmodel = ctx.mlmodels.get(namespace, name)
         if mlmodel is None or mlmodel["metadata"].get("deletionTimestamp"):
             return None
         serving = rollback.served(mlmodel)

@@ -88,7 +88,6 @@ def _judge_deployment(
     progressing = get_condition(dep_conditions, "Progressing") or {}
     failure = get_condition(dep_conditions, "ReplicaFailure") or {}
     stuck = past_progress_deadline(deployment)
-    deadline_exceeded = stuck is not None
     replica_failure = failure.get("status") == "True"
     rolled_out = (
         matches_spec
@@ -132,7 +131,7 @@ def _judge_deployment(
             verdict.ready = ("False", *verdict.failure)
         else:
             verdict.ready = ("False", reason, message)
-        if deadline_exceeded:
+        if stuck is not None:
             verdict.progressing = ("False", "ProgressDeadlineExceeded", verdict.degraded[2])
         else:
             moving = progressing.get("reason") if matches_spec and observed else None
