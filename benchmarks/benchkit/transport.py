@@ -1,10 +1,12 @@
 """What each transport costs on its own: the server stacks our runtime is built on (uvicorn with
-uvloop and httptools for REST, grpc.aio on uvloop for gRPC) answering a fixed body with no model,
+uvloop and httptools for REST; for gRPC the gRPC front with its worker's socket on uvloop, and
+grpc.aio on uvloop where there is no front) answering a fixed body with no model,
 no parsing and no metrics, loaded like the real servers. The server's CPU time per request is
 the floor under anything served on that stack, whatever the handler does.
 
     python -m benchkit.transport rest PORT    # the empty servers, as the benchmark starts them
     python -m benchkit.transport grpc PORT
+    python -m benchkit.transport grpc-front PORT
 """
 
 from __future__ import annotations
@@ -85,6 +87,39 @@ def serve_grpc(port: int) -> None:
     uvloop.run(main())
 
 
+def serve_grpc_front(port: int) -> None:
+    import asyncio
+
+    import uvloop
+    from mlmodel_runtime.grpc_front import GrpcFront, find_front
+    from mlmodel_runtime.protocol import open_inference_pb2 as pb
+
+    answer = pb.ModelInferResponse(model_name="sentiment").SerializeToString()
+
+    class Fixed:
+        """In place of the runtime's InferenceService: every call gets the same answer."""
+
+        async def call(self, path: str, body: bytes, metadata: dict, peer: str | None) -> bytes:
+            return answer
+
+    async def main() -> None:
+        binary = find_front("auto")
+        if binary is None:
+            raise SystemExit("mlmodel-grpc-front is not built: run make install")
+        front = GrpcFront(binary, "127.0.0.1", port, [], Fixed())  # type: ignore[arg-type]
+        await front.start()
+        await asyncio.Event().wait()
+
+    uvloop.run(main())
+
+
+TRANSPORTS = {
+    "rest": "REST (uvicorn, uvloop, httptools)",
+    "grpc-front": "gRPC (the gRPC front, uvloop)",
+    "grpc": "gRPC (grpc.aio, uvloop)",
+}
+
+
 # --- measuring them ---------------------------------------------------------------------------------
 
 
@@ -113,7 +148,7 @@ def measure(
     """Each empty server in turn under `concurrency` callers for `seconds` (after a short warm-up),
     with its CPU time per request."""
     runs = []
-    for kind, label in (("rest", "REST (uvicorn, uvloop, httptools)"), ("grpc", "gRPC (grpc.aio, uvloop)")):
+    for kind, label in TRANSPORTS.items():
         port = free_port()
         server = ServerProcess.start(
             f"empty-{kind}",
@@ -149,4 +184,6 @@ def measure(
 
 
 if __name__ == "__main__":
-    {"rest": serve_rest, "grpc": serve_grpc}[sys.argv[1]](int(sys.argv[2]))
+    {"rest": serve_rest, "grpc": serve_grpc, "grpc-front": serve_grpc_front}[sys.argv[1]](
+        int(sys.argv[2])
+    )

@@ -9,7 +9,7 @@ import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import numpy as np
@@ -28,6 +28,9 @@ from mlmodel_runtime.model import Outputs, Signature
 from mlmodel_runtime.protocol import open_inference_pb2 as pb
 from mlmodel_runtime.settings import RuntimeSettings
 
+if TYPE_CHECKING:
+    from mlmodel_runtime.grpc_front import GrpcFront
+
 logger = logging.getLogger("mlmodel_runtime.grpc")
 
 SERVICE = "inference.GRPCInferenceService"
@@ -44,7 +47,7 @@ STATUS_CODES = {
     503: grpc.StatusCode.UNAVAILABLE,
 }
 
-Handler = Callable[[Any, dict[str, str], str], Awaitable[bytes]]
+Handler = Callable[[bytes, dict[str, str], str], Awaitable[bytes]]
 
 
 # --- messages <-> the data plane's requests ------------------------------------------------------
@@ -129,9 +132,26 @@ def encode_infer_response(
 # --- the service -----------------------------------------------------------------------------------
 
 
+class CallFailed(Exception):
+    """A call's answer when it is not a message: its gRPC status, details and trailing metadata."""
+
+    def __init__(
+        self, code: grpc.StatusCode, message: str, trailer: tuple[tuple[str, str], ...] = ()
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.trailer = trailer
+
+
+Call = Callable[[bytes, dict[str, str], str | None], Awaitable[bytes]]
+
+
 class InferenceService:
-    """The handlers of inference.GRPCInferenceService. ModelInfer takes the serialized message so
-    that it is admitted (or shed) before anything is parsed, as the HTTP routes do."""
+    """The handlers of inference.GRPCInferenceService, whatever carries the calls (grpc.aio, or the
+    gRPC front): each takes the serialized request, its metadata and the caller's address, and
+    returns the serialized response or raises CallFailed. ModelInfer is admitted (or shed) before
+    anything is parsed, as the HTTP routes do."""
 
     def __init__(
         self, plane: DataPlane, *, tokens: BearerTokens | None, access_log: AccessLog | None
@@ -139,35 +159,57 @@ class InferenceService:
         self.plane = plane
         self.tokens = tokens
         self.access_log = access_log
+        handlers: dict[str, Handler] = {
+            "ServerLive": self.server_live,
+            "ServerReady": self.server_ready,
+            "ModelReady": self.model_ready,
+            "ServerMetadata": self.server_metadata,
+            "ModelMetadata": self.model_metadata,
+            "ModelInfer": self.model_infer,
+        }
+        self.calls: dict[str, Call] = {
+            f"/{SERVICE}/{name}": self._observed(name, handler) for name, handler in handlers.items()
+        }
+
+    async def call(
+        self, path: str, body: bytes, metadata: dict[str, str], peer: str | None
+    ) -> bytes:
+        """Serve the call to ``path`` (``/inference.GRPCInferenceService/ModelInfer``)."""
+        call = self.calls.get(path)
+        if call is None:
+            raise CallFailed(grpc.StatusCode.UNIMPLEMENTED, f"Method not found: {path}")
+        return await call(body, metadata, peer)
 
     def rpc_handler(self) -> grpc.GenericRpcHandler:
-        methods: dict[str, tuple[Handler, Callable[[bytes], Any] | None]] = {
-            "ServerLive": (self.server_live, None),
-            "ServerReady": (self.server_ready, None),
-            "ModelReady": (self.model_ready, pb.ModelReadyRequest.FromString),
-            "ServerMetadata": (self.server_metadata, None),
-            "ModelMetadata": (self.model_metadata, pb.ModelMetadataRequest.FromString),
-            "ModelInfer": (self.model_infer, None),
-        }
+        """The service for a grpc.aio server."""
+
+        def served(call: Call) -> Callable[[bytes, aio.ServicerContext], Awaitable[bytes]]:
+            async def handler(body: bytes, context: aio.ServicerContext) -> bytes:
+                metadata = {item[0]: item[1] for item in context.invocation_metadata() or ()}
+                try:
+                    return await call(body, metadata, _peer_address(context.peer()))
+                except CallFailed as failed:
+                    await context.abort(failed.code, failed.message, failed.trailer)
+                    raise  # unreachable: abort raises
+
+            return handler
+
         return grpc.method_handlers_generic_handler(
             SERVICE,
             {
-                name: grpc.unary_unary_rpc_method_handler(
-                    self._observed(name, handler), request_deserializer=parse
-                )
-                for name, (handler, parse) in methods.items()
+                path.rsplit("/", 1)[1]: grpc.unary_unary_rpc_method_handler(served(call))
+                for path, call in self.calls.items()
             },
         )
 
-    def _observed(self, method: str, handler: Handler) -> Callable[..., Awaitable[bytes]]:
+    def _observed(self, method: str, handler: Handler) -> Call:
         """``handler`` with the request id, error mapping, request metrics and access-log line."""
         path = f"/{SERVICE}/{method}"
         endpoint = "grpc_" + "".join(f"_{c.lower()}" if c.isupper() else c for c in method)[1:]
         metrics = self.plane.metrics
 
-        async def call(request: Any, context: aio.ServicerContext) -> bytes:
+        async def call(body: bytes, metadata: dict[str, str], peer: str | None) -> bytes:
             started = time.perf_counter_ns()
-            metadata = {item[0]: item[1] for item in context.invocation_metadata() or ()}
             request_id = accepted_request_id(metadata.get("x-request-id"))
             observed = False
 
@@ -185,31 +227,27 @@ class InferenceService:
                         status=status,
                         duration_ns=duration_ns,
                         request_id=request_id,
-                        client=_peer_address(context.peer()),
+                        client=peer,
                     )
 
             try:
-                result = await handler(request, metadata, request_id)
+                result = await handler(body, metadata, request_id)
                 observe(200)
                 return result
             except MLModelError as exc:
                 observe(exc.status_code)
                 trailer = tuple((key.lower(), value) for key, value in exc.headers.items())
-                await context.abort(
+                raise CallFailed(
                     STATUS_CODES.get(exc.status_code, grpc.StatusCode.UNKNOWN), exc.message, trailer
-                )
-                raise  # unreachable: abort raises
-            except aio.AbortError:
-                raise
+                ) from None
             except Exception as exc:
                 logger.error("unhandled error", exc_info=exc, extra={"url.path": path})
                 observe(500)
-                await context.abort(
+                raise CallFailed(
                     grpc.StatusCode.INTERNAL, "internal server error; see the server logs"
-                )
-                raise
+                ) from None
             finally:
-                if not observed:  # cancelled, or aborted by the handler itself
+                if not observed:  # cancelled
                     observe(500)
 
         return call
@@ -220,9 +258,8 @@ class InferenceService:
     async def server_ready(self, request: bytes, metadata: dict[str, str], request_id: str) -> bytes:
         return pb.ServerReadyResponse(ready=self.plane.ready).SerializeToString()
 
-    async def model_ready(
-        self, request: pb.ModelReadyRequest, metadata: dict[str, str], request_id: str
-    ) -> bytes:
+    async def model_ready(self, body: bytes, metadata: dict[str, str], request_id: str) -> bytes:
+        request = _parsed(pb.ModelReadyRequest, body)
         self.plane.check_model(request.name, request.version or None)
         return pb.ModelReadyResponse(ready=self.plane.ready).SerializeToString()
 
@@ -231,9 +268,8 @@ class InferenceService:
     ) -> bytes:
         return pb.ServerMetadataResponse(**self.plane.server_metadata()).SerializeToString()
 
-    async def model_metadata(
-        self, request: pb.ModelMetadataRequest, metadata: dict[str, str], request_id: str
-    ) -> bytes:
+    async def model_metadata(self, body: bytes, metadata: dict[str, str], request_id: str) -> bytes:
+        request = _parsed(pb.ModelMetadataRequest, body)
         self.plane.check_model(request.name, request.version or None)
         return pb.ModelMetadataResponse(**self.plane.model_metadata()).SerializeToString()
 
@@ -242,10 +278,7 @@ class InferenceService:
             self.tokens.check(metadata.get("authorization"))
         plane = self.plane
         with plane.admitted(len(body)):
-            try:
-                message = pb.ModelInferRequest.FromString(body)
-            except DecodeError as exc:
-                raise BadRequest(f"the request is not a valid ModelInferRequest: {exc}") from None
+            message = _parsed(pb.ModelInferRequest, body)
             plane.check_model(message.model_name, message.model_version or None)
             raw = bool(message.raw_input_contents)
             return await plane.infer(
@@ -261,6 +294,15 @@ class InferenceService:
                 request_id,
                 metadata.get("cache-control"),
             )
+
+
+def _parsed(message_type: Any, body: bytes) -> Any:
+    try:
+        return message_type.FromString(body)
+    except DecodeError as exc:
+        raise BadRequest(
+            f"the request is not a valid {message_type.DESCRIPTOR.name}: {exc}"
+        ) from None
 
 
 def _peer_address(peer: str | None) -> str | None:
@@ -305,20 +347,47 @@ async def start_grpc_server(
     access_log: AccessLog | None,
     reuse_port: bool = False,
     port: int | None = None,
-) -> tuple[GrpcServers, int]:
-    """Serve gRPC on ``settings.host`` at ``port`` (default ``settings.grpc_port``) with
-    ``settings.grpc_acceptors`` servers sharing it; returns them and the port bound.
-    ``reuse_port``: the other workers share the port too; otherwise a port in use is an error.
+) -> tuple[GrpcServers | GrpcFront, int]:
+    """Serve gRPC on ``settings.host`` at ``port`` (default ``settings.grpc_port``; 0 picks one);
+    returns what serves it (``.stop(grace)``) and the port bound. ``reuse_port``: the other workers
+    share the port too; otherwise a port in use is an error.
 
-    Several servers, because grpc.aio's server takes its new calls one at a time (it asks the core
-    for the next call only once the last one has reached the event loop): under load one server
-    hands calls to the batcher two or three at once where HTTP hands over a dozen, and the model
-    runs on small batches. Each server takes calls from the connections the kernel gives it."""
-    handler = InferenceService(plane, tokens=tokens, access_log=access_log).rpc_handler()
+    Through the gRPC front when its binary is there (``settings.grpc_front``), else through
+    ``settings.grpc_acceptors`` grpc.aio servers."""
+    service = InferenceService(plane, tokens=tokens, access_log=access_log)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    bound = settings.grpc_port if port is None else port  # 0: the first server picks one
+    bound = settings.grpc_port if port is None else port
     if not reuse_port and bound:
         _check_port_free(settings.host, bound)
+    from mlmodel_runtime.grpc_front import GrpcFront, find_front  # its module needs this one
+
+    binary = find_front(settings.grpc_front)
+    if binary is not None:
+        front = GrpcFront(
+            binary,
+            host,
+            bound,
+            [
+                f"--max-receive-bytes={settings.max_request_bytes}",
+                f"--reuse-port={'true' if reuse_port else 'false'}",
+                f"--grace={settings.shutdown_grace_seconds}s",
+            ],
+            service,
+        )
+        return front, await front.start()
+    return await _start_aio_servers(settings, service, f"{host}:{bound}")
+
+
+async def _start_aio_servers(
+    settings: RuntimeSettings, service: InferenceService, address: str
+) -> tuple[GrpcServers, int]:
+    """``settings.grpc_acceptors`` grpc.aio servers on ``address``. Several, because grpc.aio's
+    server takes its new calls one at a time (it asks the core for the next call only once the last
+    one has reached the event loop): under load one server hands calls to the batcher two or three
+    at once where HTTP hands over a dozen, and the model runs on small batches. Each server takes
+    calls from the connections the kernel gives it."""
+    handler = service.rpc_handler()
+    host, bound = address.rsplit(":", 1)
     servers: list[aio.Server] = []
     try:
         for _ in range(settings.grpc_acceptors):
@@ -332,11 +401,11 @@ async def start_grpc_server(
                 ]
             )
             server.add_generic_rpc_handlers((handler,))
-            # raises RuntimeError when it cannot bind
-            bound = server.add_insecure_port(f"{host}:{bound}")
+            # raises RuntimeError when it cannot bind; port 0: the first server picks one
+            bound = str(server.add_insecure_port(f"{host}:{bound}"))
             await server.start()
             servers.append(server)
     except BaseException:
         await GrpcServers(servers).stop(None)
         raise
-    return GrpcServers(servers), bound
+    return GrpcServers(servers), int(bound)

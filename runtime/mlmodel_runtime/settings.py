@@ -108,12 +108,22 @@ class RuntimeSettings(BaseSettings):
             "as an error and the runtime serves HTTP only."
         ),
     )
+    grpc_front: str = Field(
+        "auto",
+        description=(
+            "The gRPC front (mlmodel-grpc-front, a Go binary that terminates HTTP/2 and hands each "
+            "call to its worker over a Unix socket): auto uses it when it is beside the Python "
+            "interpreter or on PATH (the image has it), off serves gRPC with grpc.aio, a path "
+            "names the binary. See docs/protocols.md."
+        ),
+    )
     grpc_acceptors: int = Field(
         16,
         ge=1,
         le=64,
         description=(
-            "gRPC servers each worker runs on the gRPC port (SO_REUSEPORT; the kernel spreads "
+            "grpc.aio only (without the gRPC front): servers each worker runs on the gRPC port "
+            "(SO_REUSEPORT; the kernel spreads "
             "connections over them). grpc.aio takes a server's new calls one after another, so one "
             "server lets few calls reach the batcher together; see docs/protocols.md."
         ),

@@ -52,9 +52,11 @@ def test_quick_run_against_our_runtime_writes_the_tables(repo_root, tmp_path):
     assert cells[(4, 16)]["texts_per_second"] == cells[(4, 16)]["requests_per_second"] * 16
     assert {c["batch_size"] for c in data["ceilings"]} == {1, 16, 128}
     assert "| c=4, 16 texts/req | ours-w1 |" in markdown.read_text()
-    # The two transports alone, with no model: what each costs the server per request.
-    transports = {t["transport"].split()[0]: t for t in data["transports"]}
-    assert set(transports) == {"REST", "gRPC"}
+    # The transports alone, with no model: what each costs the server per request.
+    transports = {t["transport"]: t for t in data["transports"]}
+    assert set(transports) == {
+        "REST (uvicorn, uvloop, httptools)", "gRPC (the gRPC front, uvloop)", "gRPC (grpc.aio, uvloop)"
+    }
     for empty in transports.values():
         assert empty["requests"] > 0 and empty["errors"] == 0
         assert empty["server_cpu_us_per_request"] > 0

@@ -1,7 +1,7 @@
 """Session fixtures for the container tests: the Docker engine, the local base image, both images.
 
-The Dockerfiles are built unchanged, with only `--build-arg BASE_IMAGE=<local base>` because no
-registry is reachable here. Build times and image sizes are printed in the terminal summary.
+The Dockerfiles are built unchanged, with only `--build-arg BASE_IMAGE=<local base>` (and the
+runtime's `GO_IMAGE=<local Go image>`) because no registry is reachable here. Build times and image sizes are printed in the terminal summary.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from container_tools import build_image, inspect_image, run
 
 LOCAL_BASE_PREFIX = "mlmodel-local/"
 BASE_IMAGE = os.environ.get("MLMODEL_TEST_BASE_IMAGE", f"{LOCAL_BASE_PREFIX}python:3.11-slim-bookworm")
+GO_IMAGE = os.environ.get("MLMODEL_TEST_GO_IMAGE", f"{LOCAL_BASE_PREFIX}golang:1.26-bookworm")
 RUNTIME_TAG = "mlmodel-runtime:test"
 OPERATOR_TAG = "mlmodel-operator:test"
 POSTGRES_TAG = "mlmodel-postgres:test"
@@ -59,17 +60,28 @@ def base_image(repo_root: Path, docker_engine: None) -> str:
     return BASE_IMAGE
 
 
-def built_image(repo_root: Path, dockerfile: str, tag: str, base: str, context: Path | None = None) -> str:
+def built_image(
+    repo_root: Path, dockerfile: str, tag: str, base: str, context: Path | None = None, **args: str
+) -> str:
     TIMINGS[f"docker build {tag}"] = build_image(
-        repo_root, dockerfile, tag, {"BASE_IMAGE": base}, context=context
+        repo_root, dockerfile, tag, {"BASE_IMAGE": base, **args}, context=context
     )
     SIZES[tag] = inspect_image(tag)["Size"]
     return tag
 
 
 @pytest.fixture(scope="session")
-def runtime_image(repo_root: Path, base_image: str) -> str:
-    return built_image(repo_root, "Dockerfile.runtime", RUNTIME_TAG, base_image)
+def go_image(repo_root: Path, base_image: str) -> str:
+    """The local stand-in for golang:1.26-bookworm (the base image and the host's Go), or the real
+    image named by MLMODEL_TEST_GO_IMAGE."""
+    if GO_IMAGE.startswith(LOCAL_BASE_PREFIX):
+        timed_script(repo_root, "build-go-image.sh", GO_IMAGE)
+    return GO_IMAGE
+
+
+@pytest.fixture(scope="session")
+def runtime_image(repo_root: Path, base_image: str, go_image: str) -> str:
+    return built_image(repo_root, "Dockerfile.runtime", RUNTIME_TAG, base_image, GO_IMAGE=go_image)
 
 
 @pytest.fixture(scope="session")

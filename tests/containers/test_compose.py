@@ -36,13 +36,18 @@ def volume_parts(volume: str | dict) -> tuple[str, str, bool]:
 
 
 def test_compose_file_is_valid_and_wires_the_stack(repo_root: Path) -> None:
-    env = {"BASE_IMAGE": "example.org/python:3.11-slim", "DEBIAN_BASE_IMAGE": "example.org/debian:bookworm"}
+    env = {
+        "BASE_IMAGE": "example.org/python:3.11-slim",
+        "GO_IMAGE": "example.org/golang:1.26-bookworm",
+        "DEBIAN_BASE_IMAGE": "example.org/debian:bookworm",
+    }
     config = yaml.safe_load(compose(repo_root, env, "config"))
     services = config["services"]
     assert set(services) == {"runtime", "postgres", "prometheus", "grafana"}
 
     runtime = services["runtime"]
     assert runtime["build"]["args"]["BASE_IMAGE"] == env["BASE_IMAGE"]
+    assert runtime["build"]["args"]["GO_IMAGE"] == env["GO_IMAGE"]
     assert services["postgres"]["build"]["args"]["BASE_IMAGE"] == env["DEBIAN_BASE_IMAGE"]
     assert runtime["read_only"] is True and "/var/cache/mlmodel" in runtime["tmpfs"]
     assert runtime["depends_on"]["postgres"]["condition"] == "service_healthy"

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
+import grpc
 import httpx
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from container_tools import (
     remove_container,
     wait_healthy,
 )
+from mlmodel_runtime.protocol import open_inference_pb2 as pb
 from moto.server import ThreadedMotoServer
 from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import FloatTensorType
@@ -59,14 +61,15 @@ def artifact_server(
 def runtime_container(
     runtime_image: str, artifact_server: tuple[str, str], sentiment_sha256: str, unique_name: str
 ) -> Iterator[tuple[str, str]]:
-    """The runtime container, healthy; yields (container name, base URL on a loopback port)."""
+    """The runtime container, healthy; yields (container name, base URL on a loopback port).
+    Its gRPC port is published too (``published_port(container, 8081)``)."""
     network, model_url = artifact_server
     container = f"{unique_name}-runtime"
     docker(
         "run", "-d", "--name", container, "--network", network,
         "--read-only", "--tmpfs", "/var/cache/mlmodel",
         "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
-        "-p", "127.0.0.1::8080",
+        "-p", "127.0.0.1::8080", "-p", "127.0.0.1::8081",
         # Faster probing than the image's default, for the test only.
         "--health-interval", "1s", "--health-start-period", "60s",
         "-e", "MLMODEL_MODEL_NAME=sentiment",
@@ -102,9 +105,30 @@ def test_runtime_container_serves_v2_and_v1_predictions(runtime_container: tuple
         assert v1.status_code == 200, v1.text
         assert v1.json()["predictions"] == ["negative", "positive"]
 
+    # gRPC through the image's gRPC front, as the read-only, non-root container runs it.
+    container, _ = runtime_container
+    request = pb.ModelInferRequest(
+        model_name="sentiment",
+        inputs=[pb.ModelInferRequest.InferInputTensor(
+            name="text", datatype="BYTES", shape=[2],
+            contents=pb.InferTensorContents(bytes_contents=[POSITIVE.encode(), NEGATIVE.encode()]),
+        )],
+    )  # fmt: skip
+    with grpc.insecure_channel(f"127.0.0.1:{published_port(container, 8081)}") as channel:
+        infer = channel.unary_unary(
+            "/inference.GRPCInferenceService/ModelInfer",
+            request_serializer=pb.ModelInferRequest.SerializeToString,
+            response_deserializer=pb.ModelInferResponse.FromString,
+        )
+        answer = infer(request, timeout=10)
+    assert list(answer.outputs[0].contents.bytes_contents) == [b"positive", b"negative"]
+    assert "/opt/venv/bin/mlmodel-grpc-front" in docker("top", container, "-o", "pid,args").stdout
+
+    with httpx.Client(base_url=base_url, timeout=10) as client:
         metrics = client.get("/metrics").text
-        assert 'mlmodel_model_ready{model="sentiment"} 1.0' in metrics
-        assert "mlmodel_requests_total" in metrics
+    assert 'mlmodel_model_ready{model="sentiment"} 1.0' in metrics
+    assert "mlmodel_requests_total" in metrics
+    assert 'endpoint="grpc_model_infer"' in metrics
 
 
 def test_runtime_container_runs_as_non_root_and_writes_only_its_cache(

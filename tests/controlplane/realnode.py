@@ -36,6 +36,7 @@ POD_GATEWAY = "10.244.0.1"
 RUNTIME_IMAGE = "mlmodel-runtime:realnode"
 HPA_DOWNSCALE_STABILIZATION_SECONDS = 30
 BASE_IMAGE = os.environ.get("MLMODEL_TEST_BASE_IMAGE", "mlmodel-local/python:3.11-slim-bookworm")
+GO_IMAGE = os.environ.get("MLMODEL_TEST_GO_IMAGE", "mlmodel-local/golang:1.26-bookworm")
 EXAMPLES = REPO_ROOT / "examples"
 POSITIVE = "A wonderful film: moving, funny and beautifully acted."
 NEGATIVE = "Awful. Boring plot, wooden acting, a waste of two hours."
@@ -57,6 +58,7 @@ def fixture_runtime_image() -> str:
     run("bash", str(REPO_ROOT / ".ci" / "start-docker.sh"))
     if BASE_IMAGE.startswith("mlmodel-local/"):
         run("bash", str(REPO_ROOT / ".ci" / "build-base-image.sh"), BASE_IMAGE)
+        run("bash", str(REPO_ROOT / ".ci" / "build-go-image.sh"), GO_IMAGE)
     run(
         "docker",
         "build",
@@ -65,6 +67,8 @@ def fixture_runtime_image() -> str:
         str(REPO_ROOT / "Dockerfile.runtime"),
         "--build-arg",
         f"BASE_IMAGE={BASE_IMAGE}",
+        "--build-arg",
+        f"GO_IMAGE={GO_IMAGE}",
         "-t",
         RUNTIME_IMAGE,
         str(REPO_ROOT),

@@ -1,5 +1,6 @@
-"""The gRPC service in-process: the app's data plane served by grpc.aio on a loopback port, called
-through a plain grpc.aio channel with the runtime's own messages. Health, metadata, typed and raw
+"""The gRPC service in-process: the app's data plane served on a loopback port by each carrier of
+the calls (the gRPC front, a real mlmodel-grpc-front process, and grpc.aio), called through a
+plain grpc.aio channel with the runtime's own messages. Health, metadata, typed and raw
 tensors, every error mapped to its gRPC status, auth in metadata, shedding, metrics, access log,
 statistics, and fuzzed messages. (The real clients are in test_clients.py, in processes of their
 own: their generated modules clash with these in protobuf's default pool.)"""
@@ -20,6 +21,7 @@ import runtime_models
 from grpc import aio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from mlmodel_runtime.grpc_front import GrpcFront, find_front
 from mlmodel_runtime.grpc_server import SERVICE, start_grpc_server
 from mlmodel_runtime.protocol import open_inference_pb2 as pb
 from mlmodel_runtime.settings import RuntimeSettings
@@ -56,6 +58,25 @@ class Client:
         return await self.calls[method](request, timeout=10, **kwargs)
 
 
+# MLMODEL_GRPC_FRONT for each carrier of the calls.
+CARRIERS = {"front": "auto", "grpc.aio": "off"}
+
+
+@pytest.fixture(scope="module", params=list(CARRIERS))
+def carrier(request: pytest.FixtureRequest) -> str:
+    """Every test here runs twice: through the gRPC front (built beside the interpreter by
+    `make install`) and through grpc.aio."""
+    setting = CARRIERS[request.param]
+    if setting == "auto":
+        assert find_front("auto") is not None, "mlmodel-grpc-front is not built: run make install"
+    return setting
+
+
+@pytest.fixture(autouse=True)
+def _carried_by(carrier: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLMODEL_GRPC_FRONT", carrier)
+
+
 @contextlib.asynccontextmanager
 async def running_grpc(settings: RuntimeSettings) -> AsyncIterator[tuple[InProcess, Client]]:
     async with running_app(settings) as rt:
@@ -63,6 +84,7 @@ async def running_grpc(settings: RuntimeSettings) -> AsyncIterator[tuple[InProce
         server, port = await start_grpc_server(
             settings, rt.dataplane, tokens=state.tokens, access_log=state.access_log, port=0
         )
+        assert isinstance(server, GrpcFront) == (settings.grpc_front != "off")
         try:
             async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
                 yield rt, Client(channel)
@@ -140,7 +162,9 @@ async def test_every_acceptor_serves_the_calls_its_connections_bring(
 ) -> None:
     """MLMODEL_GRPC_ACCEPTORS servers listen on the one port; calls over many channels at once,
     whichever server the kernel gives each connection, all get the model's answer."""
-    settings = grpc_settings(models.text, tmp_path, "sentiment", grpc_acceptors=4)
+    settings = grpc_settings(
+        models.text, tmp_path, "sentiment", grpc_front="off", grpc_acceptors=4
+    )
     async with running_app(settings) as rt:
         state = rt.app.state
         servers, port = await start_grpc_server(
@@ -361,10 +385,12 @@ def test_fuzzed_messages_never_break_the_service(message: Any, fuzz_grpc: Any) -
 
 
 @pytest.fixture(scope="module")
-def fuzz_grpc(models: Models, tmp_path_factory: pytest.TempPathFactory) -> Any:
+def fuzz_grpc(models: Models, tmp_path_factory: pytest.TempPathFactory, carrier: str) -> Any:
     loop = asyncio.new_event_loop()
     folder = tmp_path_factory.mktemp("fuzz-grpc")
-    settings = grpc_settings(models.text, folder, "sentiment", model_version="1")
+    settings = grpc_settings(
+        models.text, folder, "sentiment", model_version="1", grpc_front=carrier
+    )
     context = running_grpc(settings)
     rt, client = loop.run_until_complete(context.__aenter__())
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 import runtime_models
 from support.ports import free_port, listening_sockets, wait_until
 from support.runtime import Models, write_mlmodel
@@ -240,18 +241,27 @@ def _grpc_infer(target: str, request_id: str) -> float:
     return response.outputs[0].contents.fp64_contents[0]
 
 
-def test_two_workers_share_the_grpc_port(models: Models, start_server) -> None:
+@pytest.mark.parametrize(
+    ("carrier", "sockets_per_worker"),
+    [("auto", 1), ("off", 3)],
+    ids=["front", "grpc.aio"],
+)
+def test_two_workers_share_the_grpc_port(
+    models: Models, start_server, carrier: str, sockets_per_worker: int
+) -> None:
     server = start_server(
         ["--workers", "2"],
-        env=_houses_env(models, MLMODEL_GRPC_ACCEPTORS="3"),
+        env=_houses_env(models, MLMODEL_GRPC_FRONT=carrier, MLMODEL_GRPC_ACCEPTORS="3"),
     )
     server.wait_ready()
     server.wait_for(
         lambda: len(_ready_pids(server.logs())) >= 2 and server.logs().count("gRPC listening") >= 2,
         "both workers ready and serving gRPC",
     )
-    # Each worker's 3 gRPC servers listen with a socket each on the one port (SO_REUSEPORT).
-    assert listening_sockets(httpx.URL(f"http://{server.grpc_target}").port) == 2 * 3
+    # Each worker's gRPC front, or its 3 grpc.aio servers, listen with a socket each on the one
+    # port (SO_REUSEPORT).
+    port = httpx.URL(f"http://{server.grpc_target}").port
+    assert listening_sockets(port) == 2 * sockets_per_worker
     expected = float(runtime_models.house_price(np.array([[1.0, 2.0, 3.0, 4.0]]))[0])
     for index in range(16):
         assert abs(_grpc_infer(server.grpc_target, f"g-{index}") - expected) < 1e-6
@@ -263,10 +273,11 @@ def test_two_workers_share_the_grpc_port(models: Models, start_server) -> None:
         and line["url.path"] == "/inference.GRPCInferenceService/ModelInfer"
         and line["http.response.status_code"] == 200
     }
-    # 16 new connections hashed over two sockets: both workers take some (all on one: 2 in 65,536).
+    # 16 new connections hashed over the sockets: both workers take some (all on one: 2 in 65,536).
     assert served == _ready_pids(server.logs())
     server.process.send_signal(signal.SIGTERM)
     assert server.process.wait(30) == 0
+    assert listening_sockets(port) == 0  # the fronts stopped with their workers
 
 
 def test_a_taken_grpc_port_leaves_http_serving(models: Models, start_server) -> None:

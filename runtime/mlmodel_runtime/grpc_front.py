@@ -1,0 +1,257 @@
+"""The worker's end of the gRPC front (``mlmodel-grpc-front``, runtime/grpcfront): a Go process that
+terminates gRPC's HTTP/2 on the gRPC port and passes each call, still serialized, over a Unix socket
+to the worker that started it. The worker reads calls from that socket on its event loop, serves
+them with the same InferenceService as grpc.aio would, and writes the answers back.
+
+Frames on the socket, both ways: u32 length of the rest, u32 call id, then (integers big-endian,
+strings u16-length-prefixed, metadata values u32-length-prefixed):
+
+- front to worker: u8 kind; 0 listening (u16 port), 1 call (method path, peer address, u16 count
+  of metadata pairs, the pairs, the message), 2 cancel (the caller went away).
+- worker to front: u8 gRPC status code; 0 is followed by the response message, any other by the
+  status details (u32-prefixed) and the trailing metadata (u16 count, then pairs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import struct
+import sys
+from pathlib import Path
+
+from mlmodel_runtime.grpc_server import CallFailed, InferenceService
+
+logger = logging.getLogger("mlmodel_runtime.grpc")
+
+BINARY = "mlmodel-grpc-front"
+LISTENING, CALL, CANCEL = 0, 1, 2
+_HEAD = struct.Struct(">IIB")  # length, call id, kind or status code
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+START_SECONDS = 10.0
+RESTART_DELAY_SECONDS = 1.0
+
+
+def find_front(setting: str) -> Path | None:
+    """The front's binary for MLMODEL_GRPC_FRONT: ``auto`` looks beside the Python interpreter
+    (a venv's bin/, the image's /opt/venv/bin) and then on PATH; ``off`` is None; anything else
+    is the binary's path and must exist."""
+    if setting == "off":
+        return None
+    if setting != "auto":
+        path = Path(setting)
+        if not os.access(path, os.X_OK):
+            raise RuntimeError(f"MLMODEL_GRPC_FRONT={setting}: no executable there")
+        return path
+    beside = Path(sys.executable).parent / BINARY
+    if os.access(beside, os.X_OK):
+        return beside
+    found = shutil.which(BINARY)
+    return Path(found) if found else None
+
+
+def _string(frame: bytes, at: int) -> tuple[str, int]:
+    (size,) = _U16.unpack_from(frame, at)
+    at += 2
+    return frame[at : at + size].decode("latin-1"), at + size
+
+
+def decode_call(frame: bytes) -> tuple[str, str | None, dict[str, str], bytes]:
+    """Method path, peer address, metadata and message of a call frame's payload (after the kind)."""
+    method, at = _string(frame, 0)
+    peer, at = _string(frame, at)
+    (pairs,) = _U16.unpack_from(frame, at)
+    at += 2
+    metadata: dict[str, str] = {}
+    for _ in range(pairs):
+        key, at = _string(frame, at)
+        (size,) = _U32.unpack_from(frame, at)
+        at += 4
+        metadata[key] = frame[at : at + size].decode("latin-1")
+        at += size
+    return method, peer or None, metadata, frame[at:]
+
+
+def encode_answer(call_id: int, body: bytes) -> bytes:
+    return _HEAD.pack(5 + len(body), call_id, 0) + body
+
+
+def encode_failure(call_id: int, failed: CallFailed) -> bytes:
+    parts = [failed.message.encode()]
+    payload = [_U32.pack(len(parts[0])), parts[0], _U16.pack(len(failed.trailer))]
+    for key, value in failed.trailer:
+        name, data = key.encode(), value.encode()
+        payload += [_U16.pack(len(name)), name, _U32.pack(len(data)), data]
+    rest = b"".join(payload)
+    return _HEAD.pack(5 + len(rest), call_id, failed.code.value[0]) + rest
+
+
+class FrontProtocol(asyncio.Protocol):
+    """Reads call frames from the front and serves each as a task; answers as they are done."""
+
+    def __init__(self, service: InferenceService) -> None:
+        self.service = service
+        self.listening: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.answers: list[bytes] = []  # written together on the loop's next turn
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for task in self.tasks.values():
+            task.cancel()
+        if not self.closed.done():
+            self.closed.set_result(None)
+        if not self.listening.done():
+            self.listening.set_exception(RuntimeError("the gRPC front closed its socket"))
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer
+        buffer += data
+        at = 0
+        while len(buffer) - at >= 4:
+            (size,) = _U32.unpack_from(buffer, at)
+            if len(buffer) - at - 4 < size:
+                break
+            _, call_id, kind = _HEAD.unpack_from(buffer, at)
+            payload = bytes(buffer[at + 9 : at + 4 + size])
+            at += 4 + size
+            if kind == CALL:
+                self.tasks[call_id] = asyncio.ensure_future(self._serve(call_id, payload))
+            elif kind == CANCEL:
+                task = self.tasks.pop(call_id, None)
+                if task is not None:
+                    task.cancel()
+            elif kind == LISTENING and not self.listening.done():
+                self.listening.set_result(_U16.unpack_from(payload)[0])
+        del buffer[:at]
+
+    async def _serve(self, call_id: int, payload: bytes) -> None:
+        try:
+            method, peer, metadata, body = decode_call(payload)
+            try:
+                answer = encode_answer(call_id, await self.service.call(method, body, metadata, peer))
+            except CallFailed as failed:
+                answer = encode_failure(call_id, failed)
+        finally:
+            self.tasks.pop(call_id, None)
+        # A batch of the model answers many calls at once: one write for all of them.
+        if not self.answers:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self.answers.append(answer)
+
+    def _flush(self) -> None:
+        answers, self.answers = self.answers, []
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(answers))
+
+
+class GrpcFront:
+    """A running ``mlmodel-grpc-front`` and its socket; restarted when it dies unasked."""
+
+    def __init__(
+        self, binary: Path, host: str, port: int, options: list[str], service: InferenceService
+    ) -> None:
+        self.binary = binary
+        self.host = host  # as in a URL: [::1] for IPv6
+        self.port = port  # 0 until the first start has picked one
+        self.options = options
+        self.service = service
+        self.process: asyncio.subprocess.Process | None = None
+        self.protocol: FrontProtocol | None = None
+        self.stopping = False
+        self._watch: asyncio.Task[None] | None = None
+
+    async def start(self) -> int:
+        """Start the front; the port it listens on. RuntimeError when it cannot listen."""
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.process = await asyncio.create_subprocess_exec(
+                str(self.binary), f"--listen={self.host}:{self.port}", *self.options,
+                f"--fd={theirs.fileno()}",
+                pass_fds=(theirs.fileno(),), stdin=asyncio.subprocess.DEVNULL,
+                # Its own session: a signal to the terminal's or the pod's process group reaches
+                # the worker, which stops the front when its calls are done.
+                start_new_session=True,
+                stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+        finally:
+            theirs.close()
+        _, self.protocol = await loop.connect_accepted_socket(
+            lambda: FrontProtocol(self.service), ours
+        )
+        relay = asyncio.ensure_future(self._relay_log(self.process))
+        exited = asyncio.ensure_future(self.process.wait())
+        done, _ = await asyncio.wait(
+            {self.protocol.listening, exited}, timeout=START_SECONDS,
+            return_when=asyncio.FIRST_COMPLETED,
+        )  # fmt: skip
+        if self.protocol.listening in done and not self.protocol.listening.exception():
+            self.port = self.protocol.listening.result()  # a restart listens there again
+            self._watch = asyncio.ensure_future(self._restart_when_gone(exited, relay))
+            return self.port
+        exited.cancel()
+        await self._end_process()
+        lines = await relay
+        reason = lines[-1] if lines else "it did not say why"
+        raise RuntimeError(f"the gRPC front did not start: {reason}")
+
+    async def _relay_log(self, process: asyncio.subprocess.Process) -> list[str]:
+        """The front's stderr as log records; returns its lines."""
+        lines: list[str] = []
+        assert process.stderr is not None
+        async for raw in process.stderr:
+            line = raw.decode(errors="replace").rstrip()
+            lines.append(line)
+            logger.warning("gRPC front: %s", line)
+        return lines
+
+    async def _restart_when_gone(self, exited: asyncio.Future[int], relay: asyncio.Future[list[str]]) -> None:
+        code = await exited
+        await relay
+        if self.stopping:
+            return
+        logger.error(
+            "the gRPC front exited; starting it again",
+            extra={"exit_code": code, "retry_in_seconds": RESTART_DELAY_SECONDS},
+        )
+        if self.protocol is not None and self.protocol.transport is not None:
+            self.protocol.transport.close()
+        while not self.stopping:
+            await asyncio.sleep(RESTART_DELAY_SECONDS)
+            try:
+                await self.start()
+                logger.info("gRPC front serving again")
+                return
+            except RuntimeError as exc:
+                logger.error("the gRPC front did not start again", extra={"error": str(exc)})
+
+    async def _end_process(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
+        if self.protocol is not None and self.protocol.transport is not None:
+            self.protocol.transport.close()
+
+    async def stop(self, grace: float | None) -> None:
+        """New calls are refused at once; calls in flight have ``grace`` seconds to finish."""
+        self.stopping = True
+        process = self.process
+        if process is not None and process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(process.wait(), (grace or 0) + 2)
+        await self._end_process()
+        if self._watch is not None:
+            await self._watch

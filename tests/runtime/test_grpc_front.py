@@ -1,0 +1,122 @@
+"""The gRPC front's life beside its worker: a real mlmodel-grpc-front process (built beside the
+interpreter by `make install`), killed, refused its address, stopped with a call in flight, and
+left by a caller that gave up. What the calls answer is test_grpc.py's, for both carriers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from grpc import aio
+from mlmodel_runtime.grpc_front import GrpcFront, find_front
+from mlmodel_runtime.grpc_server import start_grpc_server
+from mlmodel_runtime.protocol import open_inference_pb2 as pb
+from mlmodel_runtime.settings import RuntimeSettings
+from support.runtime import Models, running_app, settings_for
+from test_grpc import Client, _tensor
+
+SLOW_REQUEST = pb.ModelInferRequest(
+    model_name="slow", inputs=[_tensor("input-0", "FP64", [1, 1], fp64_contents=[1.0])]
+)
+
+
+@pytest.fixture(autouse=True)
+def _front_built() -> None:
+    assert find_front("auto") is not None, "mlmodel-grpc-front is not built: run make install"
+
+
+def front_settings(models: Models, tmp_path: Path, **values: Any) -> RuntimeSettings:
+    return settings_for(models.slow, tmp_path, "slow", **{"host": "127.0.0.1", **values})
+
+
+async def test_a_front_that_dies_is_started_again_and_serves(
+    models: Models, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = front_settings(models, tmp_path)
+    async with running_app(settings) as rt:
+        front, port = await start_grpc_server(settings, rt.dataplane, tokens=None, access_log=None, port=0)
+        assert isinstance(front, GrpcFront) and front.process is not None
+        try:
+            first = front.process
+            os.kill(first.pid, signal.SIGKILL)
+            await first.wait()
+            deadline = time.monotonic() + 15
+            while True:
+                # A new channel each try: the old one's connection died with the first front.
+                async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                    try:
+                        answer = await Client(channel)("ModelInfer", SLOW_REQUEST)
+                        break
+                    except aio.AioRpcError as error:
+                        assert error.code() == grpc.StatusCode.UNAVAILABLE
+                        assert time.monotonic() < deadline, "the front was not started again"
+                        await asyncio.sleep(0.2)
+            assert list(answer.outputs[0].contents.fp64_contents) == [2.0]
+            assert front.process is not first and front.process.returncode is None
+            assert "the gRPC front exited; starting it again" in caplog.messages
+        finally:
+            await front.stop(None)
+        assert front.process.returncode is not None
+
+
+async def test_a_front_that_cannot_listen_says_why(models: Models, tmp_path: Path) -> None:
+    # 192.0.2.1 (TEST-NET-1) is no address of this machine.
+    settings = front_settings(models, tmp_path, host="192.0.2.1")
+    async with running_app(settings) as rt:
+        with pytest.raises(RuntimeError) as refused:
+            await start_grpc_server(
+                settings, rt.dataplane, tokens=None, access_log=None, reuse_port=True, port=0
+            )
+    message = str(refused.value)
+    assert message.startswith("the gRPC front did not start: mlmodel-grpc-front: cannot listen on")
+    assert "192.0.2.1" in message
+
+
+async def test_stopping_lets_the_call_in_flight_finish_and_refuses_new_ones(
+    models: Models, tmp_path: Path
+) -> None:
+    settings = front_settings(models, tmp_path)
+    async with running_app(settings) as rt:
+        front, port = await start_grpc_server(settings, rt.dataplane, tokens=None, access_log=None, port=0)
+        async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            client = Client(channel)
+            in_flight = asyncio.create_task(client("ModelInfer", SLOW_REQUEST))
+            while rt.dataplane.in_flight == 0:
+                await asyncio.sleep(0.005)
+            stopping = asyncio.create_task(front.stop(10))
+            answer = await in_flight
+            assert list(answer.outputs[0].contents.fp64_contents) == [2.0]
+            await stopping
+        async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            with pytest.raises(aio.AioRpcError) as refused:
+                await Client(channel)("ServerLive", pb.ServerLiveRequest())
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_a_caller_that_gives_up_cancels_its_call_in_the_worker(
+    models: Models, tmp_path: Path
+) -> None:
+    settings = front_settings(models, tmp_path)
+    async with running_app(settings) as rt:
+        front, port = await start_grpc_server(settings, rt.dataplane, tokens=None, access_log=None, port=0)
+        assert isinstance(front, GrpcFront) and front.protocol is not None
+        try:
+            async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                call = Client(channel).calls["ModelInfer"](SLOW_REQUEST, timeout=0.05)
+                with pytest.raises(aio.AioRpcError) as late:
+                    await call
+                assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            deadline = time.monotonic() + 5
+            while front.protocol.tasks:  # the cancel frame reached the worker's task
+                assert time.monotonic() < deadline, "the worker still serves the abandoned call"
+                await asyncio.sleep(0.02)
+            metrics = (await rt.client.get("/metrics")).text
+            assert 'mlmodel_requests_total{code="500",endpoint="grpc_model_infer",model="slow"} 1.0' in metrics
+        finally:
+            await front.stop(None)
