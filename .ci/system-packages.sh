@@ -14,6 +14,7 @@ packages=(
   lua5.1              # Argo CD health checks are Lua 5.1 (gopher-lua)
   shellcheck          # run steps of the GitHub workflows
   wrk                 # HTTP load generator for benchmarks
+  nghttp2-client      # h2load: the gRPC load generator of benchmarks/grpc_vs_rest.py
   redis-server        # the prediction cache (tests/support/redis.py starts it; ships redis-cli)
   containernetworking-plugins  # the real node's pod network (tests/cluster/node.sh; runc comes with the Docker engine)
   iproute2

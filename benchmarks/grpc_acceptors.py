@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """How many calls reach the model together over gRPC, by the number of grpc.aio servers a worker
-runs (MLMODEL_GRPC_ACCEPTORS) and by maxWaitMs: one worker serving the sentiment example, loaded
-by ghz with one text per call and one connection per concurrent caller. Prints calls/s, p99, the
-server's CPU per call and the rows per model call (from the runtime's mlmodel_batch_size
-histogram). No other process of the benchmark runs during a measurement.
+runs without the gRPC front (MLMODEL_GRPC_FRONT=off, MLMODEL_GRPC_ACCEPTORS) and by maxWaitMs:
+one worker serving the sentiment example, loaded by ghz with one text per call and one connection
+per concurrent caller. Prints calls/s, p99, the server's CPU per call and the rows per model call
+(from the runtime's mlmodel_batch_size histogram). No other process of the benchmark runs during a
+measurement.
 
     .venv/bin/python benchmarks/grpc_acceptors.py                        # 1,4,8,16,32 x maxWaitMs 0,2
     .venv/bin/python benchmarks/grpc_acceptors.py --acceptors 1,16 --max-wait-ms 0
@@ -40,6 +41,7 @@ def measure(
 ) -> str:
     port, grpc_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLMODEL_")}
+    env["MLMODEL_GRPC_FRONT"] = "off"  # the acceptors are grpc.aio's
     env["MLMODEL_GRPC_ACCEPTORS"] = str(acceptors)
     server = ServerProcess.start(
         f"ours-grpc{acceptors}",

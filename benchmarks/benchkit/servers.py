@@ -51,9 +51,13 @@ class ServerSpec:
 
 
 def ours(workers: int, grpc_acceptors: int | None = None) -> ServerSpec:
-    """``grpc_acceptors``: MLMODEL_GRPC_ACCEPTORS (None: the runtime's default)."""
-    suffix = "" if grpc_acceptors is None else f"-grpc{grpc_acceptors}"
-    described = "" if grpc_acceptors is None else f", MLMODEL_GRPC_ACCEPTORS={grpc_acceptors}"
+    """``grpc_acceptors``: gRPC by grpc.aio without the gRPC front (MLMODEL_GRPC_FRONT=off), with
+    MLMODEL_GRPC_ACCEPTORS servers; None: the runtime's defaults (the front)."""
+    suffix = "" if grpc_acceptors is None else f"-aio{grpc_acceptors}"
+    described = (
+        "" if grpc_acceptors is None
+        else f", gRPC by grpc.aio (MLMODEL_GRPC_FRONT=off, MLMODEL_GRPC_ACCEPTORS={grpc_acceptors})"
+    )  # fmt: skip
     return ServerSpec(
         name=f"ours-w{workers}{suffix}",
         description=f"`mlmodel serve` (this project), {workers} worker process{'es' if workers > 1 else ''}{described}",
@@ -73,7 +77,9 @@ def ours(workers: int, grpc_acceptors: int | None = None) -> ServerSpec:
             "--cache-dir",
             "cache",
         ],
-        env=lambda port: {} if grpc_acceptors is None else {"MLMODEL_GRPC_ACCEPTORS": str(grpc_acceptors)},
+        env=lambda port: {} if grpc_acceptors is None else {
+            "MLMODEL_GRPC_FRONT": "off", "MLMODEL_GRPC_ACCEPTORS": str(grpc_acceptors)
+        },
         ready_path=f"/v2/models/{MODEL_NAME}/ready",
         is_ours=True,
         grpc_args=lambda grpc_port: ["--grpc-port", str(grpc_port)],
@@ -144,7 +150,9 @@ FLASK = ServerSpec(
 
 # What a plain run compares; the others are there to be asked for by name (--servers).
 _COMPARED = (ours(1), ours(2), MLSERVER, FASTAPI, FLASK)
-SERVERS: dict[str, ServerSpec] = {spec.name: spec for spec in (*_COMPARED, ours(1, grpc_acceptors=1))}
+SERVERS: dict[str, ServerSpec] = {
+    spec.name: spec for spec in (*_COMPARED, ours(1, grpc_acceptors=1), ours(1, grpc_acceptors=16))
+}
 DEFAULT_SERVERS = tuple(spec.name for spec in _COMPARED)
 
 

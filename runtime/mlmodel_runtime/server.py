@@ -58,7 +58,8 @@ class RuntimeServer(uvicorn.Server):
             await self._start_grpc()
 
     async def _start_grpc(self) -> None:
-        from mlmodel_runtime.grpc_server import start_grpc_server  # grpc only when served
+        from mlmodel_runtime.grpc_front import GrpcFront  # grpc only when served
+        from mlmodel_runtime.grpc_server import start_grpc_server
 
         try:
             self.grpc_server, port = await start_grpc_server(
@@ -77,11 +78,14 @@ class RuntimeServer(uvicorn.Server):
                        "hint": "set another port with --grpc-port / MLMODEL_GRPC_PORT (0: off)"},
             )  # fmt: skip
             return
+        carrier = (
+            {"grpc_front": str(self.grpc_server.binary)}
+            if isinstance(self.grpc_server, GrpcFront)
+            else {"grpc_front": "off", "grpc_acceptors": self.settings.grpc_acceptors}
+        )
         logger.info(
-            "gRPC listening",
-            extra={"host": self.settings.host, "grpc_port": port,
-                   "grpc_acceptors": self.settings.grpc_acceptors},
-        )  # fmt: skip
+            "gRPC listening", extra={"host": self.settings.host, "grpc_port": port, **carrier}
+        )
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         if self.grpc_server is not None:
