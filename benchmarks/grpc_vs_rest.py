@@ -69,13 +69,25 @@ def batch_totals(url: str) -> tuple[float, float]:
     return total(samples, "mlmodel_batch_size_count"), total(samples, "mlmodel_batch_size_sum")
 
 
-def check_grpc_body(target: str, message: bytes) -> None:
-    """The message h2load posts, sent once by a real gRPC client: it must be answered."""
-    with grpc.insecure_channel(target) as channel:
-        infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
-        answer = pb.ModelInferResponse.FromString(infer(message, timeout=10))
-    if not answer.outputs:
-        raise RuntimeError(f"the gRPC message got an answer without outputs: {answer}")
+def check_grpc_body(target: str, message: bytes, workers: int, timeout: float = 120) -> None:
+    """The message h2load posts, sent by a real gRPC client until it is answered ten times per
+    worker in a row, each on a fresh connection (the kernel hashes connections over the workers;
+    each loads the model on its own, and one still loading answers UNAVAILABLE)."""
+    deadline, answered = time.monotonic() + timeout, 0
+    while answered < 10 * workers:
+        with grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+            infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+            try:
+                answer = pb.ModelInferResponse.FromString(infer(message, timeout=10))
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:  # type: ignore[attr-defined]
+                    raise
+                answered = 0
+                time.sleep(0.5)
+                continue
+        if not answer.outputs:
+            raise RuntimeError(f"the gRPC message got an answer without outputs: {answer}")
+        answered += 1
 
 
 def measure(
@@ -163,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics = f"http://127.0.0.1:{port}"
         server.wait_ready(f"{metrics}/v2/models/{MODEL_NAME}/ready", timeout=120)
         target = f"127.0.0.1:{grpc_port}"
-        check_grpc_body(target, message)
+        check_grpc_body(target, message, args.workers)
         infer_url = f"{metrics}/v2/models/{MODEL_NAME}/infer"
         grpc_url = f"http://{target}/inference.GRPCInferenceService/ModelInfer"
         c = args.concurrency
@@ -179,6 +191,14 @@ def main(argv: list[str] | None = None) -> int:
             calls = max(c, int(rate[0] * seconds))
             result = run_h2load(grpc_url, grpc_body, concurrency=c, calls=calls)
             failed = int(failed_grpc_calls(metrics) - before) + result.failures
+            if failed:  # which: the HTTP/2 failures and the server's gRPC answers by code
+                codes = {
+                    item.labels["code"]: item.value
+                    for item in scrape(metrics)
+                    if item.name == "mlmodel_requests_total"
+                    and item.labels.get("endpoint") == "grpc_model_infer"
+                }
+                print(f"  h2load: {result.failures} failed in HTTP/2; codes: {codes}", file=sys.stderr)
             return result.calls - failed, failed, result.seconds
 
         def ghz(seconds: float) -> tuple[int, int, float]:
