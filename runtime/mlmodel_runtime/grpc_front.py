@@ -98,7 +98,6 @@ class FrontProtocol(asyncio.Protocol):
     def __init__(self, service: InferenceService) -> None:
         self.service = service
         self.listening: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.tasks: dict[int, asyncio.Task[None]] = {}
@@ -110,8 +109,6 @@ class FrontProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         for task in self.tasks.values():
             task.cancel()
-        if not self.closed.done():
-            self.closed.set_result(None)
         if not self.listening.done():
             self.listening.set_exception(RuntimeError("the gRPC front closed its socket"))
 
