@@ -1,6 +1,7 @@
 """The Open Inference Protocol over gRPC (``inference.GRPCInferenceService``) on a port of its own,
-served by grpc.aio on the HTTP server's event loop: the same data plane (model, batching, admission
-limits, statistics), bearer tokens, metrics and access log as the HTTP routes."""
+served on the HTTP server's event loop: the same data plane (model, batching, admission limits,
+statistics), bearer tokens, metrics and access log as the HTTP routes. HTTP/2 is terminated by the
+gRPC front (grpc_front.py) where its binary is there, else by grpc.aio servers in this process."""
 
 from __future__ import annotations
 
