@@ -83,8 +83,8 @@ def encode_answer(call_id: int, body: bytes) -> bytes:
 
 
 def encode_failure(call_id: int, failed: CallFailed) -> bytes:
-    parts = [failed.message.encode()]
-    payload = [_U32.pack(len(parts[0])), parts[0], _U16.pack(len(failed.trailer))]
+    message = failed.message.encode()
+    payload = [_U32.pack(len(message)), message, _U16.pack(len(failed.trailer))]
     for key, value in failed.trailer:
         name, data = key.encode(), value.encode()
         payload += [_U16.pack(len(name)), name, _U32.pack(len(data)), data]

@@ -376,19 +376,18 @@ async def start_grpc_server(
             service,
         )
         return front, await front.start()
-    return await _start_aio_servers(settings, service, f"{host}:{bound}")
+    return await _start_aio_servers(settings, service, host, bound)
 
 
 async def _start_aio_servers(
-    settings: RuntimeSettings, service: InferenceService, address: str
+    settings: RuntimeSettings, service: InferenceService, host: str, port: int
 ) -> tuple[GrpcServers, int]:
-    """``settings.grpc_acceptors`` grpc.aio servers on ``address``. Several, because grpc.aio's
+    """``settings.grpc_acceptors`` grpc.aio servers on ``host:port``. Several, because grpc.aio's
     server takes its new calls one at a time (it asks the core for the next call only once the last
     one has reached the event loop): under load one server hands calls to the batcher two or three
     at once where HTTP hands over a dozen, and the model runs on small batches. Each server takes
     calls from the connections the kernel gives it."""
     handler = service.rpc_handler()
-    host, bound = address.rsplit(":", 1)
     servers: list[aio.Server] = []
     try:
         for _ in range(settings.grpc_acceptors):
@@ -403,10 +402,10 @@ async def _start_aio_servers(
             )
             server.add_generic_rpc_handlers((handler,))
             # raises RuntimeError when it cannot bind; port 0: the first server picks one
-            bound = str(server.add_insecure_port(f"{host}:{bound}"))
+            port = server.add_insecure_port(f"{host}:{port}")
             await server.start()
             servers.append(server)
     except BaseException:
         await GrpcServers(servers).stop(None)
         raise
-    return GrpcServers(servers), int(bound)
+    return GrpcServers(servers), port

@@ -5,9 +5,11 @@ left by a caller that gave up. What the calls answer is test_grpc.py's, for both
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from mlmodel_runtime.grpc_front import GrpcFront, find_front
 from mlmodel_runtime.grpc_server import start_grpc_server
 from mlmodel_runtime.protocol import open_inference_pb2 as pb
 from mlmodel_runtime.settings import RuntimeSettings
-from support.runtime import Models, running_app, settings_for
+from support.runtime import InProcess, Models, running_app, settings_for
 from test_grpc import Client, _tensor
 
 SLOW_REQUEST = pb.ModelInferRequest(
@@ -35,34 +37,44 @@ def front_settings(models: Models, tmp_path: Path, **values: Any) -> RuntimeSett
     return settings_for(models.slow, tmp_path, "slow", **{"host": "127.0.0.1", **values})
 
 
-async def test_a_front_that_dies_is_started_again_and_serves(
-    models: Models, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+@contextlib.asynccontextmanager
+async def running_front(
+    models: Models, tmp_path: Path
+) -> AsyncIterator[tuple[InProcess, GrpcFront, int]]:
+    """The slow model's app and its gRPC front on a free loopback port; the front stopped after."""
     settings = front_settings(models, tmp_path)
     async with running_app(settings) as rt:
         front, port = await start_grpc_server(settings, rt.dataplane, tokens=None, access_log=None, port=0)
         assert isinstance(front, GrpcFront) and front.process is not None
         try:
-            first = front.process
-            os.kill(first.pid, signal.SIGKILL)
-            await first.wait()
-            deadline = time.monotonic() + 15
-            while True:
-                # A new channel each try: the old one's connection died with the first front.
-                async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                    try:
-                        answer = await Client(channel)("ModelInfer", SLOW_REQUEST)
-                        break
-                    except aio.AioRpcError as error:
-                        assert error.code() == grpc.StatusCode.UNAVAILABLE
-                        assert time.monotonic() < deadline, "the front was not started again"
-                        await asyncio.sleep(0.2)
-            assert list(answer.outputs[0].contents.fp64_contents) == [2.0]
-            assert front.process is not first and front.process.returncode is None
-            assert "the gRPC front exited; starting it again" in caplog.messages
+            yield rt, front, port
         finally:
             await front.stop(None)
-        assert front.process.returncode is not None
+
+
+async def test_a_front_that_dies_is_started_again_and_serves(
+    models: Models, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with running_front(models, tmp_path) as (_, front, port):
+        first = front.process
+        assert first is not None
+        os.kill(first.pid, signal.SIGKILL)
+        await first.wait()
+        deadline = time.monotonic() + 15
+        while True:
+            # A new channel each try: the old one's connection died with the first front.
+            async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                try:
+                    answer = await Client(channel)("ModelInfer", SLOW_REQUEST)
+                    break
+                except aio.AioRpcError as error:
+                    assert error.code() == grpc.StatusCode.UNAVAILABLE
+                    assert time.monotonic() < deadline, "the front was not started again"
+                    await asyncio.sleep(0.2)
+        assert list(answer.outputs[0].contents.fp64_contents) == [2.0]
+        assert front.process is not first and front.process.returncode is None
+        assert "the gRPC front exited; starting it again" in caplog.messages
+    assert front.process.returncode is not None
 
 
 async def test_a_front_that_cannot_listen_says_why(models: Models, tmp_path: Path) -> None:
@@ -81,9 +93,7 @@ async def test_a_front_that_cannot_listen_says_why(models: Models, tmp_path: Pat
 async def test_stopping_lets_the_call_in_flight_finish_and_refuses_new_ones(
     models: Models, tmp_path: Path
 ) -> None:
-    settings = front_settings(models, tmp_path)
-    async with running_app(settings) as rt:
-        front, port = await start_grpc_server(settings, rt.dataplane, tokens=None, access_log=None, port=0)
+    async with running_front(models, tmp_path) as (rt, front, port):
         async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             client = Client(channel)
             in_flight = asyncio.create_task(client("ModelInfer", SLOW_REQUEST))
@@ -102,21 +112,16 @@ async def test_stopping_lets_the_call_in_flight_finish_and_refuses_new_ones(
 async def test_a_caller_that_gives_up_cancels_its_call_in_the_worker(
     models: Models, tmp_path: Path
 ) -> None:
-    settings = front_settings(models, tmp_path)
-    async with running_app(settings) as rt:
-        front, port = await start_grpc_server(settings, rt.dataplane, tokens=None, access_log=None, port=0)
-        assert isinstance(front, GrpcFront) and front.protocol is not None
-        try:
-            async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                call = Client(channel).calls["ModelInfer"](SLOW_REQUEST, timeout=0.05)
-                with pytest.raises(aio.AioRpcError) as late:
-                    await call
-                assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-            deadline = time.monotonic() + 5
-            while front.protocol.tasks:  # the cancel frame reached the worker's task
-                assert time.monotonic() < deadline, "the worker still serves the abandoned call"
-                await asyncio.sleep(0.02)
-            metrics = (await rt.client.get("/metrics")).text
-            assert 'mlmodel_requests_total{code="500",endpoint="grpc_model_infer",model="slow"} 1.0' in metrics
-        finally:
-            await front.stop(None)
+    async with running_front(models, tmp_path) as (rt, front, port):
+        assert front.protocol is not None
+        async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = Client(channel).calls["ModelInfer"](SLOW_REQUEST, timeout=0.05)
+            with pytest.raises(aio.AioRpcError) as late:
+                await call
+            assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        deadline = time.monotonic() + 5
+        while front.protocol.tasks:  # the cancel frame reached the worker's task
+            assert time.monotonic() < deadline, "the worker still serves the abandoned call"
+            await asyncio.sleep(0.02)
+        metrics = (await rt.client.get("/metrics")).text
+        assert 'mlmodel_requests_total{code="500",endpoint="grpc_model_infer",model="slow"} 1.0' in metrics
