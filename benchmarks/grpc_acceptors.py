@@ -26,14 +26,8 @@ from benchkit.ghz import run_ghz, write_messages
 from benchkit.manifests import example_manifest
 from benchkit.payloads import grpc_messages, review_sentences
 from benchkit.procs import ServerProcess, cpu_seconds, free_port, http_status, process_tree
-from benchkit.scrape import scrape, total
+from benchkit.scrape import batch_totals
 from benchkit.servers import MANIFEST
-
-
-def batch_totals(url: str) -> tuple[float, float]:
-    """(model calls, rows) so far, from the runtime's mlmodel_batch_size histogram."""
-    samples = scrape(url)
-    return total(samples, "mlmodel_batch_size_count"), total(samples, "mlmodel_batch_size_sum")
 
 
 def measure(

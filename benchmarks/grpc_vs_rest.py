@@ -30,8 +30,9 @@ from benchkit.ghz import run_ghz, write_messages
 from benchkit.h2load import run_h2load, write_message
 from benchkit.payloads import grpc_messages, review_sentences, v2_infer_body
 from benchkit.procs import ServerProcess, cpu_seconds, free_port, process_tree
-from benchkit.scrape import scrape, total
-from benchkit.servers import MANIFEST, MODEL_NAME
+from benchkit.report import table as markdown_table
+from benchkit.scrape import batch_totals, scrape, total
+from benchkit.servers import MODEL_NAME, ours, server_environment
 from benchkit.wrk import run_wrk, write_bodies
 from google.protobuf import json_format
 from mlmodel_runtime.protocol import open_inference_pb2 as pb
@@ -62,11 +63,6 @@ def failed_grpc_calls(url: str) -> float:
     return total(samples, "mlmodel_requests_total", endpoint="grpc_model_infer") - total(
         samples, "mlmodel_requests_total", endpoint="grpc_model_infer", code="200"
     )
-
-
-def batch_totals(url: str) -> tuple[float, float]:
-    samples = scrape(url)
-    return total(samples, "mlmodel_batch_size_count"), total(samples, "mlmodel_batch_size_sum")
 
 
 def check_grpc_body(target: str, message: bytes, workers: int, timeout: float = 120) -> None:
@@ -118,23 +114,23 @@ def measure(
 
 
 def table(runs: list[Run]) -> list[str]:
-    lines = [
-        (
-            "| load | calls/s (median) | each round | server CPU µs/call | generator CPU µs/call "
-            "| rows per model call | failed |"
-        ),
-        "|---|---|---|---|---|---|---|",
-    ]
+    rows = []
     for load in LOADS:
         mine = [run for run in runs if run.load == load]
-        lines.append(
-            f"| {load} | {statistics.median(r.calls_per_second for r in mine):,.0f} "
-            f"| {', '.join(f'{r.calls_per_second:,.0f}' for r in mine)} "
-            f"| {statistics.median(r.server_cpu_us for r in mine):,.0f} "
-            f"| {statistics.median(r.generator_cpu_us for r in mine):,.0f} "
-            f"| {statistics.median(r.rows_per_model_call for r in mine):.1f} "
-            f"| {sum(r.failed for r in mine)} |"
-        )
+        rows.append([
+            load,
+            f"{statistics.median(r.calls_per_second for r in mine):,.0f}",
+            ", ".join(f"{r.calls_per_second:,.0f}" for r in mine),
+            f"{statistics.median(r.server_cpu_us for r in mine):,.0f}",
+            f"{statistics.median(r.generator_cpu_us for r in mine):,.0f}",
+            f"{statistics.median(r.rows_per_model_call for r in mine):.1f}",
+            str(sum(r.failed for r in mine)),
+        ])  # fmt: skip
+    lines = markdown_table(
+        ["load", "calls/s (median)", "each round", "server CPU µs/call", "generator CPU µs/call",
+         "rows per model call", "failed"],
+        rows,
+    )  # fmt: skip
     rest = statistics.median(r.calls_per_second for r in runs if r.load == LOADS[0])
     for load in LOADS[1:]:
         grpc_rate = statistics.median(r.calls_per_second for r in runs if r.load == load)
@@ -160,15 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     grpc_body = write_message(folder / "message.bin", message)
 
     port, grpc_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLMODEL_")}
+    spec = ours(args.workers)  # as benchmarks/serving.py starts it
+    assert spec.grpc_args is not None
     server = ServerProcess.start(
-        "ours",
-        [
-            str(Path(sys.executable).parent / "mlmodel"), "serve", str(MANIFEST),
-            "--host", "127.0.0.1", "--port", str(port), "--grpc-port", str(grpc_port),
-            "--workers", str(args.workers), "--cache-dir", str(folder / "cache"),
-        ],
-        env=env, cwd=folder, log_path=folder / "server.log",
+        spec.name,
+        spec.command(Path(sys.executable).parent, port) + spec.grpc_args(grpc_port),
+        env=server_environment(spec, port), cwd=folder, log_path=folder / "server.log",
     )  # fmt: skip
     runs: list[Run] = []
     try:

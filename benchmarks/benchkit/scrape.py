@@ -22,3 +22,9 @@ def total(samples: list[Sample], name: str, **labels: str) -> float:
         for item in samples
         if item.name == name and all(item.labels.get(k) == v for k, v in labels.items())
     )
+
+
+def batch_totals(url: str) -> tuple[float, float]:
+    """(model calls, rows) so far, from the runtime's mlmodel_batch_size histogram."""
+    samples = scrape(url)
+    return total(samples, "mlmodel_batch_size_count"), total(samples, "mlmodel_batch_size_sum")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from support.markdown import table_rows
+
 
 def test_sweep_prints_calls_and_batch_sizes_for_each_server_count(repo_root):
     completed = subprocess.run(
@@ -19,11 +21,10 @@ def test_sweep_prints_calls_and_batch_sizes_for_each_server_count(repo_root):
         capture_output=True, text=True, timeout=180, check=False,
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr[-4000:]
-    rows = [line for line in completed.stdout.splitlines() if line.startswith("| ") and "---" not in line]
-    assert rows[0].startswith("| gRPC servers | calls/s")
+    rows = table_rows(completed.stdout)
+    assert rows[0][:2] == ["gRPC servers", "calls/s"]
     measured = {}
-    for row in rows[1:]:
-        servers, calls, p99, cpu, per_call, errors = (cell.strip() for cell in row.strip("|").split("|"))
+    for servers, calls, p99, cpu, per_call, errors in rows[1:]:
         measured[int(servers)] = [float(v.replace(",", "")) for v in (calls, p99, cpu, per_call, errors)]
     assert set(measured) == {1, 2}
     for calls, p99, cpu, per_call, errors in measured.values():

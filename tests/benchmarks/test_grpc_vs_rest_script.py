@@ -8,6 +8,7 @@ import sys
 
 import pytest
 from benchkit.h2load import parse_output
+from support.markdown import table_rows
 
 # h2load 1.52's report (Debian bookworm's nghttp2-client), trimmed to the lines that are read.
 REPORT = """\
@@ -39,13 +40,10 @@ def test_the_three_loads_are_measured_and_compared(repo_root) -> None:
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr[-4000:]
-    rows = [line for line in completed.stdout.splitlines() if line.startswith("| ") and "---" not in line]
-    assert rows[0].startswith("| load | calls/s (median)")
+    rows = table_rows(completed.stdout)
+    assert rows[0][:2] == ["load", "calls/s (median)"]
     measured = {}
-    for row in rows[1:]:
-        load, median, rounds, server_cpu, generator_cpu, per_call, failed = (
-            cell.strip() for cell in row.strip("|").split("|")
-        )
+    for load, median, rounds, server_cpu, generator_cpu, per_call, failed in rows[1:]:
         assert rounds == median  # one round: its figure is the median
         measured[load] = [
             float(v.replace(",", "")) for v in (median, server_cpu, generator_cpu, per_call, failed)
