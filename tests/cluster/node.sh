@@ -54,6 +54,12 @@ import_images() { # docker-image...
   done
 }
 
+# Every process in the kubepods cgroups (cgroup v1 has one hierarchy per controller).
+pod_processes() {
+  find /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods -name cgroup.procs -exec cat {} + \
+    2>/dev/null | sort -u || true
+}
+
 down() {
   for name in kubelet kube-proxy; do
     alive "$name" && kill "$(cat "$dir/run/$name.pid")"
@@ -66,6 +72,17 @@ down() {
     kill "$(cat "$dir/run/containerd.pid")"
     for _ in $(seq 50); do alive containerd || break; sleep 0.2; done
   fi
+  # What a containerd killed before its node was stopped leaves running: its shims, and the pods'
+  # processes in the kubepods cgroups. One node per machine, so every such process is this node's.
+  pkill -KILL -f -- "containerd-shim-runc-v2 .*-address $sock" || true
+  local pids
+  for _ in $(seq 50); do
+    pids=$(pod_processes)
+    [[ -z $pids ]] && break
+    # shellcheck disable=SC2086  # a list of pids
+    kill -KILL $pids 2>/dev/null || true
+    sleep 0.1
+  done
   # Volumes, network namespaces and rootfs mounts, deepest first, before anything is removed.
   findmnt -rn -o TARGET | awk -v d="$dir/" -v s="$state/" 'index($0, d) == 1 || index($0, s) == 1' \
     | sort -r | while read -r target; do umount -l "$target" 2>/dev/null || true; done
@@ -104,9 +121,18 @@ for tool in runc iptables ip docker; do
   command -v "$tool" >/dev/null || { echo "node.sh: $tool is missing (apt-get install runc iptables iproute2; Docker: .ci/start-docker.sh)" >&2; exit 1; }
 done
 [[ -x /usr/lib/cni/bridge ]] || { echo "node.sh: apt-get install containernetworking-plugins" >&2; exit 1; }
-if [[ -f $owner_file && $(cat "$owner_file") != "$dir" ]] && [[ -d $(cat "$owner_file")/node ]]; then
-  echo "node.sh: the real node of $(cat "$owner_file") is running; stop it first (down.sh DIR)" >&2
-  exit 1
+# The machine's node belongs to the cluster named in the owner file. A node whose processes still
+# run is left alone. One whose processes are gone (its run was killed: a test session stopped
+# mid-way, a reboot of the processes but not of /run) left its mounts, bridge, rules and cgroups
+# behind: they are cleaned up here, so one killed run does not block every later one.
+owner=$(cat "$owner_file" 2>/dev/null || true)
+if [[ -n $owner && $owner != "$dir" && -d $owner/node ]]; then
+  if alive kubelet "$owner" || alive containerd "$owner" || alive kube-proxy "$owner"; then
+    echo "node.sh: the real node of $owner is running; stop it first (down.sh DIR)" >&2
+    exit 1
+  fi
+  echo "node.sh: the real node of $owner was left behind by a run that stopped (none of its processes runs); cleaning it up" >&2
+  "$here/node.sh" down "$owner"
 fi
 echo "$dir" >"$owner_file"
 cgroup_fs=$(stat -fc %T /sys/fs/cgroup)

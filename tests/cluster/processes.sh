@@ -4,9 +4,10 @@
 # $dir/run/NAME.pid (down.sh stops every pid there). The sourcing script sets `dir`.
 # shellcheck disable=SC2154  # dir
 
-# NAME's process is running.
-alive() { # name
-  [[ -f $dir/run/$1.pid ]] && kill -0 "$(cat "$dir/run/$1.pid")" 2>/dev/null
+# NAME's process is running (NAME of the cluster in DIR, default this one's).
+alive() { # name [dir]
+  local in=${2:-$dir}
+  [[ -f $in/run/$1.pid ]] && kill -0 "$(cat "$in/run/$1.pid")" 2>/dev/null
 }
 
 # Says why NAME failed, with the end of its log, and exits.

@@ -32,7 +32,8 @@ ln -sf "$bin/kubectl" "$dir/bin/kubectl"
 kubeconfig="$dir/kubeconfig"
 kubectl() { "$bin/kubectl" --kubeconfig "$kubeconfig" "$@"; }
 
-if alive kube-apiserver && kubectl get --raw /readyz >/dev/null 2>&1; then
+if alive kube-apiserver && kubectl get --raw /readyz >/dev/null 2>&1 \
+  && { [[ ${MLMODEL_CLUSTER_NODE:-kwok} != real ]] || alive kubelet; }; then
   echo "cluster already running: export KUBECONFIG=$kubeconfig"
   exit 0
 fi

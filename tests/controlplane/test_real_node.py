@@ -13,14 +13,16 @@ import http.client
 import json
 import os
 import shutil
+import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import joblib
 import pandas as pd
 import pytest
-from support.cluster import CLUSTER_SCRIPTS, Cluster
-from support.ports import wait_until
+from support.cluster import CLUSTER_SCRIPTS, REPO_ROOT, Cluster
+from support.ports import free_port_block, wait_until
 
 from controlplane.models import condition, mlmodel
 from controlplane.realnode import (  # noqa: F401  (the real-node session's fixtures)
@@ -106,6 +108,59 @@ def house_rows() -> tuple[list[str], list[list[float]]]:
     names = [item["name"] for item in request["inputs"]]
     columns = [item["data"] for item in request["inputs"]]
     return names, [list(row) for row in zip(*columns, strict=True)]
+
+
+def pod_processes() -> set[int]:
+    """The processes in the node's pod cgroups (cgroup v1: one hierarchy per controller)."""
+    found: set[int] = set()
+    for root in (Path("/sys/fs/cgroup/pids/kubepods"), Path("/sys/fs/cgroup/kubepods")):
+        for procs in root.rglob("cgroup.procs") if root.is_dir() else ():
+            found.update(int(pid) for pid in procs.read_text().split())
+    return found
+
+
+def test_a_node_left_by_a_killed_run_is_cleaned_up_by_the_next_run(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A test run killed mid-way leaves the machine's one real node behind: its control plane and
+    node processes are gone, its pods, mounts, bridge and owner file are not. The next cluster
+    cleans that up and starts, where it used to refuse ("is running; stop it first") and fail
+    every real-node test.
+
+    First in this module: it needs the machine's node before the session's cluster takes it."""
+    run("bash", str(REPO_ROOT / ".ci" / "start-docker.sh"))
+    environment = {
+        **os.environ,
+        "MLMODEL_CLUSTER_NODE": "real",
+        "MLMODEL_CLUSTER_IMAGES": "",
+        "MLMODEL_CLUSTER_PORT": str(free_port_block(11)),
+    }
+    killed = tmp_path_factory.mktemp("killed-run")
+    following = tmp_path_factory.mktemp("following-run")
+    try:
+        run("bash", str(CLUSTER_SCRIPTS / "up.sh"), str(killed), env=environment)
+        old = Cluster(directory=killed, port=int(environment["MLMODEL_CLUSTER_PORT"]))
+        old.kubectl(
+            "run", "left-behind", "--image=mlmodel.local/pause:1", "--image-pull-policy=Never"
+        )
+        old.kubectl("wait", "--for=condition=Ready", "pod/left-behind", "--timeout=120s")
+        left_pods = pod_processes()
+        assert left_pods, "the pod's processes are not in the kubepods cgroups"
+        for pid_file in (killed / "run").glob("*.pid"):  # what a killed session leaves
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+        result = run("bash", str(CLUSTER_SCRIPTS / "up.sh"), str(following), env=environment)
+
+        assert f"the real node of {killed} was left behind" in result.stderr
+        assert Path("/run/mlmodel-node.owner").read_text().strip() == str(following)
+        assert not left_pods & pod_processes(), "the killed run's pods still run"
+        mounts = run("findmnt", "-rn", "-o", "TARGET").stdout.split()
+        assert not [m for m in mounts if m.startswith(f"{killed}/")]
+        new = Cluster(directory=following, port=int(environment["MLMODEL_CLUSTER_PORT"]))
+        new.kubectl("wait", "--for=condition=Ready", f"node/{NODE_NAME}", "--timeout=60s")
+    finally:
+        for directory in (following, killed):
+            run("bash", str(CLUSTER_SCRIPTS / "down.sh"), str(directory), timeout=120)
 
 
 def test_examples_are_ready_on_real_pods_and_answer_through_the_cluster_ip(
