@@ -49,6 +49,7 @@ def store_metrics(registry: CollectorRegistry | None = None) -> StoreMetrics:
                     "Metadata write events not written yet (grows while the database is down).",
                     ["component"],
                     registry=registry,
+                    multiprocess_mode="livesum",  # several runtime workers: the pod's total
                 ),
             )
             _by_registry[registry] = metrics

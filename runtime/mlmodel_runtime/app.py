@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import CONTENT_TYPE_LATEST, disable_created_metrics, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, disable_created_metrics
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import HTMLResponse, Response
 
@@ -24,6 +24,7 @@ from mlmodel_runtime.auth import BearerTokens
 from mlmodel_runtime.dataplane import DataPlane, build_dataplane
 from mlmodel_runtime.errors import MLModelError, NotSupported
 from mlmodel_runtime.logs import AccessLog, base_fields
+from mlmodel_runtime.metrics import exposition
 from mlmodel_runtime.pipeline import (
     V1_PREDICT,
     V2_INFER,
@@ -277,7 +278,7 @@ def create_app(
 
     @app.get("/metrics", name="metrics", tags=["metrics"], response_class=Response)
     async def prometheus_metrics() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(exposition(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     app.mount(DOCS_STATIC, StaticFiles(directory=str(_swagger_assets())), name="docs_static")
 

@@ -27,7 +27,7 @@ from mlmodel_runtime.errors import (
     Overloaded,
     PayloadTooLarge,
 )
-from mlmodel_runtime.metrics import RuntimeMetrics
+from mlmodel_runtime.metrics import RuntimeMetrics, shared_directory
 from mlmodel_runtime.model import (
     LABEL_OUTPUT,
     Model,
@@ -39,7 +39,7 @@ from mlmodel_runtime.model import (
 )
 from mlmodel_runtime.settings import RuntimeSettings
 from mlmodel_runtime.shadow import ShadowMirror
-from mlmodel_runtime.stats import InferenceStats
+from mlmodel_runtime.stats import InferenceStats, SharedStats
 
 logger = logging.getLogger("mlmodel_runtime.dataplane")
 
@@ -180,6 +180,9 @@ class DataPlane:
         self._load_task: asyncio.Task[None] | None = None
         self._started = time.monotonic()
         self.stats = InferenceStats()
+        directory = shared_directory()  # several workers: statistics are the server's
+        self.shared_stats = SharedStats(self.stats, directory) if directory else None
+        self._share_task: asyncio.Task[None] | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -188,7 +191,10 @@ class DataPlane:
         self._started = time.monotonic()
         if self.recorder is not None:
             self.recorder.start()
-        self._load_task = asyncio.get_running_loop().create_task(self._load(), name="model-load")
+        loop = asyncio.get_running_loop()
+        self._load_task = loop.create_task(self._load(), name="model-load")
+        if self.shared_stats is not None:
+            self._share_task = loop.create_task(self.shared_stats.run(), name="share-statistics")
 
     async def wait_loaded(self) -> None:
         if self._load_task is not None:
@@ -199,6 +205,9 @@ class DataPlane:
         if self._load_task is not None and not self._load_task.done():
             self._load_task.cancel()
             await asyncio.gather(self._load_task, return_exceptions=True)
+        if self._share_task is not None:
+            self._share_task.cancel()  # publishes once more
+            await asyncio.gather(self._share_task, return_exceptions=True)
         if self._model is not None:
             await self._model.unload()
         if self.cache is not None:
@@ -318,7 +327,8 @@ class DataPlane:
         return {"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}
 
     def statistics(self) -> dict[str, Any]:
-        return self.stats.as_triton(self.name, self.version)
+        stats = self.stats if self.shared_stats is None else self.shared_stats.combined()
+        return stats.as_triton(self.name, self.version)
 
     def repository_index(self) -> list[dict[str, str]]:
         """The model repository extension's index: the one model and its state."""

@@ -1,11 +1,21 @@
 """The runtime's Prometheus metrics (names shared with the dashboards and alerts), one registry per
-app so several apps can live in one process (tests)."""
+app so several apps can live in one process (tests).
+
+With several workers (``serve --workers N``) the supervisor gives them one directory in
+``PROMETHEUS_MULTIPROC_DIR`` before they start: prometheus_client then keeps every value in a file
+there, and ``/metrics`` answers with the sum over all workers, dead ones' counters included, so a
+scrape is the pod's whatever worker answers it. Each gauge says how workers' values combine."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+# prometheus_client reads it when first imported: set before a worker starts, never changed in one.
+MULTIPROCESS_DIRECTORY = "PROMETHEUS_MULTIPROC_DIR"
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
@@ -38,15 +48,17 @@ class RuntimeMetrics:
         )  # fmt: skip
         self.load_duration = Gauge(
             "mlmodel_model_load_duration_seconds", "Time from start to model ready: fetch, verify and load.",
-            ["model"], registry=r,
+            ["model"], registry=r, multiprocess_mode="livemax",
         ).labels(model)  # fmt: skip
         self._info = Gauge(
             "mlmodel_model_info", "The model being served (always 1).",
-            ["model", "version", "digest", "format"], registry=r,
+            ["model", "version", "digest", "format"], registry=r, multiprocess_mode="livemax",
         )  # fmt: skip
+        # Several workers: 1 only while every live worker serves.
         self.ready = Gauge(
-            "mlmodel_model_ready", "1 when the model is loaded and serving.", ["model"], registry=r
-        ).labels(model)
+            "mlmodel_model_ready", "1 when the model is loaded and serving.", ["model"],
+            registry=r, multiprocess_mode="livemin",
+        ).labels(model)  # fmt: skip
         self._artifact_errors = Counter(
             "mlmodel_artifact_errors", "Failed attempts to fetch or load the model artifact, by reason.",
             ["model", "reason"], registry=r,
@@ -56,6 +68,7 @@ class RuntimeMetrics:
             "Prediction requests being handled.",
             ["model"],
             registry=r,
+            multiprocess_mode="livesum",
         ).labels(model)
         self.shed = Counter(
             "mlmodel_requests_shed", "Prediction requests refused with 503 because too many were in flight.",
@@ -74,7 +87,7 @@ class RuntimeMetrics:
         self.cache_up = Gauge(
             "mlmodel_cache_up", "1 while the prediction cache's Redis answers, 0 after it failed "
             "(no series without a cache).",
-            ["model"], registry=r,
+            ["model"], registry=r, multiprocess_mode="livemin",
         )  # fmt: skip
         self._shadow_requests = Counter(
             "mlmodel_shadow_requests", "Predictions mirrored to the shadow model, by result: "
@@ -140,3 +153,18 @@ class RuntimeMetrics:
 
     def model_info(self, *, version: str, digest: str, model_format: str) -> None:
         self._info.labels(self.model, version, digest, model_format).set(1)
+
+
+def shared_directory() -> str | None:
+    """The directory the workers of one server share their metrics in; None with one process."""
+    return os.environ.get(MULTIPROCESS_DIRECTORY) or None
+
+
+def exposition(registry: CollectorRegistry) -> bytes:
+    """The text ``/metrics`` answers: ``registry``'s metrics, or every worker's when shared."""
+    directory = shared_directory()
+    if directory is None:
+        return generate_latest(registry)
+    combined = CollectorRegistry()
+    MultiProcessCollector(combined, path=directory)
+    return generate_latest(combined)

@@ -6,20 +6,26 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
 import uvicorn
 from mlmodel_cli.terminal import log_format_for
+from prometheus_client import multiprocess
 
 from mlmodel_runtime.app import create_app
 from mlmodel_runtime.dataplane import DataPlane, build_dataplane
 from mlmodel_runtime.logs import base_fields, configure_logging
+from mlmodel_runtime.metrics import MULTIPROCESS_DIRECTORY
 from mlmodel_runtime.settings import RuntimeSettings
 
 logger = logging.getLogger("mlmodel_runtime.server")
@@ -198,7 +204,8 @@ def with_log_format(settings: RuntimeSettings) -> RuntimeSettings:
 
 def serve(settings: RuntimeSettings) -> int:
     """Serve with ``settings.workers`` processes; with more than one, a small supervisor owns the
-    socket, restarts workers that die, and passes SIGTERM on for each worker to drain."""
+    socket, restarts workers that die, and passes SIGTERM on for each worker to drain, and the
+    workers share their metrics and statistics (metrics.py) so any of them answers for the server."""
     settings = with_log_format(settings)
     if settings.workers <= 1:
         return serve_one(settings)
@@ -209,6 +216,33 @@ def serve(settings: RuntimeSettings) -> int:
             model=settings.model_name, namespace=settings.namespace, pod_name=settings.pod_name
         ),
     )
+    with _shared_metrics_directory():
+        return _supervise(settings)
+
+
+@contextmanager
+def _shared_metrics_directory() -> Iterator[None]:
+    """A fresh directory for the workers' metrics, named in the environment they inherit, removed
+    when they are done. Without one (no writable temporary directory) each worker answers for
+    itself, as a lone worker does, and the log says so."""
+    try:
+        directory = tempfile.mkdtemp(prefix="mlmodel-metrics-")
+    except OSError as exc:
+        logger.error(
+            "metrics not shared between workers: each scrape shows one worker's",
+            extra={"error": str(exc), "hint": "give the runtime a writable TMPDIR"},
+        )  # fmt: skip
+        yield
+        return
+    os.environ[MULTIPROCESS_DIRECTORY] = directory
+    try:
+        yield
+    finally:
+        del os.environ[MULTIPROCESS_DIRECTORY]
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _supervise(settings: RuntimeSettings) -> int:
     if hasattr(socket, "SO_REUSEPORT"):
         # The supervisor binds first without listening: it claims the port (an error shows here,
         # once) and fixes it when settings say 0; only the workers' listening sockets get
@@ -281,6 +315,9 @@ class Supervisor:
                         "worker died, restarting",
                         extra={"pid": worker.pid, "exit_code": worker.exitcode},
                     )
+                    if os.environ.get(MULTIPROCESS_DIRECTORY):
+                        # Its gauges (ready, in flight) leave the sums; its counters stay.
+                        multiprocess.mark_process_dead(worker.pid)
                     self.workers[index] = self._start_worker()
         for worker in self.workers:
             if worker.is_alive() and worker.pid is not None:

@@ -4,6 +4,7 @@ YAML file and from MLMODEL_* variables, several workers, artifact failures, and 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import threading
@@ -14,6 +15,7 @@ import httpx
 import numpy as np
 import pytest
 import runtime_models
+from prometheus_client.parser import text_string_to_metric_families
 from support.ports import free_port, listening_sockets, wait_until
 from support.runtime import Models, write_mlmodel
 
@@ -122,9 +124,74 @@ def test_env_only_serve_with_two_workers(models: Models, start_server) -> None:
     # every keep-alive connection of a burst (seen with wrk: all 8 on one worker in 2 runs of 3).
     assert listening_sockets(httpx.URL(server.url).port) == 2
 
-
     server.process.send_signal(signal.SIGTERM)
     assert server.process.wait(30) == 0
+
+
+def _scrape(url: str) -> dict[str, float]:
+    """One scrape on a new connection (any worker answers): the prediction count, readiness and
+    requests in flight, and Triton's success count."""
+    with httpx.Client(base_url=url, timeout=10) as client:
+        text = client.get("/metrics").text
+        stats = client.get("/v2/models/houses/stats").json()["model_stats"][0]
+    samples = {
+        (sample.name, sample.labels.get("endpoint"), sample.labels.get("code")): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    return {
+        "predictions": samples[("mlmodel_requests_total", "v1_predict", "200")],
+        "ready": samples[("mlmodel_model_ready", None, None)],
+        "in_flight": samples[("mlmodel_requests_in_flight", None, None)],
+        "stats": stats["inference_stats"]["success"]["count"],
+    }
+
+
+def test_two_workers_answer_metrics_and_statistics_for_the_whole_server(
+    models: Models, tmp_path: Path, start_server
+) -> None:
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    server = start_server(
+        ["--workers", "2"], env=_houses_env(models, MLMODEL_GRPC_PORT="0", TMPDIR=str(temporary))
+    )
+    server.wait_ready()
+    server.wait_for(lambda: len(_ready_pids(server.logs())) >= 2, "both workers ready")
+    (shared,) = temporary.glob("mlmodel-metrics-*")  # the supervisor's, for its workers
+    for index in range(20):
+        with httpx.Client(base_url=server.url, timeout=10) as client:  # new connection: any worker
+            response = client.post(
+                "/v1/models/houses:predict",
+                json={"instances": [[1.0, 2.0, 3.0, 4.0]]},
+                headers={"X-Request-ID": f"m-{index}"},
+            )
+            assert response.status_code == 200, response.text
+    lines = [json.loads(line) for line in server.logs().splitlines() if line.startswith("{")]
+    served = {
+        line["process.pid"]
+        for line in lines
+        if str(line.get("http.request.id", "")).startswith("m-")
+    }
+    assert served == _ready_pids(server.logs())  # both workers answered some of the 20
+    whole = {"predictions": 20, "ready": 1, "in_flight": 0, "stats": 20}
+    # Statistics are published once a second: within a few, every scrape reads the whole server.
+    server.wait_for(
+        lambda: all(_scrape(server.url) == whole for _ in range(6)), "every scrape reads 20", 10
+    )
+
+    # A worker killed outright: its counts stay in the sums, its gauges leave them.
+    victim = min(served)
+    os.kill(victim, signal.SIGKILL)
+    server.wait_for_log("worker died, restarting")
+    server.wait_for(lambda: len(_ready_pids(server.logs())) >= 3, "the new worker ready")
+    server.wait_for(
+        lambda: all(_scrape(server.url) == whole for _ in range(6)),
+        "every scrape reads 20 after the restart",
+        10,
+    )
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(30) == 0
+    assert not shared.exists()
 
 
 def test_unreachable_artifact_keeps_the_process_alive_and_not_ready(
@@ -186,8 +253,10 @@ def test_sigterm_flips_readiness_first_and_finishes_the_request(
     caller = threading.Thread(target=call)
     caller.start()
     wait_until(
-        lambda: 'mlmodel_requests_in_flight{model="slow"} 1.0'
-        in httpx.get(f"{server.url}/metrics").text,
+        lambda: (
+            'mlmodel_requests_in_flight{model="slow"} 1.0'
+            in httpx.get(f"{server.url}/metrics").text
+        ),
         timeout=10,
         what="the request to start",
         every=0.02,
