@@ -88,10 +88,13 @@ def _lazy_package(name: str) -> types.ModuleType | None:
     if name in sys.modules:
         return None
     parent, _, _ = name.rpartition(".")
-    spec = importlib.machinery.PathFinder.find_spec(name, _locations(parent))
-    if spec is None or spec.origin is None or spec.submodule_search_locations is None:
+    spec = importlib.machinery.PathFinder.find_spec(name, _locations(parent) if parent else None)
+    if spec is None or spec.submodule_search_locations is None or not str(spec.origin).endswith(".py"):
+        return None  # not there, or installed without sources
+    try:
+        origins, constants = _generated_init(Path(str(spec.origin)))
+    except (OSError, SyntaxError, ValueError):
         return None
-    origins, constants = _generated_init(Path(spec.origin))
     if not origins:
         return None  # not the generated shape: let the normal import run it
     module = importlib.util.module_from_spec(spec)

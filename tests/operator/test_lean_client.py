@@ -5,11 +5,15 @@ interpreter, as the import order is the point."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import py_compile
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
+import pytest
 from mlmodel_operator.lean_client import PACKAGES
 
 # Every public name of the three packages (read from the full import when no names are given on
@@ -100,3 +104,38 @@ def test_a_client_imported_before_the_operator_is_left_as_it_is() -> None:
     assert registered == []
     assert full > 500  # the real package imported every model
     assert lazy is False
+
+
+def test_a_package_of_another_shape_or_without_sources_is_left_to_the_normal_import(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlmodel_operator.lean_client import _lazy_package
+
+    for package, init in {
+        "lean_generated": "from lean_generated.things import Thing\n__all__ = ['Thing']\n",
+        "lean_other": "import os\nTHING = os.sep\n",
+    }.items():
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text(init)
+        (tmp_path / package / "things.py").write_text("class Thing:\n    pass\n")
+    sourceless = tmp_path / "lean_compiled"
+    sourceless.mkdir()
+    (sourceless / "__init__.py").write_text("from lean_compiled.things import Thing\n")
+    py_compile.compile(str(sourceless / "__init__.py"), cfile=str(sourceless / "__init__.pyc"))
+    (sourceless / "__init__.py").unlink()
+    monkeypatch.syspath_prepend(str(tmp_path))
+    lazy = _lazy_package("lean_generated")
+    assert lazy is not None and lazy.__all__ == ["Thing"]
+    assert "lean_generated.things" not in sys.modules
+    monkeypatch.setitem(sys.modules, "lean_generated", lazy)
+    try:
+        assert lazy.Thing.__module__ == "lean_generated.things"
+        assert lazy.things is sys.modules["lean_generated.things"]
+        with pytest.raises(AttributeError, match="has no attribute 'Other'"):
+            lazy.Other  # noqa: B018
+    finally:
+        sys.modules.pop("lean_generated.things", None)
+    assert _lazy_package("lean_other") is None
+    compiled = importlib.util.find_spec("lean_compiled")
+    assert compiled is not None and str(compiled.origin).endswith("__init__.pyc")
+    assert _lazy_package("lean_compiled") is None
