@@ -152,7 +152,7 @@ def register(registry: kopf.OperatorRegistry, ctx: Context, namespaces: Sequence
 
     @kopf.on.cleanup(registry=registry)
     async def on_cleanup(**_: Any) -> None:
-        tasks = [*background, *pending_status.values()]
+        tasks = [*background, *following]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -184,6 +184,9 @@ def register(registry: kopf.OperatorRegistry, ctx: Context, namespaces: Sequence
             )(on_child_event)
 
     pending_status: dict[tuple[str, str], asyncio.Task[None]] = {}
+    # Every status task until it ends: one past its debounce has left pending_status but may still
+    # be talking to the API, and the cleanup must stop it before the client closes.
+    following: set[asyncio.Task[None]] = set()
 
     async def follow_deployment(
         namespace: str, name: str, uid: str, logger: logging.Logger
@@ -215,9 +218,12 @@ def register(registry: kopf.OperatorRegistry, ctx: Context, namespaces: Sequence
         if owner is None or namespace is None or (namespace, owner[0]) in pending_status:
             return
         name, uid = owner
-        pending_status[namespace, name] = asyncio.create_task(
+        task = asyncio.create_task(
             follow_deployment(namespace, name, uid, logger), name=f"status {namespace}/{name}"
         )
+        pending_status[namespace, name] = task
+        following.add(task)
+        task.add_done_callback(following.discard)
 
     @kopf.on.event(*MLMODELS, registry=registry)
     async def on_mlmodel_event(type: str | None, body: kopf.Body, **_: Any) -> None:
