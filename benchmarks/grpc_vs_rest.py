@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Our gRPC against our REST with load generators of the same weight: one `mlmodel serve` of the
 sentiment example, the same review sentence in every call, loaded in turn by wrk (REST, C), h2load
-(gRPC, nghttp2's C client) and ghz (gRPC, Go, what `benchmarks/serving.py` uses), for several
-rounds. On a 2-core machine the load generator shares the cores with the server, so its own CPU
-per call matters: ghz spends several times what wrk does on a call. Prints calls/s, the server's
-and the generator's CPU per call, and the server's rows per model call. Failed calls are what wrk
+(gRPC, nghttp2's C client; once with a connection per caller, as wrk, and once with every call on
+one connection, as one gRPC channel sends them) and ghz (gRPC, Go, what `benchmarks/serving.py`
+uses), for several rounds. On a 2-core machine the load generator shares the cores with the
+server, so its own CPU per call matters: ghz spends several times what wrk does on a call. Prints
+calls/s, the server's CPU per call (and the gRPC front's part of it) and the generator's, and the
+server's rows per model call. Failed calls are what wrk
 and ghz report, and for h2load (which sees HTTP 200 only: a gRPC status travels in the trailers)
 the server's own count of gRPC answers other than OK.
 
@@ -29,7 +31,7 @@ import grpc
 from benchkit.ghz import run_ghz, write_messages
 from benchkit.h2load import run_h2load, write_message
 from benchkit.payloads import grpc_messages, review_sentences, v2_infer_body
-from benchkit.procs import ServerProcess, cpu_seconds, free_port, process_tree
+from benchkit.procs import ServerProcess, cpu_seconds, free_port, process_name, process_tree
 from benchkit.report import table as markdown_table
 from benchkit.scrape import batch_totals, scrape, total
 from benchkit.servers import MODEL_NAME, ours, server_environment
@@ -39,7 +41,8 @@ from mlmodel_runtime.protocol import open_inference_pb2 as pb
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-LOADS = ("REST, wrk", "gRPC, h2load", "gRPC, ghz")
+FRONT_NAME = "mlmodel-grpc-fr"  # the front's command name, as the kernel cuts it (15 bytes)
+LOADS = ("REST, wrk", "gRPC, h2load", "gRPC, h2load, 1 connection", "gRPC, ghz")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +50,7 @@ class Run:
     load: str
     calls_per_second: float
     server_cpu_us: float
+    front_cpu_us: float  # the part of server_cpu_us spent in the gRPC fronts (Go)
     generator_cpu_us: float
     rows_per_model_call: float
     failed: int
@@ -97,16 +101,20 @@ def measure(
     load as its generator timed it)."""
     time.sleep(0.5)  # calls the last ghz run cut off at its end are counted (cancelled) by now
     pids = process_tree(server.pid)
+    fronts = [pid for pid in pids if process_name(pid).startswith(FRONT_NAME)]
     server_before, generator_before = cpu_seconds(pids), children_cpu_seconds()
+    front_before = cpu_seconds(fronts)
     calls_before, rows_before = batch_totals(metrics)
     answered, failed, elapsed = fire(seconds)
     server_cpu = cpu_seconds(pids) - server_before
+    front_cpu = cpu_seconds(fronts) - front_before
     generator_cpu = children_cpu_seconds() - generator_before
     calls, rows = batch_totals(metrics)
     return Run(
         load=load,
         calls_per_second=answered / elapsed,
         server_cpu_us=1e6 * server_cpu / max(answered, 1),
+        front_cpu_us=1e6 * front_cpu / max(answered, 1),
         generator_cpu_us=1e6 * generator_cpu / max(answered, 1),
         rows_per_model_call=(rows - rows_before) / max(calls - calls_before, 1),
         failed=failed,
@@ -122,12 +130,14 @@ def table(runs: list[Run]) -> list[str]:
             f"{statistics.median(r.calls_per_second for r in mine):,.0f}",
             ", ".join(f"{r.calls_per_second:,.0f}" for r in mine),
             f"{statistics.median(r.server_cpu_us for r in mine):,.0f}",
+            f"{statistics.median(r.front_cpu_us for r in mine):,.0f}",
             f"{statistics.median(r.generator_cpu_us for r in mine):,.0f}",
             f"{statistics.median(r.rows_per_model_call for r in mine):.1f}",
             str(sum(r.failed for r in mine)),
         ])  # fmt: skip
     lines = markdown_table(
-        ["load", "calls/s (median)", "each round", "server CPU µs/call", "generator CPU µs/call",
+        ["load", "calls/s (median)", "each round", "server CPU µs/call", "of which gRPC front",
+         "generator CPU µs/call",
          "rows per model call", "failed"],
         rows,
     )  # fmt: skip
@@ -179,10 +189,12 @@ def main(argv: list[str] | None = None) -> int:
             rate[0] = result.requests_per_second
             return result.requests - result.errors, result.errors, result.seconds
 
-        def h2load(seconds: float) -> tuple[int, int, float]:
+        def h2load(seconds: float, one_connection: bool = False) -> tuple[int, int, float]:
             before = failed_grpc_calls(metrics)
             calls = max(c, int(rate[0] * seconds))
-            result = run_h2load(grpc_url, grpc_body, concurrency=c, calls=calls)
+            result = run_h2load(
+                grpc_url, grpc_body, concurrency=c, calls=calls, one_connection=one_connection
+            )
             failed = int(failed_grpc_calls(metrics) - before) + result.failures
             if failed:  # which: the HTTP/2 failures and the server's gRPC answers by code
                 codes = {
@@ -198,7 +210,10 @@ def main(argv: list[str] | None = None) -> int:
             result = run_ghz(target, messages, concurrency=c, seconds=seconds)
             return result.requests, result.errors, result.seconds
 
-        fires = dict(zip(LOADS, (rest, h2load, ghz), strict=True))
+        def h2load_one_connection(seconds: float) -> tuple[int, int, float]:
+            return h2load(seconds, one_connection=True)
+
+        fires = dict(zip(LOADS, (rest, h2load, h2load_one_connection, ghz), strict=True))
         for fire in fires.values():  # warm-up, and REST's rate for h2load's first count
             fire(min(2.0, args.duration))
         for round_number in range(1, args.rounds + 1):
@@ -206,8 +221,9 @@ def main(argv: list[str] | None = None) -> int:
                 run = measure(load, fire, server, metrics, args.duration)
                 runs.append(run)
                 print(
-                    f"  round {round_number} {load:13} {run.calls_per_second:8,.0f} calls/s  server "
-                    f"{run.server_cpu_us:5,.0f} µs  generator {run.generator_cpu_us:5,.0f} µs/call  "
+                    f"  round {round_number} {load:26} {run.calls_per_second:8,.0f} calls/s  server "
+                    f"{run.server_cpu_us:5,.0f} µs (front {run.front_cpu_us:4,.0f})  generator "
+                    f"{run.generator_cpu_us:5,.0f} µs/call  "
                     f"{run.rows_per_model_call:4.1f} rows/model call  failed {run.failed}",
                     file=sys.stderr,
                 )

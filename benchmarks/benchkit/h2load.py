@@ -1,7 +1,8 @@
 """gRPC load with `h2load` (nghttp2's HTTP/2 benchmarking client, C, Debian's nghttp2-client): one
 gRPC message posted over and over at a fixed concurrency, one connection per caller and one call
-in flight on each, as wrk loads REST. A gRPC error still travels as HTTP 200 with grpc-status in
-the trailers, which h2load does not read: callers count failed calls from the server's metrics."""
+in flight on each, as wrk loads REST (or all the calls on one connection, as one gRPC channel). A
+gRPC error still travels as HTTP 200 with grpc-status in the trailers, which h2load does not
+read: callers count failed calls from the server's metrics."""
 
 from __future__ import annotations
 
@@ -42,14 +43,18 @@ def write_message(path: Path, message: bytes) -> Path:
     return path
 
 
-def h2load_command(url: str, body: Path, *, concurrency: int, calls: int) -> list[str]:
+def h2load_command(
+    url: str, body: Path, *, concurrency: int, calls: int, one_connection: bool = False
+) -> list[str]:
+    """``concurrency`` connections with one call in flight on each, or with ``one_connection``
+    that many calls in flight on one connection (as one gRPC channel sends them)."""
     h2load = shutil.which("h2load")
     if h2load is None:
         raise RuntimeError("h2load is not installed (Debian: apt-get install nghttp2-client)")
     return [
         h2load,
-        f"--clients={concurrency}",
-        "--max-concurrent-streams=1",
+        f"--clients={1 if one_connection else concurrency}",
+        f"--max-concurrent-streams={concurrency if one_connection else 1}",
         "--threads=1",  # like wrk's one thread: the cores are left to the server
         f"--requests={calls}",  # a count, not a duration: no call is cut off at the end
         f"--data={body}",
@@ -73,8 +78,12 @@ def parse_output(output: str) -> H2Result:
     )
 
 
-def run_h2load(url: str, body: Path, *, concurrency: int, calls: int) -> H2Result:
-    command = h2load_command(url, body, concurrency=concurrency, calls=calls)
+def run_h2load(
+    url: str, body: Path, *, concurrency: int, calls: int, one_connection: bool = False
+) -> H2Result:
+    command = h2load_command(
+        url, body, concurrency=concurrency, calls=calls, one_connection=one_connection
+    )
     completed = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
     if completed.returncode != 0:
         raise RuntimeError(f"h2load failed ({completed.returncode}): {completed.stderr[-2000:]}")

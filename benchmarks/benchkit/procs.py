@@ -134,6 +134,15 @@ def process_tree(root: int) -> list[int]:
     return tree
 
 
+def process_name(pid: int) -> str:
+    """The command name the kernel keeps for a process (its first 15 bytes); "" once it is gone."""
+    try:
+        with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as comm:
+            return comm.read().strip()
+    except OSError:
+        return ""
+
+
 def cpu_seconds(pids: Sequence[int]) -> float:
     """User plus system CPU time the processes have used so far (0 for those gone)."""
     ticks = 0

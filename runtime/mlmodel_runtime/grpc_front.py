@@ -9,7 +9,11 @@ strings u16-length-prefixed, metadata values u32-length-prefixed):
 - front to worker: u8 kind; 0 listening (u16 port), 1 call (method path, peer address, u16 count
   of metadata pairs, the pairs, the message), 2 cancel (the caller went away).
 - worker to front: u8 gRPC status code; 0 is followed by the response message, any other by the
-  status details (u32-prefixed) and the trailing metadata (u16 count, then pairs).
+  status details (u32-prefixed) and the trailing metadata (u16 count, then pairs). Call id 0 (no
+  call has it) says the worker is stopping: no new calls; it still answers those it has.
+
+A lone worker starts a front of its own (GrpcFront) on a socket pair; the workers of a supervisor
+connect to the one front it started (FrontLink; shared_front.py).
 """
 
 from __future__ import annotations
@@ -17,43 +21,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import shutil
 import signal
 import socket
 import struct
-import sys
 from pathlib import Path
 
 from mlmodel_runtime.grpc_server import CallFailed, InferenceService
+from mlmodel_runtime.shared_front import RESTART_DELAY_SECONDS, find_front
+
+__all__ = ["FrontLink", "GrpcFront", "find_front"]
 
 logger = logging.getLogger("mlmodel_runtime.grpc")
 
-BINARY = "mlmodel-grpc-front"
 LISTENING, CALL, CANCEL = 0, 1, 2
 _HEAD = struct.Struct(">IIB")  # length, call id, kind or status code
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 START_SECONDS = 10.0
-RESTART_DELAY_SECONDS = 1.0
-
-
-def find_front(setting: str) -> Path | None:
-    """The front's binary for MLMODEL_GRPC_FRONT: ``auto`` looks beside the Python interpreter
-    (a venv's bin/, the image's /opt/venv/bin) and then on PATH; ``off`` is None; anything else
-    is the binary's path and must exist."""
-    if setting == "off":
-        return None
-    if setting != "auto":
-        path = Path(setting)
-        if not os.access(path, os.X_OK):
-            raise RuntimeError(f"MLMODEL_GRPC_FRONT={setting}: no executable there")
-        return path
-    beside = Path(sys.executable).parent / BINARY
-    if os.access(beside, os.X_OK):
-        return beside
-    found = shutil.which(BINARY)
-    return Path(found) if found else None
+LEAVING = _HEAD.pack(5, 0, 0)  # worker to front, call id 0: send me no new calls
 
 
 def _string(frame: bytes, at: int) -> tuple[str, int]:
@@ -97,7 +82,9 @@ class FrontProtocol(asyncio.Protocol):
 
     def __init__(self, service: InferenceService) -> None:
         self.service = service
-        self.listening: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self.listening: asyncio.Future[int] = loop.create_future()
+        self.lost: asyncio.Future[None] = loop.create_future()
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.tasks: dict[int, asyncio.Task[None]] = {}
@@ -111,6 +98,8 @@ class FrontProtocol(asyncio.Protocol):
             task.cancel()
         if not self.listening.done():
             self.listening.set_exception(RuntimeError("the gRPC front closed its socket"))
+        if not self.lost.done():
+            self.lost.set_result(None)
 
     def data_received(self, data: bytes) -> None:
         buffer = self.buffer
@@ -252,3 +241,77 @@ class GrpcFront:
         await self._end_process()
         if self._watch is not None:
             await self._watch
+
+
+class FrontLink:
+    """A worker's connection to the front its supervisor shares among the workers (at ``path``):
+    calls arrive on it as from a front of the worker's own. Made again when the front restarts."""
+
+    def __init__(self, path: str, service: InferenceService) -> None:
+        self.path = path
+        self.service = service
+        self.protocol: FrontProtocol | None = None
+        self.stopping = False
+        self._watch: asyncio.Task[None] | None = None
+
+    async def start(self) -> int:
+        """Connect; the port the front serves. RuntimeError when it does not answer in time."""
+        port = await self._connect()
+        self._watch = asyncio.ensure_future(self._connect_again_when_lost())
+        return port
+
+    async def _connect(self) -> int:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + START_SECONDS
+        while True:
+            transport = None
+            try:
+                transport, protocol = await loop.create_unix_connection(
+                    lambda: FrontProtocol(self.service), self.path
+                )
+                port = await asyncio.wait_for(asyncio.shield(protocol.listening), START_SECONDS)
+            except (TimeoutError, OSError, RuntimeError) as exc:
+                if transport is not None:
+                    transport.close()
+                if loop.time() >= deadline:
+                    message = f"the shared gRPC front ({self.path}) did not answer: {exc}"
+                    raise RuntimeError(message) from None
+                await asyncio.sleep(0.2)
+                continue
+            self.protocol = protocol
+            return port
+
+    async def _connect_again_when_lost(self) -> None:
+        while not self.stopping:
+            assert self.protocol is not None
+            await self.protocol.lost
+            if self.stopping:
+                return
+            logger.error(
+                "the gRPC front's socket closed; connecting again",
+                extra={"retry_in_seconds": RESTART_DELAY_SECONDS},
+            )
+            while not self.stopping:
+                await asyncio.sleep(RESTART_DELAY_SECONDS)
+                try:
+                    await self._connect()
+                    logger.info("gRPC front serving again")
+                    break
+                except RuntimeError as exc:
+                    logger.error("the gRPC front did not answer", extra={"error": str(exc)})
+
+    async def stop(self, grace: float | None) -> None:
+        """No new calls from now; calls in flight have ``grace`` seconds to finish."""
+        self.stopping = True
+        protocol = self.protocol
+        transport = protocol.transport if protocol is not None else None
+        if protocol is not None and transport is not None and not transport.is_closing():
+            transport.write(LEAVING)
+            if protocol.tasks:
+                await asyncio.wait(set(protocol.tasks.values()), timeout=grace or 0)
+            await asyncio.sleep(0)  # the answers' write (FrontProtocol._flush) runs first
+            transport.close()
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch

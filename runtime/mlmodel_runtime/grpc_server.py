@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -28,9 +29,10 @@ from mlmodel_runtime.logs import AccessLog
 from mlmodel_runtime.model import Outputs, Signature
 from mlmodel_runtime.protocol import open_inference_pb2 as pb
 from mlmodel_runtime.settings import RuntimeSettings
+from mlmodel_runtime.shared_front import SOCKET_ENV, find_front, front_options
 
 if TYPE_CHECKING:
-    from mlmodel_runtime.grpc_front import GrpcFront
+    from mlmodel_runtime.grpc_front import FrontLink, GrpcFront
 
 logger = logging.getLogger("mlmodel_runtime.grpc")
 
@@ -348,33 +350,28 @@ async def start_grpc_server(
     access_log: AccessLog | None,
     reuse_port: bool = False,
     port: int | None = None,
-) -> tuple[GrpcServers | GrpcFront, int]:
+) -> tuple[GrpcServers | GrpcFront | FrontLink, int]:
     """Serve gRPC on ``settings.host`` at ``port`` (default ``settings.grpc_port``; 0 picks one);
     returns what serves it (``.stop(grace)``) and the port bound. ``reuse_port``: the other workers
     share the port too; otherwise a port in use is an error.
 
-    Through the gRPC front when its binary is there (``settings.grpc_front``), else through
+    Through the supervisor's shared gRPC front when this is one of its workers, else through a
+    front of this worker's own when its binary is there (``settings.grpc_front``), else through
     ``settings.grpc_acceptors`` grpc.aio servers."""
     service = InferenceService(plane, tokens=tokens, access_log=access_log)
+    from mlmodel_runtime.grpc_front import FrontLink, GrpcFront  # its module needs this one
+
+    shared = os.environ.get(SOCKET_ENV)
+    if shared:  # a worker of a supervisor that started one front for all its workers
+        link = FrontLink(shared, service)
+        return link, await link.start()
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     bound = settings.grpc_port if port is None else port
     if not reuse_port and bound:
         _check_port_free(settings.host, bound)
-    from mlmodel_runtime.grpc_front import GrpcFront, find_front  # its module needs this one
-
     binary = find_front(settings.grpc_front)
     if binary is not None:
-        front = GrpcFront(
-            binary,
-            host,
-            bound,
-            [
-                f"--max-receive-bytes={settings.max_request_bytes}",
-                f"--reuse-port={'true' if reuse_port else 'false'}",
-                f"--grace={settings.shutdown_grace_seconds}s",
-            ],
-            service,
-        )
+        front = GrpcFront(binary, host, bound, front_options(settings), service)
         return front, await front.start()
     return await _start_aio_servers(settings, service, host, bound)
 

@@ -27,6 +27,13 @@ from mlmodel_runtime.dataplane import DataPlane, build_dataplane
 from mlmodel_runtime.logs import base_fields, configure_logging
 from mlmodel_runtime.metrics import MULTIPROCESS_DIRECTORY
 from mlmodel_runtime.settings import RuntimeSettings
+from mlmodel_runtime.shared_front import (
+    SOCKET_ENV,
+    SharedFront,
+    find_front,
+    front_options,
+    front_procs,
+)
 
 logger = logging.getLogger("mlmodel_runtime.server")
 
@@ -64,7 +71,7 @@ class RuntimeServer(uvicorn.Server):
             await self._start_grpc()
 
     async def _start_grpc(self) -> None:
-        from mlmodel_runtime.grpc_front import GrpcFront  # grpc only when served
+        from mlmodel_runtime.grpc_front import FrontLink, GrpcFront  # grpc only when served
         from mlmodel_runtime.grpc_server import start_grpc_server
 
         try:
@@ -84,11 +91,12 @@ class RuntimeServer(uvicorn.Server):
                        "hint": "set another port with --grpc-port / MLMODEL_GRPC_PORT (0: off)"},
             )  # fmt: skip
             return
-        carrier = (
-            {"grpc_front": str(self.grpc_server.binary)}
-            if isinstance(self.grpc_server, GrpcFront)
-            else {"grpc_front": "off", "grpc_acceptors": self.settings.grpc_acceptors}
-        )
+        if isinstance(self.grpc_server, GrpcFront):
+            carrier: dict[str, Any] = {"grpc_front": str(self.grpc_server.binary)}
+        elif isinstance(self.grpc_server, FrontLink):
+            carrier = {"grpc_front": "shared", "grpc_front_socket": self.grpc_server.path}
+        else:
+            carrier = {"grpc_front": "off", "grpc_acceptors": self.settings.grpc_acceptors}
         logger.info(
             "gRPC listening", extra={"host": self.settings.host, "grpc_port": port, **carrier}
         )
@@ -246,15 +254,17 @@ def _supervise(settings: RuntimeSettings) -> int:
     if hasattr(socket, "SO_REUSEPORT"):
         # The supervisor binds first without listening: it claims the port (an error shows here,
         # once) and fixes it when settings say 0; only the workers' listening sockets get
-        # connections. The gRPC port likewise: each worker's grpc server binds it with
-        # SO_REUSEPORT and the kernel spreads connections over them.
+        # connections. The gRPC port likewise: the supervisor's one gRPC front listens on it and
+        # hands each call to a worker; without the front's binary each worker's grpc.aio servers
+        # bind it with SO_REUSEPORT and the kernel spreads connections over them.
         claim = _bind_reuseport(settings.host, settings.port)
         port = claim.getsockname()[1]
         grpc_claim = _claim_grpc_port(settings)
         update = {"port": port, "grpc_port": grpc_claim.getsockname()[1] if grpc_claim else 0}
-        supervisor = Supervisor(settings.model_copy(update=update), claim, shared=False)
+        settings = settings.model_copy(update=update)
         try:
-            return supervisor.run()
+            with _shared_grpc_front(settings, grpc_claim) as front:
+                return Supervisor(settings, claim, shared=False, front=front).run()
         finally:
             if grpc_claim is not None:
                 grpc_claim.close()
@@ -277,14 +287,53 @@ def _claim_grpc_port(settings: RuntimeSettings) -> socket.socket | None:
         return None
 
 
-class Supervisor:
-    """Starts the workers and restarts any that dies. ``shared``: the workers accept from ``sock``;
-    otherwise ``sock`` only holds the port and each worker listens on a SO_REUSEPORT socket."""
+@contextmanager
+def _shared_grpc_front(
+    settings: RuntimeSettings, grpc_socket: socket.socket | None
+) -> Iterator[SharedFront | None]:
+    """The one gRPC front of all the workers, started, its socket named in the environment the
+    workers inherit; None where there is none to start (gRPC off, or no binary: each worker then
+    serves gRPC itself, and reports a binary that is not there)."""
+    try:
+        binary = find_front(settings.grpc_front) if grpc_socket is not None else None
+    except RuntimeError:
+        binary = None
+    if grpc_socket is None or binary is None:
+        yield None
+        return
+    grpc_socket.listen(BACKLOG)
+    options = front_options(settings)
+    front = SharedFront(binary, grpc_socket, options, procs=front_procs(settings.workers))
+    pid = front.start()
+    logger.info(
+        "gRPC front started for the workers",
+        extra={"grpc_front": str(binary), "grpc_port": settings.grpc_port, "pid": pid},
+    )
+    os.environ[SOCKET_ENV] = front.path
+    try:
+        yield front
+    finally:
+        del os.environ[SOCKET_ENV]
+        front.stop(settings.shutdown_grace_seconds)
 
-    def __init__(self, settings: RuntimeSettings, sock: socket.socket, *, shared: bool) -> None:
+
+class Supervisor:
+    """Starts the workers and restarts any that dies, and the shared gRPC front (``front``) when it
+    exits. ``shared``: the workers accept from ``sock``; otherwise ``sock`` only holds the port and
+    each worker listens on a SO_REUSEPORT socket."""
+
+    def __init__(
+        self,
+        settings: RuntimeSettings,
+        sock: socket.socket,
+        *,
+        shared: bool,
+        front: SharedFront | None = None,
+    ) -> None:
         self.settings = settings
         self.sock = sock
         self.shared = shared
+        self.front = front  # started again here when it exits; stopped by its owner
         self.context = multiprocessing.get_context("spawn")
         self.workers: list[Any] = []
         self.stopping = threading.Event()
@@ -309,6 +358,8 @@ class Supervisor:
         self.workers = [self._start_worker() for _ in range(self.settings.workers)]
         logger.info("workers started", extra={"workers": [worker.pid for worker in self.workers]})
         while not self.stopping.wait(0.5):
+            if self.front is not None:
+                self.front.restart_if_gone()
             for index, worker in enumerate(self.workers):
                 if not worker.is_alive() and not self.stopping.is_set():
                     logger.error(

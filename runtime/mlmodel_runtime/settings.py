@@ -112,7 +112,8 @@ class RuntimeSettings(BaseSettings):
         "auto",
         description=(
             "The gRPC front (mlmodel-grpc-front, a Go binary that terminates HTTP/2 and hands each "
-            "call to its worker over a Unix socket): auto uses it when it is beside the Python "
+            "call to a worker over a Unix socket; one for all the workers): auto uses it when it is "
+            "beside the Python "
             "interpreter or on PATH (the image has it), off serves gRPC with grpc.aio, a path "
             "names the binary. See docs/protocols.md."
         ),

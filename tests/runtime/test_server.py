@@ -17,7 +17,7 @@ import pytest
 import runtime_models
 from prometheus_client.parser import text_string_to_metric_families
 from support.ports import free_port, listening_sockets, wait_until
-from support.runtime import Models, write_mlmodel
+from support.runtime import Models, ServerProcess, write_mlmodel
 
 ECS_FIELDS = {"@timestamp", "log.level", "message", "ecs.version", "service.name", "labels.model"}
 
@@ -310,13 +310,25 @@ def _grpc_infer(target: str, request_id: str) -> float:
     return response.outputs[0].contents.fp64_contents[0]
 
 
+def _grpc_served_by(server: ServerProcess, prefix: str) -> set[int]:
+    """The workers that answered the ModelInfer calls whose request ids start with ``prefix``."""
+    lines = [json.loads(line) for line in server.logs().splitlines() if line.startswith("{")]
+    return {
+        line["process.pid"]
+        for line in lines
+        if str(line.get("http.request.id", "")).startswith(prefix)
+        and line["url.path"] == "/inference.GRPCInferenceService/ModelInfer"
+        and line["http.response.status_code"] == 200
+    }
+
+
 @pytest.mark.parametrize(
-    ("carrier", "sockets_per_worker"),
-    [("auto", 1), ("off", 3)],
+    ("carrier", "listening"),
+    [("auto", 1), ("off", 6)],
     ids=["front", "grpc.aio"],
 )
 def test_two_workers_share_the_grpc_port(
-    models: Models, start_server, carrier: str, sockets_per_worker: int
+    models: Models, start_server, carrier: str, listening: int
 ) -> None:
     server = start_server(
         ["--workers", "2"],
@@ -327,26 +339,53 @@ def test_two_workers_share_the_grpc_port(
         lambda: len(_ready_pids(server.logs())) >= 2 and server.logs().count("gRPC listening") >= 2,
         "both workers ready and serving gRPC",
     )
-    # Each worker's gRPC front, or its 3 grpc.aio servers, listen with a socket each on the one
-    # port (SO_REUSEPORT).
+    # The supervisor's one gRPC front listens on the port (the supervisor's socket), or each
+    # worker's 3 grpc.aio servers listen with a socket each (SO_REUSEPORT).
     port = httpx.URL(f"http://{server.grpc_target}").port
-    assert listening_sockets(port) == 2 * sockets_per_worker
+    assert listening_sockets(port) == listening
     expected = float(runtime_models.house_price(np.array([[1.0, 2.0, 3.0, 4.0]]))[0])
     for index in range(16):
         assert abs(_grpc_infer(server.grpc_target, f"g-{index}") - expected) < 1e-6
-    lines = [json.loads(line) for line in server.logs().splitlines() if line.startswith("{")]
-    served = {
-        line["process.pid"]
-        for line in lines
-        if str(line.get("http.request.id", "")).startswith("g-")
-        and line["url.path"] == "/inference.GRPCInferenceService/ModelInfer"
-        and line["http.response.status_code"] == 200
-    }
-    # 16 new connections hashed over the sockets: both workers take some (all on one: 2 in 65,536).
-    assert served == _ready_pids(server.logs())
+    # 16 calls on new connections: the front takes turns (the workers are idle between calls);
+    # the kernel hashes connections over the sockets (all on one: 2 in 65,536).
+    assert _grpc_served_by(server, "g-") == _ready_pids(server.logs())
     server.process.send_signal(signal.SIGTERM)
     assert server.process.wait(30) == 0
-    assert listening_sockets(port) == 0  # the fronts stopped with their workers
+    assert listening_sockets(port) == 0  # the front stopped after the workers, or with them
+
+
+def test_one_grpc_channel_uses_every_worker(models: Models, start_server) -> None:
+    import grpc
+    from mlmodel_runtime.protocol import open_inference_pb2 as pb
+
+    server = start_server(["--workers", "2"], env=_houses_env(models))
+    server.wait_ready()
+    server.wait_for(
+        lambda: len(_ready_pids(server.logs())) >= 2 and server.logs().count("gRPC listening") >= 2,
+        "both workers ready and serving gRPC",
+    )
+    assert '"mlmodel.grpc_front":"shared"' in server.logs().replace(" ", "")
+    request = pb.ModelInferRequest(
+        model_name="houses",
+        inputs=[
+            pb.ModelInferRequest.InferInputTensor(
+                name="input-0", datatype="FP64", shape=[1, 4],
+                contents=pb.InferTensorContents(fp64_contents=[1.0, 2.0, 3.0, 4.0]),
+            )
+        ],
+    )  # fmt: skip
+    with grpc.insecure_channel(server.grpc_target) as channel:  # one HTTP/2 connection
+        infer = channel.unary_unary(
+            "/inference.GRPCInferenceService/ModelInfer",
+            request_serializer=pb.ModelInferRequest.SerializeToString,
+            response_deserializer=pb.ModelInferResponse.FromString,
+        )
+        futures = [
+            infer.future(request, timeout=10, metadata=(("x-request-id", f"one-{index}"),))
+            for index in range(32)
+        ]
+        assert all(future.result().outputs[0].contents.fp64_contents for future in futures)
+    assert _grpc_served_by(server, "one-") == _ready_pids(server.logs())
 
 
 def test_a_taken_grpc_port_leaves_http_serving(models: Models, start_server) -> None:

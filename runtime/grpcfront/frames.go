@@ -1,0 +1,117 @@
+package main
+
+// The frames on a worker's socket (integers big-endian), as docs/protocols.md "The gRPC front"
+// writes them down and runtime/mlmodel_runtime/grpc_front.py reads and writes them.
+
+import (
+	"encoding/binary"
+	"errors"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+)
+
+// Frame kinds, front to worker.
+const (
+	kindListening = 0 // payload: the port the front serves, u16
+	kindCall      = 1 // payload: method, peer, metadata, message
+	kindCancel    = 2 // no payload: the caller went away
+)
+
+// leavingID is the call id no call has: a worker's frame with it says "send me no new calls"
+// (the worker is stopping; it still answers the calls it has).
+const leavingID = 0
+
+type reply struct {
+	code    codes.Code
+	message string
+	body    []byte
+	trailer metadata.MD
+}
+
+func encodeHead(id uint32, kind byte, rest int) []byte {
+	frame := make([]byte, 9, 9+rest)
+	binary.BigEndian.PutUint32(frame[0:], uint32(5+rest))
+	binary.BigEndian.PutUint32(frame[4:], id)
+	frame[8] = kind
+	return frame
+}
+
+func encodeListening(port uint16) []byte {
+	return binary.BigEndian.AppendUint16(encodeHead(0, kindListening, 2), port)
+}
+
+func encodeCall(id uint32, method, address string, md metadata.MD, body []byte) []byte {
+	size := 2 + len(method) + 2 + len(address) + 2 + len(body)
+	pairs := 0
+	for key, values := range md {
+		for _, value := range values {
+			size += 2 + len(key) + 4 + len(value)
+			pairs++
+		}
+	}
+	frame := encodeHead(id, kindCall, size)
+	frame = appendString16(frame, method)
+	frame = appendString16(frame, address)
+	frame = binary.BigEndian.AppendUint16(frame, uint16(pairs))
+	for key, values := range md {
+		for _, value := range values {
+			frame = appendString16(frame, key)
+			frame = binary.BigEndian.AppendUint32(frame, uint32(len(value)))
+			frame = append(frame, value...)
+		}
+	}
+	return append(frame, body...)
+}
+
+func appendString16(frame []byte, s string) []byte {
+	frame = binary.BigEndian.AppendUint16(frame, uint16(len(s)))
+	return append(frame, s...)
+}
+
+var errShortFrame = errors.New("a frame from the worker ends early")
+
+// decodeReply reads id, u8 code, then the message bytes (OK) or the status message and trailer.
+func decodeReply(frame []byte) (uint32, reply, error) {
+	if len(frame) < 5 {
+		return 0, reply{}, errShortFrame
+	}
+	id := binary.BigEndian.Uint32(frame)
+	answer := reply{code: codes.Code(frame[4])}
+	rest := frame[5:]
+	if answer.code == codes.OK || id == leavingID {
+		answer.body = rest
+		return id, answer, nil
+	}
+	message, rest, ok := take32(rest)
+	if !ok || len(rest) < 2 {
+		return 0, reply{}, errShortFrame
+	}
+	answer.message = string(message)
+	count := int(binary.BigEndian.Uint16(rest))
+	rest = rest[2:]
+	for ; count > 0; count-- {
+		if len(rest) < 2 || len(rest) < 2+int(binary.BigEndian.Uint16(rest)) {
+			return 0, reply{}, errShortFrame
+		}
+		key := string(rest[2 : 2+int(binary.BigEndian.Uint16(rest))])
+		var value []byte
+		value, rest, ok = take32(rest[2+len(key):])
+		if !ok {
+			return 0, reply{}, errShortFrame
+		}
+		if answer.trailer == nil {
+			answer.trailer = metadata.MD{}
+		}
+		answer.trailer.Append(key, string(value))
+	}
+	return id, answer, nil
+}
+
+func take32(b []byte) ([]byte, []byte, bool) {
+	if len(b) < 4 || uint64(len(b)-4) < uint64(binary.BigEndian.Uint32(b)) {
+		return nil, nil, false
+	}
+	n := binary.BigEndian.Uint32(b)
+	return b[4 : 4+n], b[4+n:], true
+}
