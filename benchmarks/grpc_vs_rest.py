@@ -236,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         (
             f"`benchmarks/grpc_vs_rest.py {' '.join(sys.argv[1:] if argv is None else argv)}`: "
-            f"{args.workers} worker(s), {c} connections, one call in flight on each, "
+            f"{args.workers} worker(s), {c} connections with one call in flight on each (and "
+            f"{c} calls in flight on one connection for h2load's second load), "
             f"{args.rounds} round(s) of {args.duration:g} s per load, the loads in turn; load "
             f"average at the end {os.getloadavg()[0]:.2f}. Text: {text!r}."
         ),
