@@ -27,7 +27,7 @@ import struct
 from pathlib import Path
 
 from mlmodel_runtime.grpc_server import CallFailed, InferenceService
-from mlmodel_runtime.shared_front import RESTART_DELAY_SECONDS, find_front
+from mlmodel_runtime.shared_front import RESTART_DELAY_SECONDS, find_front, socket_address
 
 __all__ = ["FrontLink", "GrpcFront", "find_front"]
 
@@ -267,7 +267,7 @@ class FrontLink:
             transport = None
             try:
                 transport, protocol = await loop.create_unix_connection(
-                    lambda: FrontProtocol(self.service), self.path
+                    lambda: FrontProtocol(self.service), socket_address(self.path)
                 )
                 port = await asyncio.wait_for(asyncio.shield(protocol.listening), START_SECONDS)
             except (TimeoutError, OSError, RuntimeError) as exc:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -60,6 +61,11 @@ def front_options(settings: RuntimeSettings) -> list[str]:
     ]
 
 
+def socket_address(path: str) -> str:
+    """The workers' socket as bind and connect take it: "@name" is "name" in the abstract namespace."""
+    return "\0" + path[1:] if path.startswith("@") else path
+
+
 def front_procs(workers: int) -> int:
     """GOMAXPROCS for the front of ``workers``: one thread running Go code per four workers, at most
     the cores. The front's part of a one-text call's CPU measured 12-20% (37-70 of 270-380 µs,
@@ -79,10 +85,22 @@ class SharedFront:
         self.grpc_socket = grpc_socket
         self.options = options
         self.procs = procs
-        self.directory = tempfile.mkdtemp(prefix="mlmodel-grpc-")  # 0700: only this user connects
-        self.path = os.path.join(self.directory, "front.sock")
         self.workers_socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.workers_socket.bind(self.path)
+        self.directory: str | None = None
+        try:
+            self.directory = tempfile.mkdtemp(prefix="mlmodel-grpc-")  # 0700: only this user
+            self.path = os.path.join(self.directory, "front.sock")
+        except OSError as exc:
+            # No writable temporary directory (a read-only container without a /tmp volume): a
+            # name in Linux's abstract namespace, which any process in this network namespace
+            # (a pod's containers) could reach; written with "@" for "\0", as ss(8) shows it.
+            self.path = f"@mlmodel-grpc-front-{os.getpid()}-{secrets.token_hex(8)}"
+            logger.warning(
+                "no writable temporary directory: the workers reach the gRPC front by an "
+                "abstract socket name",
+                extra={"error": str(exc), "hint": "give the runtime a writable TMPDIR"},
+            )
+        self.workers_socket.bind(socket_address(self.path))
         self.workers_socket.listen(WORKER_BACKLOG)
         self.process: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
@@ -146,7 +164,8 @@ class SharedFront:
                 process.wait()
         self._close_pipes()
         self.workers_socket.close()
-        shutil.rmtree(self.directory, ignore_errors=True)
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
 
     def _close_pipes(self) -> None:
         if self.process is not None and self.process.stdin is not None:

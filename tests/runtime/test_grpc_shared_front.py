@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -188,6 +189,21 @@ async def test_a_front_that_dies_is_started_again_and_the_workers_connect_again(
         assert "the gRPC front exited; starting it again" in caplog.messages
         assert "the gRPC front's socket closed; connecting again" in caplog.messages
         assert "gRPC front serving again" in caplog.messages
+
+
+async def test_without_a_writable_temporary_directory_the_socket_has_an_abstract_name(
+    slower: Artifact, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # /proc takes no new directory, not even root's: as a read-only container without /tmp.
+    monkeypatch.setattr(tempfile, "tempdir", "/proc")
+    async with (
+        shared_front(monkeypatch) as (front, port),
+        worker(slower, tmp_path / "a"),
+        aio.insecure_channel(f"127.0.0.1:{port}") as channel,
+    ):
+        assert front.directory is None and front.path.startswith("@mlmodel-grpc-front-")
+        answer = await Client(channel)("ModelInfer", SLOW_REQUEST)
+        assert list(answer.outputs[0].contents.fp64_contents) == [2.0]
 
 
 async def test_the_front_stops_when_its_supervisor_is_gone(monkeypatch: pytest.MonkeyPatch) -> None:
