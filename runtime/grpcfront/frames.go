@@ -18,9 +18,17 @@ const (
 	kindCancel    = 2 // no payload: the caller went away
 )
 
-// leavingID is the call id no call has: a worker's frame with it says "send me no new calls"
-// (the worker is stopping; it still answers the calls it has).
-const leavingID = 0
+// stateID is the call id no call has: a worker's frame with it tells its state in the byte where
+// an answer has its status code.
+const stateID = 0
+
+// A worker's states. A worker starts not ready (loading its model); calls go to ready workers,
+// and to the others only when none is ready, whose answer then says why.
+const (
+	stateLeaving  = 0 // stopping: no new calls; it still answers the calls it has
+	stateReady    = 1
+	stateNotReady = 2
+)
 
 type reply struct {
 	code    codes.Code
@@ -79,7 +87,7 @@ func decodeReply(frame []byte) (uint32, reply, error) {
 	id := binary.BigEndian.Uint32(frame)
 	answer := reply{code: codes.Code(frame[4])}
 	rest := frame[5:]
-	if answer.code == codes.OK || id == leavingID {
+	if answer.code == codes.OK || id == stateID {
 		answer.body = rest
 		return id, answer, nil
 	}

@@ -1,7 +1,7 @@
 // mlmodel-grpc-front terminates gRPC (HTTP/2) for the runtime's workers and hands every call, as
 // the bytes it arrived with, to a worker over a Unix socket: the one socket a lone worker gave it
 // (--fd), or, under the supervisor of several workers, the sockets of the workers that connect to
-// it (--workers-fd), each call to the worker with the fewest calls unanswered (pool.go). The
+// it (--workers-fd), each call to the ready worker with the fewest calls unanswered (pool.go). The
 // worker parses the message, runs it through the data plane and answers with the serialized
 // response or a gRPC status. This process knows no method and no message type: the
 // Open Inference Protocol lives in the worker alone (runtime/mlmodel_runtime/grpc_server.py).

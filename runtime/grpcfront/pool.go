@@ -1,6 +1,6 @@
 package main
 
-// The workers a front serves and how a call finds one: each call goes to the worker with the
+// The workers a front serves and how a call finds one: each call goes to the ready worker with the
 // fewest calls unanswered, so the calls of one HTTP/2 connection (a gRPC channel is usually one)
 // spread over every worker of the server, not only over the worker the connection landed on.
 
@@ -30,6 +30,7 @@ type worker struct {
 	done    chan struct{} // closed once the socket is dropped
 	pending map[uint32]chan reply
 	leaving bool // it asked for no new calls
+	ready   bool // its model serves
 }
 
 type pool struct {
@@ -79,14 +80,21 @@ func (p *pool) drop(w *worker) {
 	}
 }
 
-// pick registers a call with the worker that has the fewest unanswered; nil when none serves.
+// pick registers a call with the ready worker that has the fewest unanswered, else (none is ready)
+// with any worker not leaving, whose answer says why it cannot serve; nil when there is none. A
+// worker still loading answers at once, so were it chosen by its few unanswered calls alone it
+// would draw most of them while the others could serve.
 func (p *pool) pick() (*worker, uint32, chan reply) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var best *worker
 	for i := range p.workers {
 		w := p.workers[(p.turn+i)%len(p.workers)]
-		if !w.leaving && (best == nil || len(w.pending) < len(best.pending)) {
+		if w.leaving {
+			continue
+		}
+		if best == nil || (w.ready && !best.ready) ||
+			(w.ready == best.ready && len(w.pending) < len(best.pending)) {
 			best = w
 		}
 	}
@@ -95,7 +103,7 @@ func (p *pool) pick() (*worker, uint32, chan reply) {
 	}
 	p.turn++
 	p.next++
-	if p.next == leavingID {
+	if p.next == stateID {
 		p.next++
 	}
 	ch := make(chan reply, 1)
@@ -161,8 +169,15 @@ func (p *pool) read(w *worker) error {
 			return err
 		}
 		p.mu.Lock()
-		if id == leavingID {
-			w.leaving = true
+		if id == stateID {
+			switch answer.code {
+			case stateLeaving:
+				w.leaving = true
+			case stateReady:
+				w.ready = true
+			case stateNotReady:
+				w.ready = false
+			}
 			p.mu.Unlock()
 			continue
 		}

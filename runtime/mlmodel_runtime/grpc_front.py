@@ -10,7 +10,8 @@ strings u16-length-prefixed, metadata values u32-length-prefixed):
   of metadata pairs, the pairs, the message), 2 cancel (the caller went away).
 - worker to front: u8 gRPC status code; 0 is followed by the response message, any other by the
   status details (u32-prefixed) and the trailing metadata (u16 count, then pairs). Call id 0 (no
-  call has it) says the worker is stopping: no new calls; it still answers those it has.
+  call has it) gives the worker's state instead of a status: 0 stopping (no new calls; it still
+  answers those it has), 1 ready, 2 not ready. A worker starts not ready.
 
 A lone worker starts a front of its own (GrpcFront) on a socket pair; the workers of a supervisor
 connect to the one front it started (FrontLink; shared_front.py).
@@ -38,7 +39,9 @@ _HEAD = struct.Struct(">IIB")  # length, call id, kind or status code
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 START_SECONDS = 10.0
-LEAVING = _HEAD.pack(5, 0, 0)  # worker to front, call id 0: send me no new calls
+# Worker to front, call id 0: the worker's state (a shared front sends calls to ready workers).
+LEAVING, READY, NOT_READY = (_HEAD.pack(5, 0, state) for state in (0, 1, 2))
+READINESS_POLL_SECONDS = 0.1
 
 
 def _string(frame: bytes, at: int) -> tuple[str, int]:
@@ -253,12 +256,26 @@ class FrontLink:
         self.protocol: FrontProtocol | None = None
         self.stopping = False
         self._watch: asyncio.Task[None] | None = None
+        self._readiness: asyncio.Task[None] | None = None
 
     async def start(self) -> int:
         """Connect; the port the front serves. RuntimeError when it does not answer in time."""
         port = await self._connect()
         self._watch = asyncio.ensure_future(self._connect_again_when_lost())
+        self._readiness = asyncio.ensure_future(self._tell_readiness())
         return port
+
+    async def _tell_readiness(self) -> None:
+        """Tell the front when the data plane's readiness changes (and after each connect, since a
+        new front takes a worker for not ready), so it sends calls where the model serves."""
+        told: tuple[FrontProtocol | None, bool] = (None, False)
+        while not self.stopping:
+            protocol, ready = self.protocol, self.service.plane.ready
+            transport = protocol.transport if protocol is not None else None
+            if (protocol, ready) != told and transport is not None and not transport.is_closing():
+                transport.write(READY if ready else NOT_READY)
+                told = (protocol, ready)
+            await asyncio.sleep(READINESS_POLL_SECONDS)
 
     async def _connect(self) -> int:
         loop = asyncio.get_running_loop()
@@ -311,7 +328,8 @@ class FrontLink:
                 await asyncio.wait(set(protocol.tasks.values()), timeout=grace or 0)
             await asyncio.sleep(0)  # the answers' write (FrontProtocol._flush) runs first
             transport.close()
-        if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
+        for task in (self._watch, self._readiness):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task

@@ -23,7 +23,7 @@ import grpc
 import pytest
 import runtime_models
 from grpc import aio
-from mlmodel_runtime.grpc_front import FrontLink
+from mlmodel_runtime.grpc_front import READINESS_POLL_SECONDS, FrontLink
 from mlmodel_runtime.grpc_server import start_grpc_server
 from mlmodel_runtime.protocol import open_inference_pb2 as pb
 from mlmodel_runtime.shared_front import SOCKET_ENV, SharedFront, find_front
@@ -56,10 +56,13 @@ def slower(tmp_path_factory: pytest.TempPathFactory) -> Artifact:
 
 
 @contextlib.asynccontextmanager
-async def worker(artifact: Artifact, folder: Path) -> AsyncIterator[tuple[InProcess, FrontLink]]:
-    """The slow model's app, connected to the shared front as a supervisor's worker connects."""
+async def worker(
+    artifact: Artifact, folder: Path, *, wait: bool = True
+) -> AsyncIterator[tuple[InProcess, FrontLink]]:
+    """The slow model's app, connected to the shared front as a supervisor's worker connects
+    (``wait``: once its model is loaded)."""
     settings = settings_for(artifact, folder, "slow", host="127.0.0.1")
-    async with running_app(settings) as rt:
+    async with running_app(settings, wait=wait) as rt:
         link, _ = await start_grpc_server(settings, rt.dataplane, tokens=None, access_log=None)
         assert isinstance(link, FrontLink)
         try:
@@ -93,6 +96,29 @@ async def test_one_channels_calls_spread_over_the_workers(
         )
         for answer in await asyncio.gather(*calls):
             assert list(answer.outputs[0].contents.fp64_contents) == [2.0]
+
+
+async def test_calls_go_to_the_ready_worker_and_to_one_not_ready_only_when_none_is(
+    slower: Artifact, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A worker whose model never loads answers at once; without readiness it would have the fewer
+    # unanswered calls and draw most of them.
+    async with (
+        shared_front(monkeypatch) as (_, port),
+        worker(Artifact(slower.path, "0" * 64), tmp_path / "broken", wait=False) as (broken, _),
+        aio.insecure_channel(f"127.0.0.1:{port}") as channel,
+    ):
+        client = Client(channel)
+        with pytest.raises(aio.AioRpcError) as alone:  # the only worker: its own answer
+            await client("ModelInfer", SLOW_REQUEST)
+        assert alone.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "no runtime worker is serving yet" not in (alone.value.details() or "")
+        async with worker(slower, tmp_path / "a"):
+            await asyncio.sleep(3 * READINESS_POLL_SECONDS)  # its "ready" has reached the front
+            answers = await asyncio.gather(*(client("ModelInfer", SLOW_REQUEST) for _ in range(6)))
+            for answer in answers:
+                assert list(answer.outputs[0].contents.fp64_contents) == [2.0]
+        assert not broken.dataplane.ready
 
 
 async def test_before_any_worker_connects_calls_are_unavailable(
