@@ -344,11 +344,20 @@ def test_two_workers_share_the_grpc_port(
     port = httpx.URL(f"http://{server.grpc_target}").port
     assert listening_sockets(port) == listening
     expected = float(runtime_models.house_price(np.array([[1.0, 2.0, 3.0, 4.0]]))[0])
-    for index in range(16):
-        assert abs(_grpc_infer(server.grpc_target, f"g-{index}") - expected) < 1e-6
-    # 16 calls on new connections: the front takes turns (the workers are idle between calls);
-    # the kernel hashes connections over the sockets (all on one: 2 in 65,536).
-    assert _grpc_served_by(server, "g-") == _ready_pids(server.logs())
+    sent = 0
+
+    def calls() -> set[int]:
+        nonlocal sent
+        for index in range(sent, sent + 16):
+            assert abs(_grpc_infer(server.grpc_target, f"g-{index}") - expected) < 1e-6
+        sent += 16
+        return _grpc_served_by(server, "g-")
+
+    # Calls on new connections: the front takes turns between ready workers (a worker tells it
+    # it is ready a moment after its "model ready" line); the kernel hashes connections over the
+    # sockets (16 all on one: 2 in 65,536).
+    workers = _ready_pids(server.logs())
+    server.wait_for(lambda: calls() == workers, "gRPC calls answered by both workers", 20)
     server.process.send_signal(signal.SIGTERM)
     assert server.process.wait(30) == 0
     assert listening_sockets(port) == 0  # the front stopped after the workers, or with them
@@ -380,12 +389,23 @@ def test_one_grpc_channel_uses_every_worker(models: Models, start_server) -> Non
             request_serializer=pb.ModelInferRequest.SerializeToString,
             response_deserializer=pb.ModelInferResponse.FromString,
         )
-        futures = [
-            infer.future(request, timeout=10, metadata=(("x-request-id", f"one-{index}"),))
-            for index in range(32)
-        ]
-        assert all(future.result().outputs[0].contents.fp64_contents for future in futures)
-    assert _grpc_served_by(server, "one-") == _ready_pids(server.logs())
+        workers, sent = _ready_pids(server.logs()), 0
+
+        def burst() -> set[int]:
+            # A worker tells the front it is ready a moment after its "model ready" line (the
+            # front sends calls to ready workers): bursts of 32 until both have answered some.
+            nonlocal sent
+            futures = [
+                infer.future(request, timeout=10, metadata=(("x-request-id", f"one-{index}"),))
+                for index in range(sent, sent + 32)
+            ]
+            sent += 32
+            assert all(future.result().outputs[0].contents.fp64_contents for future in futures)
+            return _grpc_served_by(server, "one-")
+
+        # Through per-worker listeners (SO_REUSEPORT) the connection stays on one worker,
+        # however long this waits.
+        server.wait_for(lambda: burst() == workers, "one channel's calls answered by both workers", 20)
 
 
 def test_a_taken_grpc_port_leaves_http_serving(models: Models, start_server) -> None:
