@@ -91,8 +91,9 @@ def serve_grpc_front(port: int) -> None:
     import asyncio
 
     import uvloop
-    from mlmodel_runtime.grpc_front import GrpcFront, find_front
+    from mlmodel_runtime.grpc_front import GrpcFront
     from mlmodel_runtime.protocol import open_inference_pb2 as pb
+    from mlmodel_runtime.shared_front import find_front
 
     answer = pb.ModelInferResponse(model_name="sentiment").SerializeToString()
 

@@ -25,12 +25,11 @@ import logging
 import signal
 import socket
 import struct
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from mlmodel_runtime.grpc_server import CallFailed, InferenceService
-from mlmodel_runtime.shared_front import RESTART_DELAY_SECONDS, find_front, socket_address
-
-__all__ = ["FrontLink", "GrpcFront", "find_front"]
+from mlmodel_runtime.shared_front import RESTART_DELAY_SECONDS, socket_address
 
 logger = logging.getLogger("mlmodel_runtime.grpc")
 
@@ -78,6 +77,21 @@ def encode_failure(call_id: int, failed: CallFailed) -> bytes:
         payload += [_U16.pack(len(name)), name, _U32.pack(len(data)), data]
     rest = b"".join(payload)
     return _HEAD.pack(5 + len(rest), call_id, failed.code.value[0]) + rest
+
+
+async def _again(start: Callable[[], Awaitable[object]], stopping: Callable[[], bool], failed: str) -> None:
+    """After a front was lost: ``start`` (a front of the worker's own, or the connection to the
+    shared one) every RESTART_DELAY_SECONDS until it works or ``stopping()``; each failure logged
+    as ``failed``."""
+    while not stopping():
+        await asyncio.sleep(RESTART_DELAY_SECONDS)
+        try:
+            await start()
+        except RuntimeError as exc:
+            logger.error(failed, extra={"error": str(exc)})
+            continue
+        logger.info("gRPC front serving again")
+        return
 
 
 class FrontProtocol(asyncio.Protocol):
@@ -217,14 +231,7 @@ class GrpcFront:
         )
         if self.protocol is not None and self.protocol.transport is not None:
             self.protocol.transport.close()
-        while not self.stopping:
-            await asyncio.sleep(RESTART_DELAY_SECONDS)
-            try:
-                await self.start()
-                logger.info("gRPC front serving again")
-                return
-            except RuntimeError as exc:
-                logger.error("the gRPC front did not start again", extra={"error": str(exc)})
+        await _again(self.start, lambda: self.stopping, "the gRPC front did not start again")
 
     async def _end_process(self) -> None:
         if self.process is not None and self.process.returncode is None:
@@ -308,14 +315,7 @@ class FrontLink:
                 "the gRPC front's socket closed; connecting again",
                 extra={"retry_in_seconds": RESTART_DELAY_SECONDS},
             )
-            while not self.stopping:
-                await asyncio.sleep(RESTART_DELAY_SECONDS)
-                try:
-                    await self._connect()
-                    logger.info("gRPC front serving again")
-                    break
-                except RuntimeError as exc:
-                    logger.error("the gRPC front did not answer", extra={"error": str(exc)})
+            await _again(self._connect, lambda: self.stopping, "the gRPC front did not answer")
 
     async def stop(self, grace: float | None) -> None:
         """No new calls from now; calls in flight have ``grace`` seconds to finish."""

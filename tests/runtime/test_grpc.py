@@ -21,10 +21,11 @@ import runtime_models
 from grpc import aio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from mlmodel_runtime.grpc_front import GrpcFront, find_front
+from mlmodel_runtime.grpc_front import GrpcFront
 from mlmodel_runtime.grpc_server import SERVICE, start_grpc_server
 from mlmodel_runtime.protocol import open_inference_pb2 as pb
 from mlmodel_runtime.settings import RuntimeSettings
+from mlmodel_runtime.shared_front import find_front
 from support.ports import listening_sockets
 from support.runtime import InProcess, Models, running_app, settings_for
 

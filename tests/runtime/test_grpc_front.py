@@ -9,17 +9,18 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 from grpc import aio
-from mlmodel_runtime.grpc_front import GrpcFront, find_front
+from mlmodel_runtime.grpc_front import GrpcFront
 from mlmodel_runtime.grpc_server import start_grpc_server
 from mlmodel_runtime.protocol import open_inference_pb2 as pb
 from mlmodel_runtime.settings import RuntimeSettings
+from mlmodel_runtime.shared_front import find_front
 from support.runtime import InProcess, Models, running_app, settings_for
 from test_grpc import Client, _tensor
 
@@ -52,6 +53,24 @@ async def running_front(
             await front.stop(None)
 
 
+async def answer_from_a_new_front(
+    port: int, what: str, each_try: Callable[[], object] = lambda: None
+) -> pb.ModelInferResponse:
+    """The slow model's answer once a front serves on ``port`` again: tries for 15 s, ``each_try``
+    first; every failure until then must be UNAVAILABLE. Fails with ``what``."""
+    deadline = time.monotonic() + 15
+    while True:
+        each_try()
+        # A new channel each try: the old one's connection died with the first front.
+        async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            try:
+                return await Client(channel)("ModelInfer", SLOW_REQUEST)
+            except aio.AioRpcError as error:
+                assert error.code() == grpc.StatusCode.UNAVAILABLE
+                assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.2)
+
+
 async def test_a_front_that_dies_is_started_again_and_serves(
     models: Models, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -60,17 +79,7 @@ async def test_a_front_that_dies_is_started_again_and_serves(
         assert first is not None
         os.kill(first.pid, signal.SIGKILL)
         await first.wait()
-        deadline = time.monotonic() + 15
-        while True:
-            # A new channel each try: the old one's connection died with the first front.
-            async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                try:
-                    answer = await Client(channel)("ModelInfer", SLOW_REQUEST)
-                    break
-                except aio.AioRpcError as error:
-                    assert error.code() == grpc.StatusCode.UNAVAILABLE
-                    assert time.monotonic() < deadline, "the front was not started again"
-                    await asyncio.sleep(0.2)
+        answer = await answer_from_a_new_front(port, "the front was not started again")
         assert list(answer.outputs[0].contents.fp64_contents) == [2.0]
         assert front.process is not first and front.process.returncode is None
         assert "the gRPC front exited; starting it again" in caplog.messages

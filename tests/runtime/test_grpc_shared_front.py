@@ -30,7 +30,7 @@ from mlmodel_runtime.shared_front import SOCKET_ENV, SharedFront, find_front
 from runtime_models import Artifact
 from support.runtime import InProcess, running_app, settings_for
 from test_grpc import Client
-from test_grpc_front import SLOW_REQUEST
+from test_grpc_front import SLOW_REQUEST, answer_from_a_new_front
 
 
 @contextlib.asynccontextmanager
@@ -198,18 +198,12 @@ async def test_a_front_that_dies_is_started_again_and_the_workers_connect_again(
         assert first is not None
         os.kill(first.pid, signal.SIGKILL)
         first.wait()
-        deadline = time.monotonic() + 15
-        while True:
-            front.restart_if_gone()  # what the supervisor's watch loop does every half second
-            # A new channel each try: the old one's connection died with the first front.
-            async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                try:
-                    answer = await Client(channel)("ModelInfer", SLOW_REQUEST)
-                    break
-                except aio.AioRpcError as error:
-                    assert error.code() == grpc.StatusCode.UNAVAILABLE
-                    assert time.monotonic() < deadline, "no worker serves through a new front"
-                    await asyncio.sleep(0.2)
+        answer = await answer_from_a_new_front(
+            port,
+            "no worker serves through a new front",
+            # what the supervisor's watch loop does every half second
+            each_try=front.restart_if_gone,
+        )
         assert list(answer.outputs[0].contents.fp64_contents) == [2.0]
         assert front.process is not first and front.process.poll() is None
         assert "the gRPC front exited; starting it again" in caplog.messages

@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -286,9 +287,8 @@ def test_sigterm_flips_readiness_first_and_finishes_the_request(
     )
 
 
-def _grpc_infer(target: str, request_id: str) -> float:
-    """One ModelInfer on a connection of its own (a local subchannel pool: no sharing)."""
-    import grpc
+def _houses_infer(channel: Any) -> tuple[Any, Any]:
+    """ModelInfer on ``channel`` (a grpc.Channel), and one row for the houses model."""
     from mlmodel_runtime.protocol import open_inference_pb2 as pb
 
     request = pb.ModelInferRequest(
@@ -300,12 +300,20 @@ def _grpc_infer(target: str, request_id: str) -> float:
             )
         ],
     )  # fmt: skip
+    call = channel.unary_unary(
+        "/inference.GRPCInferenceService/ModelInfer",
+        request_serializer=pb.ModelInferRequest.SerializeToString,
+        response_deserializer=pb.ModelInferResponse.FromString,
+    )
+    return call, request
+
+
+def _grpc_infer(target: str, request_id: str) -> float:
+    """One ModelInfer on a connection of its own (a local subchannel pool: no sharing)."""
+    import grpc
+
     with grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
-        call = channel.unary_unary(
-            "/inference.GRPCInferenceService/ModelInfer",
-            request_serializer=pb.ModelInferRequest.SerializeToString,
-            response_deserializer=pb.ModelInferResponse.FromString,
-        )
+        call, request = _houses_infer(channel)
         response = call(request, timeout=10, metadata=(("x-request-id", request_id),))
     return response.outputs[0].contents.fp64_contents[0]
 
@@ -365,7 +373,6 @@ def test_two_workers_share_the_grpc_port(
 
 def test_one_grpc_channel_uses_every_worker(models: Models, start_server) -> None:
     import grpc
-    from mlmodel_runtime.protocol import open_inference_pb2 as pb
 
     server = start_server(["--workers", "2"], env=_houses_env(models))
     server.wait_ready()
@@ -374,21 +381,8 @@ def test_one_grpc_channel_uses_every_worker(models: Models, start_server) -> Non
         "both workers ready and serving gRPC",
     )
     assert '"mlmodel.grpc_front":"shared"' in server.logs().replace(" ", "")
-    request = pb.ModelInferRequest(
-        model_name="houses",
-        inputs=[
-            pb.ModelInferRequest.InferInputTensor(
-                name="input-0", datatype="FP64", shape=[1, 4],
-                contents=pb.InferTensorContents(fp64_contents=[1.0, 2.0, 3.0, 4.0]),
-            )
-        ],
-    )  # fmt: skip
     with grpc.insecure_channel(server.grpc_target) as channel:  # one HTTP/2 connection
-        infer = channel.unary_unary(
-            "/inference.GRPCInferenceService/ModelInfer",
-            request_serializer=pb.ModelInferRequest.SerializeToString,
-            response_deserializer=pb.ModelInferResponse.FromString,
-        )
+        infer, request = _houses_infer(channel)
         workers, sent = _ready_pids(server.logs()), 0
 
         def burst() -> set[int]:
