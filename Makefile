@@ -61,8 +61,10 @@ examples: $(BIN)/mlmodel
 	$(BIN)/python examples/sentiment-minilm/train.py
 
 # Builds benchmarks/.venv-mlserver and .venv-baselines on first use; writes benchmarks/results/.
+# grpc_vs_rest.py sets our gRPC beside our REST with generators of the same weight (h2load, wrk).
 bench: $(BIN)/mlmodel $(FRONT) examples/sentiment/model.joblib examples/sentiment-minilm/model.onnx
 	$(BIN)/python benchmarks/serving.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/grpc_vs_rest.py $(BENCH_GRPC_ARGS)
 	$(BIN)/python benchmarks/cache.py $(BENCH_CACHE_ARGS)
 
 # No cache, every request a miss, every request a hit; Redis started by the script.

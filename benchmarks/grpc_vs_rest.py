@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import resource
+import shutil
 import statistics
 import sys
 import tempfile
@@ -31,7 +31,14 @@ import grpc
 from benchkit.ghz import run_ghz, write_messages
 from benchkit.h2load import run_h2load, write_message
 from benchkit.payloads import grpc_messages, review_sentences, v2_infer_body
-from benchkit.procs import ServerProcess, cpu_seconds, free_port, process_name, process_tree
+from benchkit.procs import (
+    ServerProcess,
+    children_cpu_seconds,
+    cpu_seconds,
+    free_port,
+    process_name,
+    process_tree,
+)
 from benchkit.report import table as markdown_table
 from benchkit.scrape import batch_totals, scrape, total
 from benchkit.servers import MODEL_NAME, ours, server_environment
@@ -54,11 +61,6 @@ class Run:
     generator_cpu_us: float
     rows_per_model_call: float
     failed: int
-
-
-def children_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # the generators, once waited for
-    return usage.ru_utime + usage.ru_stime
 
 
 def failed_grpc_calls(url: str) -> float:
@@ -229,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
     finally:
         server.stop()
+    shutil.rmtree(folder, ignore_errors=True)  # kept when the run failed: its server.log says why
 
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     lines = [

@@ -28,7 +28,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchkit import ceiling, ghz, payloads, report, transport, venvs
-from benchkit.procs import RssSampler, ServerProcess, cpu_seconds, free_port, process_tree
+from benchkit.procs import (
+    RssSampler,
+    ServerProcess,
+    children_cpu_seconds,
+    cpu_seconds,
+    free_port,
+    process_tree,
+)
 from benchkit.report import Cell, Scenario, ServerRun
 from benchkit.servers import (
     ARTIFACT,
@@ -273,6 +280,7 @@ def bench_server(
                 )
                 grpc_warmed = True
             cpu_before = cpu_seconds(process_tree(server.pid))
+            generator_before = children_cpu_seconds()
             with RssSampler(server.pid) as sampler:
                 if scenario.protocol == "grpc":
                     load = ghz.run_ghz(
@@ -288,9 +296,11 @@ def bench_server(
                         concurrency=scenario.concurrency,
                         seconds=settings.duration,
                     )
-            cpu_us = 1e6 * (cpu_seconds(process_tree(server.pid)) - cpu_before) / max(load.requests, 1)
+            requests = max(load.requests, 1)
+            cpu_us = 1e6 * (cpu_seconds(process_tree(server.pid)) - cpu_before) / requests
+            generator_us = 1e6 * (children_cpu_seconds() - generator_before) / requests
             run.cells.append(
-                Cell(scenario, load, sampler.peak_total_mb, sampler.peak_single_mb, cpu_us)
+                Cell(scenario, load, sampler.peak_total_mb, sampler.peak_single_mb, cpu_us, generator_us)
             )
             print(
                 f"  {spec.name:9} {scenario.label:24} {load.requests_per_second:9.1f} req/s "
@@ -429,11 +439,17 @@ def protocol_table(runs: list[ServerRun], scenarios: list[Scenario]) -> list[str
                     report.number(rest_cell.load.requests_per_second),
                     report.number(grpc_cell.load.requests_per_second),
                     f"{ratio:.2f}x",
+                    f"{rest_cell.generator_cpu_us_per_request:.0f}",
+                    f"{grpc_cell.generator_cpu_us_per_request:.0f}",
                 ]
             )
     if not rows:
         return []
-    return report.table(["concurrency", "server", "REST req/s", "gRPC req/s", "gRPC / REST"], rows)
+    return report.table(
+        ["concurrency", "server", "REST req/s", "gRPC req/s", "gRPC / REST",
+         "wrk CPU µs/req", "ghz CPU µs/call"],
+        rows,
+    )  # fmt: skip
 
 
 def render(
@@ -487,7 +503,17 @@ def render(
         ]
     protocols = protocol_table(runs, scenarios)
     if protocols:
-        lines += ["", "## gRPC relative to REST, same server", "", *protocols]
+        lines += [
+            "",
+            "## gRPC relative to REST, same server",
+            "",
+            ("The load generator shares the server's cores: where ghz spends more CPU per call than "
+             "wrk per request, the server has that much less. `make bench` then runs "
+             "`benchmarks/grpc_vs_rest.py`, which loads gRPC with h2load, a generator as light as "
+             "wrk, beside the same REST load."),
+            "",
+            *protocols,
+        ]
     if transports:
         lines += [
             "",

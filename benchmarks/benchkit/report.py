@@ -31,6 +31,9 @@ class Cell:
     rss_total_mb: float
     rss_single_mb: float
     cpu_us_per_request: float = 0.0  # the server's CPU time (all its processes) over its requests
+    # The load generator's (wrk's, ghz's) CPU time over the requests: on a machine it shares with
+    # the server, what it spends the server does not have.
+    generator_cpu_us_per_request: float = 0.0
 
     @property
     def texts_per_second(self) -> float:
@@ -192,6 +195,7 @@ def to_json(
             "rss_total_mb": c.rss_total_mb,
             "rss_single_mb": c.rss_single_mb,
             "server_cpu_us_per_request": c.cpu_us_per_request,
+            "generator_cpu_us_per_request": c.generator_cpu_us_per_request,
         }
 
     return {

@@ -3,6 +3,7 @@ as the script reads it."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -31,15 +32,17 @@ def test_h2load_report_is_read_into_calls_failures_and_times() -> None:
         parse_output("connect to 127.0.0.1 failed")
 
 
-def test_the_loads_are_measured_and_compared(repo_root) -> None:
+def test_the_loads_are_measured_and_compared(repo_root, tmp_path) -> None:
     completed = subprocess.run(
         [
             sys.executable, str(repo_root / "benchmarks/grpc_vs_rest.py"),
             "--rounds", "1", "--duration", "1", "--concurrency", "4", "--no-save",
         ],
         capture_output=True, text=True, timeout=300, check=False,
+        env={**os.environ, "TMPDIR": str(tmp_path)},  # where its scratch folder goes
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr[-4000:]
+    assert list(tmp_path.glob("mlmodel-grpc-vs-rest-*")) == []  # removed after a good run
     rows = table_rows(completed.stdout)
     assert rows[0][:2] == ["load", "calls/s (median)"]
     measured = {}

@@ -49,9 +49,15 @@ def test_quick_run_against_our_runtime_writes_the_tables(repo_root, tmp_path):
         assert 0 < cell["p50_ms"] <= cell["p99_ms"]
         assert cell["rss_total_mb"] >= cell["rss_single_mb"] > 10
         assert cell["server_cpu_us_per_request"] > 0
+        assert cell["generator_cpu_us_per_request"] > 0  # wrk's or ghz's, reaped after each load
     assert cells[(4, 16)]["texts_per_second"] == cells[(4, 16)]["requests_per_second"] * 16
     assert {c["batch_size"] for c in data["ceilings"]} == {1, 16, 128}
     assert "| c=4, 16 texts/req | ours-w1 |" in markdown.read_text()
+    assert {cell["protocol"] for cell in server["cells"]} == {"rest", "grpc"}
+    # gRPC beside REST, with what each generator spent per call.
+    (protocol_row,) = [line for line in markdown.read_text().splitlines() if line.startswith("| c=4 | ours-w1 |")]
+    wrk_us, ghz_us = (float(cell) for cell in protocol_row.strip("| ").split(" | ")[-2:])
+    assert wrk_us > 0 and ghz_us > 0
     # The transports alone, with no model: what each costs the server per request.
     transports = {t["transport"]: t for t in data["transports"]}
     assert set(transports) == {
