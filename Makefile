@@ -14,7 +14,7 @@ help:
 	@echo "make lint       ruff over the code"
 	@echo "make typecheck  mypy over the runtime and operator packages"
 	@echo "make examples   retrain the example models (the MiniLM one takes about 10 min)"
-	@echo "make bench      serving benchmark: ours vs MLServer, FastAPI, Flask (about 12 min; BENCH_ARGS=--quick), then the prediction cache (about 6 min)"
+	@echo "make bench      serving benchmark: ours vs MLServer, FastAPI, Flask (about 12 min; BENCH_ARGS=--quick), then gRPC beside REST with equal-weight generators (about 2 min), then the prediction cache (about 6 min)"
 	@echo "make bench-cache  the prediction cache in Redis against no cache: sentiment and MiniLM (about 6 min)"
 	@echo "make bench-transformer  the MiniLM example: ours vs MLServer, batching on/off (about 15 min)"
 	@echo "make bench-operator  the operator with 1,000 MLModels on the local control plane (make cluster)"

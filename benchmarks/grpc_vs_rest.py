@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(lines))
     if not args.no_save:
         RESULTS.mkdir(exist_ok=True)
-        path = RESULTS / f"{time.strftime('%Y-%m-%d', time.gmtime())}-vm-grpc-vs-rest.md"
+        path = RESULTS / f"{time.strftime('%Y-%m-%d', time.gmtime())}-vm-grpc-vs-rest-w{args.workers}.md"
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         print(f"written: {path}", file=sys.stderr)
     return 0
