@@ -134,7 +134,9 @@ class FrontProtocol(asyncio.Protocol):
             elif kind == CANCEL:
                 task = self.tasks.pop(call_id, None)
                 if task is not None:
-                    task.cancel()
+                    # On the loop's next turn, after the call's first step: a call and its cancel
+                    # read together would otherwise end before it began, neither counted nor logged.
+                    asyncio.get_running_loop().call_soon(task.cancel)
             elif kind == LISTENING and not self.listening.done():
                 self.listening.set_result(_U16.unpack_from(payload)[0])
         del buffer[:at]

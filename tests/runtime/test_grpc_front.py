@@ -8,6 +8,8 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
+import struct
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -16,8 +18,8 @@ from typing import Any
 import grpc
 import pytest
 from grpc import aio
-from mlmodel_runtime.grpc_front import GrpcFront
-from mlmodel_runtime.grpc_server import start_grpc_server
+from mlmodel_runtime.grpc_front import CALL, CANCEL, FrontProtocol, GrpcFront
+from mlmodel_runtime.grpc_server import InferenceService, start_grpc_server
 from mlmodel_runtime.protocol import open_inference_pb2 as pb
 from mlmodel_runtime.settings import RuntimeSettings
 from mlmodel_runtime.shared_front import find_front
@@ -139,3 +141,45 @@ async def test_a_caller_that_gives_up_cancels_its_call_in_the_worker(
             await asyncio.sleep(0.02)
         metrics = (await rt.client.get("/metrics")).text
         assert 'mlmodel_requests_total{code="500",endpoint="grpc_model_infer",model="slow"} 1.0' in metrics
+
+
+def _frame(call_id: int, kind: int, payload: bytes = b"") -> bytes:
+    """A frame as the front writes it (docs/protocols.md, "The gRPC front")."""
+    return struct.pack(">IIB", 5 + len(payload), call_id, kind) + payload
+
+
+async def test_a_call_cancelled_in_the_same_read_is_still_counted(
+    models: Models, tmp_path: Path
+) -> None:
+    # A worker busy elsewhere can read a call and its cancel together (the caller's deadline
+    # passed meanwhile). This test is the front's end of the socket, writing both in one send:
+    # the call still runs its first step, so it is counted (a 500, as any call cancelled) and
+    # answers nothing.
+    async with running_app(front_settings(models, tmp_path)) as rt:
+        service = InferenceService(rt.dataplane, tokens=None, access_log=None)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        transport, protocol = await asyncio.get_running_loop().connect_accepted_socket(
+            lambda: FrontProtocol(service), ours
+        )
+        try:
+            method = b"/inference.GRPCInferenceService/ModelInfer"
+            call = (
+                struct.pack(">H", len(method)) + method
+                + struct.pack(">H", 9) + b"127.0.0.1"
+                + struct.pack(">H", 0)  # no metadata
+                + SLOW_REQUEST.SerializeToString()
+            )  # fmt: skip
+            theirs.sendall(_frame(7, CALL, call) + _frame(7, CANCEL))
+            counted = 'mlmodel_requests_total{code="500",endpoint="grpc_model_infer",model="slow"} 1.0'
+            deadline = time.monotonic() + 5
+            while counted not in (await rt.client.get("/metrics")).text:
+                assert time.monotonic() < deadline, "the cancelled call was never counted"
+                await asyncio.sleep(0.02)
+            assert protocol.tasks == {}
+            await asyncio.sleep(0.3)  # longer than the slow model takes: no answer comes
+            theirs.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                theirs.recv(4096)
+        finally:
+            transport.close()
+            theirs.close()
