@@ -45,10 +45,11 @@ from benchkit.servers import MODEL_NAME, ours, server_environment
 from benchkit.wrk import run_wrk, write_bodies
 from google.protobuf import json_format
 from mlmodel_runtime.protocol import open_inference_pb2 as pb
+from mlmodel_runtime.shared_front import BINARY as FRONT_BINARY
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-FRONT_NAME = "mlmodel-grpc-fr"  # the front's command name, as the kernel cuts it (15 bytes)
+FRONT_NAME = FRONT_BINARY[:15]  # the front's command name, as the kernel cuts it (15 bytes)
 LOADS = ("REST, wrk", "gRPC, h2load", "gRPC, h2load, 1 connection", "gRPC, ghz")
 
 

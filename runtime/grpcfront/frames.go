@@ -99,21 +99,29 @@ func decodeReply(frame []byte) (uint32, reply, error) {
 	count := int(binary.BigEndian.Uint16(rest))
 	rest = rest[2:]
 	for ; count > 0; count-- {
-		if len(rest) < 2 || len(rest) < 2+int(binary.BigEndian.Uint16(rest)) {
+		var key, value []byte
+		if key, rest, ok = take16(rest); !ok {
 			return 0, reply{}, errShortFrame
 		}
-		key := string(rest[2 : 2+int(binary.BigEndian.Uint16(rest))])
-		var value []byte
-		value, rest, ok = take32(rest[2+len(key):])
-		if !ok {
+		if value, rest, ok = take32(rest); !ok {
 			return 0, reply{}, errShortFrame
 		}
 		if answer.trailer == nil {
 			answer.trailer = metadata.MD{}
 		}
-		answer.trailer.Append(key, string(value))
+		answer.trailer.Append(string(key), string(value))
 	}
 	return id, answer, nil
+}
+
+// take16 and take32 split a u16- or u32-length-prefixed field from the rest; false when the
+// bytes end before the field does.
+func take16(b []byte) ([]byte, []byte, bool) {
+	if len(b) < 2 || len(b)-2 < int(binary.BigEndian.Uint16(b)) {
+		return nil, nil, false
+	}
+	n := int(binary.BigEndian.Uint16(b))
+	return b[2 : 2+n], b[2+n:], true
 }
 
 func take32(b []byte) ([]byte, []byte, bool) {
