@@ -126,6 +126,9 @@ async def test_a_caller_that_gives_up_cancels_its_call_in_the_worker(
     async with running_front(models, tmp_path) as (rt, front, port):
         assert front.protocol is not None
         async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            # Connected first: a connection still being made inside the 50 ms would let the
+            # deadline pass before the call is sent, and the worker would never see it.
+            await asyncio.wait_for(channel.channel_ready(), 10)
             call = Client(channel).calls["ModelInfer"](SLOW_REQUEST, timeout=0.05)
             with pytest.raises(aio.AioRpcError) as late:
                 await call
